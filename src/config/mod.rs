@@ -1,0 +1,183 @@
+//! Configuration: flags > `ROOMCAST_*` environment > TOML file > defaults,
+//! resolved into one validated [`Config`].
+//!
+//! Parsing is pure (ripgrep's two steps): [`Settings`] holds what each layer
+//! said, every field optional; [`Config::resolve`] merges the layers, applies
+//! the documented defaults below and validates, so a bad value is one clear
+//! error line before any socket is opened.
+
+mod file;
+mod settings;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use settings::{Cli, Settings};
+
+/// Default listen address: loopback only, so a fresh `cargo run` is not an open broker.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default heartbeat interval in seconds.
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 30;
+/// Default largest client message in bytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Default cap on one connection's outbox in bytes.
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 1024 * 1024;
+/// Default time a client has to complete its HTTP upgrade.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// Default time a peer has to answer our close frame.
+pub const DEFAULT_CLOSE_TIMEOUT_SECS: u64 = 5;
+/// Upper bound of the default `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS_CAP: usize = 100_000;
+/// File descriptors kept free for listeners, logs and Redis when the
+/// connection cap is derived from the open-file limit.
+pub const RESERVED_FDS: usize = 64;
+/// Default log filter when neither `--log-level` nor `RUST_LOG` is set.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// A configuration value that cannot be used; the message names the option.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The validated configuration of one roomcast node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address the WebSocket/HTTP listener binds.
+    pub listen: SocketAddr,
+    /// Number of shard threads (event loops).
+    pub shards: usize,
+    /// Interval between heartbeat pings; a connection silent for two is cut.
+    pub heartbeat: Duration,
+    /// Largest message a client may send, in bytes.
+    pub max_message_bytes: usize,
+    /// Most connections open at once; more are accepted and closed with 1013.
+    pub max_connections: usize,
+    /// Largest outbox one connection may have before it is cut as a slow consumer.
+    pub max_queue_bytes: usize,
+    /// Time a client has to complete its HTTP upgrade.
+    pub handshake_timeout: Duration,
+    /// Time a peer has to answer our close frame before the socket is cut.
+    pub close_timeout: Duration,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::resolve(Settings::default(), None).expect("defaults are valid")
+    }
+}
+
+fn positive<T: PartialOrd + Default + Copy>(name: &str, v: T) -> Result<T, ConfigError> {
+    if v > T::default() {
+        Ok(v)
+    } else {
+        Err(ConfigError(format!("--{name} must be greater than 0")))
+    }
+}
+
+impl Config {
+    /// Parses flags and environment, reads `--config` if given, and resolves.
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let from_file = match &cli.config {
+            Some(path) => Some(file::load(path)?),
+            None => None,
+        };
+        Config::resolve(cli.settings, from_file)
+    }
+
+    /// Merges the layers (`cli` wins over `file`), fills defaults, validates.
+    pub fn resolve(cli: Settings, file: Option<Settings>) -> Result<Config, ConfigError> {
+        let s = cli.or(file.unwrap_or_default());
+        let listen = match s.listen {
+            Some(a) => a,
+            None => DEFAULT_LISTEN.parse().expect("default address parses"),
+        };
+        let shards = positive("shards", s.shards.unwrap_or_else(default_shards))?;
+        if shards > 1024 {
+            return Err(ConfigError("--shards must be at most 1024".into()));
+        }
+        let heartbeat_secs = positive("heartbeat-secs", s.heartbeat_secs.unwrap_or(DEFAULT_HEARTBEAT_SECS))?;
+        let max_message_bytes =
+            positive("max-message-bytes", s.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES))?;
+        if max_message_bytes > 1 << 30 {
+            return Err(ConfigError("--max-message-bytes must be at most 1073741824 (1 GiB)".into()));
+        }
+        let max_queue_bytes = positive("max-queue-bytes", s.max_queue_bytes.unwrap_or(DEFAULT_MAX_QUEUE_BYTES))?;
+        let max_connections =
+            positive("max-connections", s.max_connections.unwrap_or_else(default_max_connections))?;
+        let handshake_timeout_secs = positive(
+            "handshake-timeout-secs",
+            s.handshake_timeout_secs.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+        )?;
+        let close_timeout_secs =
+            positive("close-timeout-secs", s.close_timeout_secs.unwrap_or(DEFAULT_CLOSE_TIMEOUT_SECS))?;
+        let log_level = s
+            .log_level
+            .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(ConfigError(format!("--log-level: cannot parse filter {log_level:?}")));
+        }
+        Ok(Config {
+            listen,
+            shards,
+            heartbeat: Duration::from_secs(heartbeat_secs),
+            max_message_bytes,
+            max_connections,
+            max_queue_bytes,
+            handshake_timeout: Duration::from_secs(handshake_timeout_secs),
+            close_timeout: Duration::from_secs(close_timeout_secs),
+            log_level,
+        })
+    }
+}
+
+/// One shard per CPU.
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The open-file limit less what the process needs besides clients, capped.
+pub fn default_max_connections() -> usize {
+    let nofile = std::fs::read_to_string("/proc/self/limits").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<usize>().ok())
+    });
+    match nofile {
+        Some(n) if n > RESERVED_FDS * 2 => (n - RESERVED_FDS).min(DEFAULT_MAX_CONNECTIONS_CAP),
+        _ => 1024,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.heartbeat, Duration::from_secs(30));
+        assert_eq!(c.max_message_bytes, 65536);
+        assert!(c.shards >= 1);
+    }
+
+    #[test]
+    fn cli_wins_over_file() {
+        let cli = Settings { shards: Some(3), ..Settings::default() };
+        let file = Settings { shards: Some(5), heartbeat_secs: Some(7), ..Settings::default() };
+        let c = Config::resolve(cli, Some(file)).unwrap();
+        assert_eq!(c.shards, 3);
+        assert_eq!(c.heartbeat, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn zero_values_are_refused_with_the_option_name() {
+        let bad = Settings { heartbeat_secs: Some(0), ..Settings::default() };
+        let err = Config::resolve(bad, None).unwrap_err().to_string();
+        assert!(err.contains("--heartbeat-secs"), "{err}");
+    }
+}

@@ -1,0 +1,79 @@
+//! What one configuration layer says: every field optional, shared by the
+//! command line (with `ROOMCAST_*` environment fallbacks) and the TOML file so
+//! the two can never drift apart.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The `roomcast` command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "roomcast", version, about = "A high-performance WebSocket message broker")]
+pub struct Cli {
+    /// TOML configuration file; its keys are the long option names
+    #[arg(long, env = "ROOMCAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The options themselves.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Options a layer may set; `None` means "not said here".
+#[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on for WebSocket and HTTP [default: 127.0.0.1:8080]
+    #[arg(long, env = "ROOMCAST_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Number of shard threads (event loops) [default: number of CPUs]
+    #[arg(long, env = "ROOMCAST_SHARDS", value_name = "N")]
+    pub shards: Option<usize>,
+
+    /// Seconds between heartbeat pings; a client silent for two intervals is cut [default: 30]
+    #[arg(long, env = "ROOMCAST_HEARTBEAT_SECS", value_name = "N")]
+    pub heartbeat_secs: Option<u64>,
+
+    /// Largest message a client may send; bigger ones are closed with 1009 [default: 65536]
+    #[arg(long, env = "ROOMCAST_MAX_MESSAGE_BYTES", value_name = "N")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Most open connections; more are closed with 1013 [default: open-file limit - 64, at most 100000]
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Largest outbox per connection; past it the client is cut with 4008 [default: 1048576]
+    #[arg(long, env = "ROOMCAST_MAX_QUEUE_BYTES", value_name = "N")]
+    pub max_queue_bytes: Option<usize>,
+
+    /// Seconds a client has to complete the HTTP upgrade [default: 10]
+    #[arg(long, env = "ROOMCAST_HANDSHAKE_TIMEOUT_SECS", value_name = "N")]
+    pub handshake_timeout_secs: Option<u64>,
+
+    /// Seconds a client has to answer our close frame [default: 5]
+    #[arg(long, env = "ROOMCAST_CLOSE_TIMEOUT_SECS", value_name = "N")]
+    pub close_timeout_secs: Option<u64>,
+
+    /// Log filter, e.g. "info" or "roomcast=debug"; RUST_LOG is used when unset [default: info]
+    #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+impl Settings {
+    /// This layer, with `lower` filling what it leaves unsaid.
+    pub fn or(self, lower: Settings) -> Settings {
+        Settings {
+            listen: self.listen.or(lower.listen),
+            shards: self.shards.or(lower.shards),
+            heartbeat_secs: self.heartbeat_secs.or(lower.heartbeat_secs),
+            max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_queue_bytes: self.max_queue_bytes.or(lower.max_queue_bytes),
+            handshake_timeout_secs: self.handshake_timeout_secs.or(lower.handshake_timeout_secs),
+            close_timeout_secs: self.close_timeout_secs.or(lower.close_timeout_secs),
+            log_level: self.log_level.or(lower.log_level),
+        }
+    }
+}

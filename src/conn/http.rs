@@ -1,0 +1,147 @@
+//! The HTTP phase: parse request heads, answer probes, perform the upgrade.
+//!
+//! Keep-alive and pipelining are honoured for bodiless requests; a request
+//! with a body is answered and the connection closed, because no endpoint
+//! here reads one.
+
+use crate::http::request::{self, Parsed};
+use crate::http::{response, Request, Route};
+use crate::metrics;
+use crate::metrics::DropReason;
+use crate::ws::{handshake, CloseCode, Decoder};
+
+use super::{Conn, Ctx, Phase, Verdict};
+
+/// What serving one request left the connection as.
+enum Served {
+    /// Ready for the next request.
+    KeepAlive,
+    /// Answered; close after the response.
+    Close,
+    /// Upgraded to WebSocket.
+    Upgraded,
+}
+
+impl Conn {
+    /// Handles the `n` new bytes in `ctx.scratch` while in the HTTP phase.
+    pub(super) fn on_http_bytes(&mut self, ctx: &mut Ctx<'_>, n: usize) -> Verdict {
+        let scratch = std::mem::take(&mut ctx.scratch);
+        let verdict = self.serve_http(ctx, &scratch[..n]);
+        ctx.scratch = scratch;
+        verdict
+    }
+
+    fn serve_http(&mut self, ctx: &mut Ctx<'_>, input: &[u8]) -> Verdict {
+        let Phase::Http { head } = &mut self.phase else {
+            return Verdict::Keep;
+        };
+        // Parse straight from the read unless an earlier read left half a head.
+        let owned;
+        let data: &[u8] = if head.is_empty() {
+            input
+        } else {
+            head.extend_from_slice(input);
+            owned = std::mem::take(head);
+            &owned
+        };
+        let mut off = 0;
+        loop {
+            match request::parse(&data[off..]) {
+                Err(e) => {
+                    tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, error = %e, "bad request");
+                    self.respond(ctx, e.status(), &format!("{e}\n"), true);
+                    return Verdict::Keep;
+                }
+                Ok(Parsed::Partial) => {
+                    if let Phase::Http { head } = &mut self.phase {
+                        head.extend_from_slice(&data[off..]);
+                    }
+                    return Verdict::Keep;
+                }
+                Ok(Parsed::Complete(req, used)) => {
+                    off += used;
+                    match self.serve_request(ctx, req) {
+                        Served::KeepAlive if off < data.len() => continue,
+                        Served::KeepAlive | Served::Close => return Verdict::Keep,
+                        Served::Upgraded => {
+                            // Frames sent right behind the request head.
+                            let mut rest = data[off..].to_vec();
+                            return self.on_ws_bytes(ctx, &mut rest);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues a plain response; `close` ends the connection after it.
+    fn respond(&mut self, ctx: &Ctx<'_>, status: &str, body: &str, close: bool) {
+        ctx.metrics.http_response(status);
+        self.queue(response::text(status, body, close));
+        if close {
+            self.linger(ctx);
+        }
+    }
+
+    fn serve_request(&mut self, ctx: &mut Ctx<'_>, req: Request) -> Served {
+        let route = Route::of(&req);
+        if route.is_websocket() {
+            return self.upgrade(ctx, route, &req);
+        }
+        let close = !req.keep_alive();
+        if req.method != "GET" && req.method != "HEAD" && route != Route::NotFound {
+            ctx.metrics.http_response("405");
+            let body = b"method not allowed\n";
+            self.queue(response::response("405 Method Not Allowed", "text/plain", body, true, &[("Allow", "GET")]));
+            self.linger(ctx);
+            return Served::Close;
+        }
+        match route {
+            Route::Healthz => self.respond(ctx, "200 OK", "ok\n", close),
+            Route::Metrics => {
+                ctx.metrics.http_response("200");
+                let text = metrics::render(ctx.registry);
+                let ct = "text/plain; version=0.0.4; charset=utf-8";
+                self.queue(response::response("200 OK", ct, text.as_bytes(), close, &[]));
+                if close {
+                    self.linger(ctx);
+                }
+            }
+            _ => self.respond(ctx, "404 Not Found", "not found\n", close),
+        }
+        if close {
+            Served::Close
+        } else {
+            Served::KeepAlive
+        }
+    }
+
+    fn upgrade(&mut self, ctx: &mut Ctx<'_>, route: Route, req: &Request) -> Served {
+        let accept = match handshake::check(req) {
+            Ok(resp) => resp,
+            Err(rejection) => {
+                tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, reason = rejection.reason, "upgrade refused");
+                ctx.metrics.http_response(rejection.status);
+                self.queue(rejection.response());
+                self.linger(ctx);
+                return Served::Close;
+            }
+        };
+        self.queue(accept);
+        self.phase = Phase::Ws { route, decoder: Decoder::new(ctx.config.max_message_bytes), close_sent: false };
+        self.last_seen = ctx.now;
+        self.last_ping = ctx.now;
+        if !self.counted {
+            // Over --max-connections: a browser can read a close code, not an
+            // HTTP status, so finish the upgrade and close with 1013.
+            ctx.metrics.drop(DropReason::ConnectionLimit);
+            ctx.metrics.close(CloseCode::TRY_AGAIN_LATER.0);
+            self.start_close(ctx, CloseCode::TRY_AGAIN_LATER, "try again later");
+            return Served::Upgraded;
+        }
+        self.upgraded = true;
+        ctx.metrics.connections.add(1);
+        ctx.metrics.connections_total.add(1);
+        Served::Upgraded
+    }
+}

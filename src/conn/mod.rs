@@ -1,0 +1,312 @@
+//! One client connection: its socket, its outbox and the state machine that
+//! takes it from HTTP request to WebSocket to closed (see `LIFECYCLE.md`).
+//!
+//! A `Conn` never blocks and never outlives its shard: the shard calls
+//! [`Conn::on_ready`] for socket events and [`Conn::tick`] from its timer
+//! sweep, and removes the connection when either answers [`Verdict::Remove`].
+//! Reads go into the shard's scratch buffer; a connection keeps bytes of its
+//! own only while a request head or a frame is incomplete.
+
+mod http;
+pub mod outbox;
+mod ws;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+
+use crate::config::Config;
+use crate::http::Route;
+use crate::metrics::{DropReason, Registry, ShardMetrics};
+use crate::ws::{frame, CloseCode, Decoder, OpCode};
+use outbox::Outbox;
+
+/// Reads per readiness event before other connections get a turn; the
+/// shard comes back to this one on its next loop iteration.
+const READS_PER_TURN: usize = 16;
+
+/// What the shard owns and lends to a connection for one call.
+pub struct Ctx<'a> {
+    /// Index of the shard, for logs.
+    pub shard: usize,
+    /// The time of this loop iteration.
+    pub now: Instant,
+    /// The node's configuration.
+    pub config: &'a Config,
+    /// This shard's metrics.
+    pub metrics: &'a ShardMetrics,
+    /// Every shard's metrics, for `/metrics`.
+    pub registry: &'a Registry,
+    /// The shard's read buffer, shared by all its connections.
+    pub scratch: &'a mut [u8],
+    /// Connections the node holds against `--max-connections`.
+    pub open: &'a AtomicUsize,
+}
+
+/// What the shard should do with a connection after a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Wait for the next event.
+    Keep,
+    /// The read budget ran out with data maybe left: call `on_ready` again soon.
+    ReadAgain,
+    /// Close the socket and free the slot.
+    Remove,
+}
+
+/// Where the connection is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// Reading an HTTP request head; `head` holds a partial one.
+    Http { head: Vec<u8> },
+    /// A WebSocket; `close_sent` once our close frame is queued.
+    Ws { route: Route, decoder: Decoder, close_sent: bool },
+    /// Everything final is queued: flush, shut our side, wait for the peer's
+    /// FIN (so it reads all we sent rather than a reset), then remove.
+    Linger { shut: bool },
+}
+
+/// A client connection owned by one shard.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Shard-unique id; also the generation that makes a stale handle harmless.
+    id: u64,
+    phase: Phase,
+    outbox: Outbox,
+    last_seen: Instant,
+    last_ping: Instant,
+    /// When the current phase times out (handshake, close handshake, linger).
+    deadline: Instant,
+    /// The first close code exchanged, recorded in metrics when removed.
+    close_code: Option<CloseCode>,
+    /// Holds a slot in the node's `--max-connections` count.
+    counted: bool,
+    /// Completed the upgrade (counted in the connection gauge).
+    upgraded: bool,
+    /// Reading stopped until the outbox drains (see `Conn::pause_limit`).
+    read_paused: bool,
+}
+
+impl Conn {
+    /// A freshly accepted connection; `counted` is false when it is over
+    /// `--max-connections` and will be refused with 1013 after its upgrade.
+    pub fn new(stream: TcpStream, peer: SocketAddr, id: u64, counted: bool, ctx: &Ctx<'_>) -> Conn {
+        Conn {
+            stream,
+            peer,
+            id,
+            phase: Phase::Http { head: Vec::new() },
+            outbox: Outbox::default(),
+            last_seen: ctx.now,
+            last_ping: ctx.now,
+            deadline: ctx.now + ctx.config.handshake_timeout,
+            close_code: None,
+            counted,
+            upgraded: false,
+            read_paused: false,
+        }
+    }
+
+    /// The socket, for registration with the shard's poll.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// The shard-unique id of this connection.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Handles a readiness event (or a retry after `ReadAgain`).
+    pub fn on_ready(&mut self, ctx: &mut Ctx<'_>, readable: bool, writable: bool) -> Verdict {
+        if writable && self.flush(ctx) == Verdict::Remove {
+            return Verdict::Remove;
+        }
+        let mut verdict = Verdict::Keep;
+        if readable {
+            verdict = self.read(ctx);
+            if verdict == Verdict::Remove {
+                return verdict;
+            }
+        }
+        match self.flush(ctx) {
+            Verdict::Keep => verdict,
+            other => other,
+        }
+    }
+
+    /// Reads until `WouldBlock`, the turn's budget, or a pause.
+    fn read(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        for _ in 0..READS_PER_TURN {
+            if self.read_paused {
+                return Verdict::Keep;
+            }
+            match self.stream.read(ctx.scratch) {
+                Ok(0) => return self.on_eof(ctx),
+                Ok(n) => {
+                    ctx.metrics.bytes_received.add(n as u64);
+                    self.last_seen = ctx.now;
+                    if self.on_bytes(ctx, n) == Verdict::Remove {
+                        return Verdict::Remove;
+                    }
+                    if self.outbox.len_bytes() > pause_limit(ctx.config) {
+                        self.read_paused = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Verdict::Keep,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.cut(ctx, &e),
+            }
+        }
+        Verdict::ReadAgain
+    }
+
+    /// Routes the `n` bytes now in `ctx.scratch` to the current phase.
+    fn on_bytes(&mut self, ctx: &mut Ctx<'_>, n: usize) -> Verdict {
+        match &mut self.phase {
+            Phase::Http { .. } => self.on_http_bytes(ctx, n),
+            Phase::Ws { .. } => {
+                let input = std::mem::take(&mut ctx.scratch);
+                let v = self.on_ws_bytes(ctx, &mut input[..n]);
+                ctx.scratch = input;
+                v
+            }
+            // The peer's last bytes after our FIN are read only to see its FIN.
+            Phase::Linger { .. } => Verdict::Keep,
+        }
+    }
+
+    /// The peer closed its side of the TCP connection.
+    fn on_eof(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        match self.phase {
+            Phase::Ws { close_sent: false, .. } => {
+                self.close_code.get_or_insert(CloseCode::ABNORMAL);
+                tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, "peer closed without a close frame");
+            }
+            Phase::Ws { close_sent: true, .. } => {}
+            Phase::Http { .. } | Phase::Linger { .. } => {}
+        }
+        Verdict::Remove
+    }
+
+    /// A socket error: the connection is gone.
+    fn cut(&mut self, ctx: &Ctx<'_>, err: &io::Error) -> Verdict {
+        if matches!(self.phase, Phase::Ws { .. }) {
+            self.close_code.get_or_insert(CloseCode::ABNORMAL);
+        }
+        tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, error = %err, "socket error");
+        Verdict::Remove
+    }
+
+    /// Queues a frame or response produced by this connection's own traffic.
+    fn queue(&mut self, bytes: Bytes) {
+        self.outbox.push(bytes);
+    }
+
+    /// Writes the outbox until it is empty or the socket is full.
+    pub fn flush(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        if self.outbox.is_empty() && !matches!(self.phase, Phase::Linger { shut: false }) {
+            return Verdict::Keep;
+        }
+        match self.outbox.flush(&mut self.stream) {
+            Ok(f) => ctx.metrics.bytes_sent.add(f.written as u64),
+            Err(e) => return self.cut(ctx, &e),
+        }
+        if !self.outbox.is_empty() {
+            return Verdict::Keep;
+        }
+        if let Phase::Linger { shut } = &mut self.phase {
+            if !*shut {
+                *shut = true;
+                // Our FIN follows the last byte we queued. Errors mean the
+                // peer is already gone; the next read will tell.
+                let _ = self.stream.shutdown(Shutdown::Write);
+            }
+        }
+        if self.read_paused && self.outbox.len_bytes() <= pause_limit(ctx.config) / 2 {
+            self.read_paused = false;
+            return Verdict::ReadAgain;
+        }
+        Verdict::Keep
+    }
+
+    /// Enters the final phase: flush what is queued, then close.
+    fn linger(&mut self, ctx: &Ctx<'_>) {
+        self.phase = Phase::Linger { shut: false };
+        self.deadline = ctx.now + ctx.config.close_timeout;
+    }
+
+    /// Starts the close handshake with `code`: queue the close frame, keep
+    /// reading (and discarding data) until the peer's close frame or timeout.
+    fn start_close(&mut self, ctx: &Ctx<'_>, code: CloseCode, reason: &str) {
+        if let Phase::Ws { close_sent, .. } = &mut self.phase {
+            if *close_sent {
+                return;
+            }
+            *close_sent = true;
+            self.close_code.get_or_insert(code);
+            self.outbox.push(frame::encode_close(code, reason));
+            self.deadline = ctx.now + ctx.config.close_timeout;
+        }
+    }
+
+    /// The periodic sweep: timeouts and heartbeats.
+    pub fn tick(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        match self.phase {
+            Phase::Http { .. } => {
+                if ctx.now >= self.deadline {
+                    ctx.metrics.drop(DropReason::HandshakeTimeout);
+                    tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, "handshake timed out");
+                    return Verdict::Remove;
+                }
+            }
+            Phase::Ws { close_sent: false, .. } => {
+                let hb = ctx.config.heartbeat;
+                if ctx.now.duration_since(self.last_seen) >= hb * 2 {
+                    ctx.metrics.drop(DropReason::HeartbeatTimeout);
+                    self.close_code = Some(CloseCode::ABNORMAL);
+                    tracing::info!(shard = ctx.shard, conn = self.id, peer = %self.peer, "no traffic for two heartbeats: cut");
+                    return Verdict::Remove;
+                }
+                if ctx.now.duration_since(self.last_ping) >= hb {
+                    self.last_ping = ctx.now;
+                    self.outbox.push(frame::encode(OpCode::Ping, b""));
+                    return self.flush(ctx);
+                }
+            }
+            Phase::Ws { close_sent: true, .. } | Phase::Linger { .. } => {
+                if ctx.now >= self.deadline {
+                    tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, "close handshake timed out");
+                    return Verdict::Remove;
+                }
+            }
+        }
+        Verdict::Keep
+    }
+
+    /// Records the end of the connection; the shard drops it right after.
+    pub fn finish(&mut self, ctx: &Ctx<'_>) {
+        if self.upgraded {
+            ctx.metrics.connections.sub(1);
+            ctx.metrics.close(self.close_code.unwrap_or(CloseCode::ABNORMAL).0);
+        }
+        if self.counted {
+            ctx.open.fetch_sub(1, Ordering::Relaxed);
+            self.counted = false;
+        }
+        // Best effort: a failed flush of a dying socket has no one to tell.
+        let _ = self.stream.flush();
+    }
+}
+
+/// Outbox size past which a connection's own requests stop being read: the
+/// client is not reading its replies, so TCP backpressure takes over.
+fn pause_limit(config: &Config) -> usize {
+    config.max_queue_bytes / 2
+}

@@ -1,0 +1,76 @@
+//! The WebSocket phase: decode frames, answer pings, run the endpoint, and
+//! carry out the close handshake.
+
+use std::ops::ControlFlow;
+
+use crate::http::Route;
+use crate::ws::{frame, CloseCode, Event, OpCode};
+
+use super::{Conn, Ctx, Phase, Verdict};
+
+impl Conn {
+    /// Decodes `input` (unmasking in place) and acts on every event.
+    pub(super) fn on_ws_bytes(&mut self, ctx: &mut Ctx<'_>, input: &mut [u8]) -> Verdict {
+        let Phase::Ws { route, decoder, close_sent } = &mut self.phase else {
+            return Verdict::Keep;
+        };
+        let (route, close_sent) = (*route, *close_sent);
+        let outbox = &mut self.outbox;
+        let metrics = ctx.metrics;
+        let mut peer_close: Option<Option<CloseCode>> = None;
+        let result = decoder.feed(input, |event| {
+            match event {
+                Event::Text(p) | Event::Binary(p) if close_sent => {
+                    // After our close frame, data is read only to find theirs.
+                    let _ = p;
+                }
+                Event::Text(p) => {
+                    metrics.messages_received.add(1);
+                    if route == Route::Echo {
+                        outbox.push(frame::encode(OpCode::Text, p));
+                        metrics.deliveries.add(1);
+                    }
+                }
+                Event::Binary(p) => {
+                    metrics.messages_received.add(1);
+                    if route == Route::Echo {
+                        outbox.push(frame::encode(OpCode::Binary, p));
+                        metrics.deliveries.add(1);
+                    }
+                }
+                Event::Ping(p) => {
+                    if !close_sent {
+                        outbox.push(frame::encode(OpCode::Pong, p));
+                    }
+                }
+                Event::Pong(_) => {}
+                Event::Close { code, .. } => {
+                    peer_close = Some(code);
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        if let Err(e) = result {
+            tracing::info!(
+                shard = ctx.shard, conn = self.id, peer = %self.peer, code = e.code.0, reason = e.reason,
+                "protocol error: closing"
+            );
+            self.start_close(ctx, e.code, e.reason);
+            return Verdict::Keep;
+        }
+        if let Some(code) = peer_close {
+            if !close_sent {
+                // Echo the peer's code (RFC 6455 §5.5.1); no code, no payload.
+                self.close_code = Some(code.unwrap_or(CloseCode::NO_STATUS));
+                let reply = match code {
+                    Some(c) => frame::encode_close(c, ""),
+                    None => frame::encode(OpCode::Close, b""),
+                };
+                self.queue(reply);
+            }
+            self.linger(ctx);
+        }
+        Verdict::Keep
+    }
+}

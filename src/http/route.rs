@@ -1,0 +1,36 @@
+//! Which endpoint a request is for.
+
+use super::request::Request;
+
+/// The endpoints served on the WebSocket port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /ws`: the broker protocol over WebSocket.
+    Ws,
+    /// `GET /echo`: a WebSocket that echoes every message (conformance checks).
+    Echo,
+    /// `GET /healthz`: liveness probe.
+    Healthz,
+    /// `GET /metrics`: Prometheus exposition.
+    Metrics,
+    /// Anything else: 404.
+    NotFound,
+}
+
+impl Route {
+    /// Picks the endpoint for a request path (query already stripped).
+    pub fn of(req: &Request) -> Route {
+        match req.path.as_str() {
+            "/ws" => Route::Ws,
+            "/echo" => Route::Echo,
+            "/healthz" => Route::Healthz,
+            "/metrics" => Route::Metrics,
+            _ => Route::NotFound,
+        }
+    }
+
+    /// Whether the endpoint speaks WebSocket after an upgrade.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Route::Ws | Route::Echo)
+    }
+}

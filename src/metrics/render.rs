@@ -1,0 +1,88 @@
+//! Prometheus text exposition (format 0.0.4) of a [`Registry`].
+
+use std::fmt::Write;
+
+use super::names::*;
+use super::{DropReason, Registry, ShardMetrics, CLOSE_CODES, HTTP_STATUSES};
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sum(reg: &Registry, f: impl Fn(&ShardMetrics) -> u64) -> u64 {
+    reg.shards.iter().map(|s| f(s)).sum()
+}
+
+/// Renders every metric; the cost is a few loads per shard, not per connection.
+pub fn render(reg: &Registry) -> String {
+    let mut out = String::with_capacity(4096);
+    header(&mut out, CONNECTIONS, "gauge", "Open WebSocket connections.");
+    let _ = writeln!(out, "{CONNECTIONS} {}", reg.connections());
+    header(&mut out, SHARD_CONNECTIONS, "gauge", "Open WebSocket connections per shard.");
+    for (i, s) in reg.shards.iter().enumerate() {
+        let _ = writeln!(out, "{SHARD_CONNECTIONS}{{shard=\"{i}\"}} {}", s.connections.get());
+    }
+    let counters: [(&str, &str, fn(&ShardMetrics) -> u64); 5] = [
+        (CONNECTIONS_TOTAL, "WebSocket connections upgraded.", |s| s.connections_total.get()),
+        (MESSAGES_RECEIVED_TOTAL, "Data messages received from clients.", |s| s.messages_received.get()),
+        (DELIVERIES_TOTAL, "Frames queued to clients.", |s| s.deliveries.get()),
+        (BYTES_SENT_TOTAL, "Bytes written to client sockets.", |s| s.bytes_sent.get()),
+        (BYTES_RECEIVED_TOTAL, "Bytes read from client sockets.", |s| s.bytes_received.get()),
+    ];
+    for (name, help, f) in counters {
+        header(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", sum(reg, f));
+    }
+    header(&mut out, ACCEPTED_TOTAL, "counter", "TCP connections accepted.");
+    let _ = writeln!(out, "{ACCEPTED_TOTAL} {}", reg.acceptor.accepted.get());
+
+    header(&mut out, DROPPED_TOTAL, "counter", "Messages or connections dropped, by reason.");
+    for (i, reason) in DropReason::ALL.iter().enumerate() {
+        let mut n = sum(reg, |s| s.dropped[i].get());
+        if *reason == DropReason::ChannelFull {
+            n += reg.acceptor.channel_full.get();
+        }
+        let _ = writeln!(out, "{DROPPED_TOTAL}{{reason=\"{}\"}} {n}", reason.label());
+    }
+    header(&mut out, CLOSES_TOTAL, "counter", "WebSocket connections closed, by close code (1006: cut without a close frame).");
+    for (i, code) in CLOSE_CODES.iter().enumerate() {
+        let label = if *code == 0 { "other".to_string() } else { code.to_string() };
+        let _ = writeln!(out, "{CLOSES_TOTAL}{{code=\"{label}\"}} {}", sum(reg, |s| s.closes[i].get()));
+    }
+    header(&mut out, HTTP_RESPONSES_TOTAL, "counter", "Plain HTTP responses, by status.");
+    for (i, code) in HTTP_STATUSES.iter().enumerate() {
+        let label = if *code == 0 { "other".to_string() } else { code.to_string() };
+        let _ = writeln!(out, "{HTTP_RESPONSES_TOTAL}{{status=\"{label}\"}} {}", sum(reg, |s| s.http_responses[i].get()));
+    }
+    header(&mut out, RESIDENT_MEMORY_BYTES, "gauge", "Resident memory of the process in bytes.");
+    let _ = writeln!(out, "{RESIDENT_MEMORY_BYTES} {}", resident_memory_bytes().unwrap_or(0));
+    header(&mut out, BUILD_INFO, "gauge", "Build information.");
+    let _ = writeln!(out, "{BUILD_INFO}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    out
+}
+
+/// Resident set size from `/proc/self/statm` (Linux), in bytes.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_shards_and_labels_each() {
+        let reg = Registry::new(2);
+        reg.shards[0].connections.add(3);
+        reg.shards[1].connections.add(4);
+        reg.shards[1].close(1002);
+        reg.shards[0].close(3999);
+        let text = render(&reg);
+        assert!(text.contains("\nroomcast_connections 7\n"), "{text}");
+        assert!(text.contains("roomcast_shard_connections{shard=\"1\"} 4\n"));
+        assert!(text.contains("roomcast_closes_total{code=\"1002\"} 1\n"));
+        assert!(text.contains("roomcast_closes_total{code=\"other\"} 1\n"));
+    }
+}

@@ -1,0 +1,5 @@
+//! Listening sockets and accepting connections.
+
+pub mod acceptor;
+
+pub use acceptor::Acceptor;

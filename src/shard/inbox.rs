@@ -1,0 +1,56 @@
+//! How other threads talk to a shard: a bounded channel plus a `Waker`.
+//!
+//! Senders never block: a full inbox is an error the sender counts as a drop.
+//! A sender batches: many `send`s, then one `wake`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crossbeam_channel::{Sender, TrySendError};
+use mio::net::TcpStream;
+use mio::Waker;
+
+/// Work for a shard.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// A socket the acceptor took; `counted` is false when it is over
+    /// `--max-connections` and must be refused with 1013.
+    Accept {
+        /// The accepted socket (non-blocking, `TCP_NODELAY` set).
+        stream: TcpStream,
+        /// The client's address.
+        peer: SocketAddr,
+        /// Whether it holds a slot in the connection count.
+        counted: bool,
+    },
+    /// Stop the event loop and drop every connection.
+    Shutdown,
+}
+
+/// Capacity of a shard's inbox.
+pub const INBOX_CAPACITY: usize = 16 * 1024;
+
+/// The sending side of a shard's inbox.
+#[derive(Debug, Clone)]
+pub struct ShardHandle {
+    tx: Sender<ShardMsg>,
+    waker: Arc<Waker>,
+}
+
+impl ShardHandle {
+    /// Wraps a channel and the shard's waker.
+    pub fn new(tx: Sender<ShardMsg>, waker: Arc<Waker>) -> ShardHandle {
+        ShardHandle { tx, waker }
+    }
+
+    /// Queues a message without waking the shard; call [`ShardHandle::wake`] after a batch.
+    pub fn send(&self, msg: ShardMsg) -> Result<(), TrySendError<ShardMsg>> {
+        self.tx.try_send(msg)
+    }
+
+    /// Wakes the shard so it drains its inbox.
+    pub fn wake(&self) {
+        // A failed wake means the shard's poll is gone: it is shutting down.
+        let _ = self.waker.wake();
+    }
+}

@@ -1,0 +1,222 @@
+use super::*;
+
+/// Builds a masked client frame.
+fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    out
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Got {
+    Text(Vec<u8>),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<u16>, String),
+}
+
+/// Feeds `bytes` cut into the given chunks; returns the events and the error.
+fn run(max: usize, bytes: &[u8], cuts: &[usize]) -> (Vec<Got>, Option<ProtocolError>) {
+    let mut d = Decoder::new(max);
+    let mut got = Vec::new();
+    let mut start = 0;
+    let mut ends: Vec<usize> = cuts.to_vec();
+    ends.push(bytes.len());
+    for end in ends {
+        let mut chunk = bytes[start..end].to_vec();
+        start = end;
+        let r = d.feed(&mut chunk, |e| {
+            got.push(match e {
+                Event::Text(p) => Got::Text(p.to_vec()),
+                Event::Binary(p) => Got::Binary(p.to_vec()),
+                Event::Ping(p) => Got::Ping(p.to_vec()),
+                Event::Pong(p) => Got::Pong(p.to_vec()),
+                Event::Close { code, reason } => Got::Close(code.map(|c| c.0), reason.to_string()),
+            });
+            ControlFlow::Continue(())
+        });
+        if let Err(e) = r {
+            return (got, Some(e));
+        }
+    }
+    (got, None)
+}
+
+fn code_of(bytes: &[u8]) -> Option<u16> {
+    run(1 << 20, bytes, &[]).1.map(|e| e.code.0)
+}
+
+#[test]
+fn whole_frames_decode_in_one_feed() {
+    let mut bytes = frame(true, 1, b"hello");
+    bytes.extend(frame(true, 2, &[0, 1, 2]));
+    bytes.extend(frame(true, 9, b"p"));
+    bytes.extend(frame(true, 10, b""));
+    let (got, err) = run(1024, &bytes, &[]);
+    assert_eq!(err, None);
+    assert_eq!(
+        got,
+        vec![
+            Got::Text(b"hello".to_vec()),
+            Got::Binary(vec![0, 1, 2]),
+            Got::Ping(b"p".to_vec()),
+            Got::Pong(vec![])
+        ]
+    );
+}
+
+#[test]
+fn any_split_of_the_input_gives_the_same_events() {
+    let text = "héllo wörld 🎉".repeat(3);
+    let mut bytes = frame(false, 1, &text.as_bytes()[..7]);
+    bytes.extend(frame(true, 9, b"ping!"));
+    bytes.extend(frame(true, 0, &text.as_bytes()[7..]));
+    bytes.extend(frame(true, 2, &[9u8; 300]));
+    bytes.extend(frame(true, 8, &[0x03, 0xe8, b'b', b'y', b'e']));
+    let want = vec![
+        Got::Ping(b"ping!".to_vec()),
+        Got::Text(text.as_bytes().to_vec()),
+        Got::Binary(vec![9u8; 300]),
+        Got::Close(Some(1000), "bye".into()),
+    ];
+    for a in 0..bytes.len() {
+        for b in [a, a + 1, a + 5, a + 13].into_iter().filter(|&b| b <= bytes.len()) {
+            let (got, err) = run(1024, &bytes, &[a, b]);
+            assert_eq!(err, None, "cuts {a} {b}");
+            assert_eq!(got, want, "cuts {a} {b}");
+        }
+    }
+}
+
+#[test]
+fn byte_at_a_time_decodes_extended_lengths() {
+    for len in [0usize, 125, 126, 65535, 65536] {
+        let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let bytes = frame(true, 2, &payload);
+        let cuts: Vec<usize> = if len < 200 { (1..bytes.len()).collect() } else { vec![1, 2, 3, 5, 9, 13, 100] };
+        let (got, err) = run(1 << 20, &bytes, &cuts);
+        assert_eq!(err, None);
+        assert_eq!(got, vec![Got::Binary(payload)], "len {len}");
+    }
+}
+
+#[test]
+fn framing_violations_close_with_1002() {
+    let unmasked = vec![0x81, 0x01, b'a'];
+    assert_eq!(code_of(&unmasked), Some(1002), "unmasked");
+    for rsv in [0x40, 0x20, 0x10] {
+        let mut f = frame(true, 1, b"a");
+        f[0] |= rsv;
+        assert_eq!(code_of(&f), Some(1002), "rsv {rsv:#x}");
+    }
+    for op in [3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
+        assert_eq!(code_of(&frame(true, op, b"")), Some(1002), "opcode {op}");
+    }
+    assert_eq!(code_of(&frame(true, 9, &[0; 126])), Some(1002), "big ping");
+    assert_eq!(code_of(&frame(false, 9, b"")), Some(1002), "fragmented ping");
+    assert_eq!(code_of(&frame(true, 0, b"x")), Some(1002), "lone continuation");
+    let mut two_starts = frame(false, 1, b"a");
+    two_starts.extend(frame(true, 1, b"b"));
+    assert_eq!(code_of(&two_starts), Some(1002), "text inside text");
+    let mut huge = frame(true, 2, b"");
+    huge[1] = 0x80 | 127;
+    huge.splice(2..2, [0x80, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(code_of(&huge), Some(1002), "64-bit length top bit");
+}
+
+#[test]
+fn invalid_utf8_closes_with_1007_and_fails_fast() {
+    assert_eq!(code_of(&frame(true, 1, &[0xff])), Some(1007));
+    // The bad byte is in the first fragment: the error comes before the rest.
+    let first = frame(false, 1, &[b'o', b'k', 0xed, 0xa0, 0x80]);
+    let (_, err) = run(1024, &first, &[]);
+    assert_eq!(err.map(|e| e.code.0), Some(1007));
+    // A frame cut in the middle fails on the part that has arrived.
+    let long = frame(true, 1, &[&[0xce, 0xba, 0xf4, 0x90][..], &[b'a'; 100]].concat());
+    let (_, err) = run(1024, &long[..12], &[]);
+    assert_eq!(err.map(|e| e.code.0), Some(1007));
+    // A message that ends inside a code point.
+    let mut cut = frame(false, 1, &[0xe2, 0x82]);
+    cut.extend(frame(true, 0, b""));
+    assert_eq!(code_of(&cut), Some(1007));
+}
+
+#[test]
+fn close_frames_are_validated() {
+    assert_eq!(run(64, &frame(true, 8, b""), &[]).0, vec![Got::Close(None, String::new())]);
+    assert_eq!(code_of(&frame(true, 8, &[3])), Some(1002), "one-byte close");
+    for bad in [0u16, 999, 1004, 1005, 1006, 1015, 2000, 2999, 5000] {
+        assert_eq!(code_of(&frame(true, 8, &bad.to_be_bytes())), Some(1002), "code {bad}");
+    }
+    assert_eq!(code_of(&frame(true, 8, &[0x03, 0xe8, 0xff])), Some(1007), "bad reason");
+    assert_eq!(run(64, &frame(true, 8, &[0x0f, 0xa0]), &[]).0, vec![Got::Close(Some(4000), String::new())]);
+}
+
+#[test]
+fn oversize_messages_close_with_1009_from_the_header_alone() {
+    let bytes = frame(true, 2, &[0u8; 101]);
+    // Only the header is fed: the decision must not wait for the payload.
+    let (_, err) = run(100, &bytes[..4], &[]);
+    assert_eq!(err.map(|e| e.code.0), Some(1009));
+    let mut frags = frame(false, 2, &[0u8; 60]);
+    frags.extend(frame(true, 0, &[0u8; 41]));
+    assert_eq!(run(100, &frags, &[]).1.map(|e| e.code.0), Some(1009));
+    assert_eq!(run(101, &bytes, &[]).1, None, "exactly the limit is fine");
+}
+
+#[test]
+fn input_after_close_or_error_is_ignored() {
+    let mut bytes = frame(true, 8, b"");
+    bytes.extend(frame(true, 1, b"late"));
+    assert_eq!(run(64, &bytes, &[]).0, vec![Got::Close(None, String::new())]);
+    let mut d = Decoder::new(64);
+    let mut bad = vec![0x81, 0x01, b'a'];
+    assert!(d.feed(&mut bad, |_| ControlFlow::Continue(())).is_err());
+    let mut good = frame(true, 1, b"x");
+    let mut n = 0;
+    d.feed(&mut good, |_| {
+        n += 1;
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn large_message_buffers_are_released() {
+    let bytes = frame(true, 2, &[1u8; 10_000]);
+    let mut d = Decoder::new(1 << 20);
+    let (a, b) = bytes.split_at(100);
+    d.feed(&mut a.to_vec(), |_| ControlFlow::Continue(())).unwrap();
+    assert!(d.is_mid_message());
+    d.feed(&mut b.to_vec(), |_| ControlFlow::Continue(())).unwrap();
+    assert!(!d.is_mid_message());
+    assert_eq!(d.buffered_capacity(), 0);
+}
+
+#[test]
+fn unmask_matches_bytewise_at_any_offset() {
+    let mask = [1, 2, 3, 4];
+    for offset in 0..4 {
+        for len in 0..40 {
+            let mut a: Vec<u8> = (0..len as u8).collect();
+            let want: Vec<u8> = a.iter().enumerate().map(|(i, b)| b ^ mask[(i + offset) & 3]).collect();
+            unmask(&mut a, mask, offset);
+            assert_eq!(a, want);
+        }
+    }
+}
