@@ -14,7 +14,9 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 /// Parses TOML text; the error is a single line with the line number.
 pub fn parse(text: &str) -> Result<Settings, String> {
     toml::from_str(text).map_err(|e: toml::de::Error| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         let msg = e.message().replace('\n', " ");
         match line {
             Some(l) => format!("line {l}: {msg}"),

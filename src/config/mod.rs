@@ -98,20 +98,28 @@ impl Config {
             return Err(ConfigError("--shards must be at most 1024".into()));
         }
         let heartbeat_secs = positive("heartbeat-secs", s.heartbeat_secs.unwrap_or(DEFAULT_HEARTBEAT_SECS))?;
-        let max_message_bytes =
-            positive("max-message-bytes", s.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES))?;
+        let max_message_bytes = positive(
+            "max-message-bytes",
+            s.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+        )?;
         if max_message_bytes > 1 << 30 {
-            return Err(ConfigError("--max-message-bytes must be at most 1073741824 (1 GiB)".into()));
+            return Err(ConfigError(
+                "--max-message-bytes must be at most 1073741824 (1 GiB)".into(),
+            ));
         }
         let max_queue_bytes = positive("max-queue-bytes", s.max_queue_bytes.unwrap_or(DEFAULT_MAX_QUEUE_BYTES))?;
-        let max_connections =
-            positive("max-connections", s.max_connections.unwrap_or_else(default_max_connections))?;
+        let max_connections = positive(
+            "max-connections",
+            s.max_connections.unwrap_or_else(default_max_connections),
+        )?;
         let handshake_timeout_secs = positive(
             "handshake-timeout-secs",
             s.handshake_timeout_secs.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
         )?;
-        let close_timeout_secs =
-            positive("close-timeout-secs", s.close_timeout_secs.unwrap_or(DEFAULT_CLOSE_TIMEOUT_SECS))?;
+        let close_timeout_secs = positive(
+            "close-timeout-secs",
+            s.close_timeout_secs.unwrap_or(DEFAULT_CLOSE_TIMEOUT_SECS),
+        )?;
         let log_level = s
             .log_level
             .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
@@ -167,8 +175,15 @@ mod tests {
 
     #[test]
     fn cli_wins_over_file() {
-        let cli = Settings { shards: Some(3), ..Settings::default() };
-        let file = Settings { shards: Some(5), heartbeat_secs: Some(7), ..Settings::default() };
+        let cli = Settings {
+            shards: Some(3),
+            ..Settings::default()
+        };
+        let file = Settings {
+            shards: Some(5),
+            heartbeat_secs: Some(7),
+            ..Settings::default()
+        };
         let c = Config::resolve(cli, Some(file)).unwrap();
         assert_eq!(c.shards, 3);
         assert_eq!(c.heartbeat, Duration::from_secs(7));
@@ -176,7 +191,10 @@ mod tests {
 
     #[test]
     fn zero_values_are_refused_with_the_option_name() {
-        let bad = Settings { heartbeat_secs: Some(0), ..Settings::default() };
+        let bad = Settings {
+            heartbeat_secs: Some(0),
+            ..Settings::default()
+        };
         let err = Config::resolve(bad, None).unwrap_err().to_string();
         assert!(err.contains("--heartbeat-secs"), "{err}");
     }

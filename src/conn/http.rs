@@ -79,7 +79,7 @@ impl Conn {
         ctx.metrics.http_response(status);
         self.queue(response::text(status, body, close));
         if close {
-            self.linger(ctx);
+            self.linger(ctx, true);
         }
     }
 
@@ -92,8 +92,14 @@ impl Conn {
         if req.method != "GET" && req.method != "HEAD" && route != Route::NotFound {
             ctx.metrics.http_response("405");
             let body = b"method not allowed\n";
-            self.queue(response::response("405 Method Not Allowed", "text/plain", body, true, &[("Allow", "GET")]));
-            self.linger(ctx);
+            self.queue(response::response(
+                "405 Method Not Allowed",
+                "text/plain",
+                body,
+                true,
+                &[("Allow", "GET")],
+            ));
+            self.linger(ctx, true);
             return Served::Close;
         }
         match route {
@@ -104,7 +110,7 @@ impl Conn {
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
                 self.queue(response::response("200 OK", ct, text.as_bytes(), close, &[]));
                 if close {
-                    self.linger(ctx);
+                    self.linger(ctx, true);
                 }
             }
             _ => self.respond(ctx, "404 Not Found", "not found\n", close),
@@ -123,12 +129,16 @@ impl Conn {
                 tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, reason = rejection.reason, "upgrade refused");
                 ctx.metrics.http_response(rejection.status);
                 self.queue(rejection.response());
-                self.linger(ctx);
+                self.linger(ctx, true);
                 return Served::Close;
             }
         };
         self.queue(accept);
-        self.phase = Phase::Ws { route, decoder: Decoder::new(ctx.config.max_message_bytes), close_sent: false };
+        self.phase = Phase::Ws {
+            route,
+            decoder: Decoder::new(ctx.config.max_message_bytes),
+            close_sent: false,
+        };
         self.last_seen = ctx.now;
         self.last_ping = ctx.now;
         if !self.counted {

@@ -64,10 +64,16 @@ enum Phase {
     /// Reading an HTTP request head; `head` holds a partial one.
     Http { head: Vec<u8> },
     /// A WebSocket; `close_sent` once our close frame is queued.
-    Ws { route: Route, decoder: Decoder, close_sent: bool },
-    /// Everything final is queued: flush, shut our side, wait for the peer's
-    /// FIN (so it reads all we sent rather than a reset), then remove.
-    Linger { shut: bool },
+    Ws {
+        route: Route,
+        decoder: Decoder,
+        close_sent: bool,
+    },
+    /// Everything final is queued. Flush it; then, with `drain`, shut our side
+    /// and read until the peer's FIN (a peer still sending when we close
+    /// would get a reset that can destroy our last bytes in flight), else
+    /// close at once (the close handshake completed: the peer sends no more).
+    Linger { drain: bool, shut: bool },
 }
 
 /// A client connection owned by one shard.
@@ -211,17 +217,24 @@ impl Conn {
 
     /// Writes the outbox until it is empty or the socket is full.
     pub fn flush(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        if self.outbox.is_empty() && !matches!(self.phase, Phase::Linger { shut: false }) {
+        if self.outbox.is_empty() && !matches!(self.phase, Phase::Linger { shut: false, .. }) {
             return Verdict::Keep;
         }
         match self.outbox.flush(&mut self.stream) {
             Ok(f) => ctx.metrics.bytes_sent.add(f.written as u64),
             Err(e) => return self.cut(ctx, &e),
         }
-        if !self.outbox.is_empty() {
-            return Verdict::Keep;
+        let resume = self.read_paused && self.outbox.len_bytes() <= pause_limit(ctx.config) / 2;
+        if resume {
+            self.read_paused = false;
         }
-        if let Phase::Linger { shut } = &mut self.phase {
+        if !self.outbox.is_empty() {
+            return if resume { Verdict::ReadAgain } else { Verdict::Keep };
+        }
+        if let Phase::Linger { drain, shut } = &mut self.phase {
+            if !*drain {
+                return Verdict::Remove;
+            }
             if !*shut {
                 *shut = true;
                 // Our FIN follows the last byte we queued. Errors mean the
@@ -229,16 +242,17 @@ impl Conn {
                 let _ = self.stream.shutdown(Shutdown::Write);
             }
         }
-        if self.read_paused && self.outbox.len_bytes() <= pause_limit(ctx.config) / 2 {
-            self.read_paused = false;
-            return Verdict::ReadAgain;
+        if resume {
+            Verdict::ReadAgain
+        } else {
+            Verdict::Keep
         }
-        Verdict::Keep
     }
 
-    /// Enters the final phase: flush what is queued, then close.
-    fn linger(&mut self, ctx: &Ctx<'_>) {
-        self.phase = Phase::Linger { shut: false };
+    /// Enters the final phase: flush what is queued, then close (after the
+    /// peer's FIN when `drain`).
+    fn linger(&mut self, ctx: &Ctx<'_>, drain: bool) {
+        self.phase = Phase::Linger { drain, shut: false };
         self.deadline = ctx.now + ctx.config.close_timeout;
     }
 

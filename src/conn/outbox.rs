@@ -77,7 +77,10 @@ impl Outbox {
             // A burst grew the ring; an idle connection should not keep it.
             self.frames = VecDeque::new();
         }
-        Ok(Flushed { written, drained: self.frames.is_empty() })
+        Ok(Flushed {
+            written,
+            drained: self.frames.is_empty(),
+        })
     }
 
     /// Removes `k` written bytes from the front.
@@ -139,10 +142,21 @@ mod tests {
         for i in 0..10u8 {
             o.push(Bytes::from(vec![i; 3]));
         }
-        let mut w = Trickle { got: vec![], cap: usize::MAX, calls: 0, budget: usize::MAX };
+        let mut w = Trickle {
+            got: vec![],
+            cap: usize::MAX,
+            calls: 0,
+            budget: usize::MAX,
+        };
         let f = o.flush(&mut w).unwrap();
         assert_eq!(w.calls, 1);
-        assert_eq!(f, Flushed { written: 30, drained: true });
+        assert_eq!(
+            f,
+            Flushed {
+                written: 30,
+                drained: true
+            }
+        );
         assert_eq!(o.len_bytes(), 0);
     }
 
@@ -151,9 +165,20 @@ mod tests {
         let mut o = Outbox::default();
         o.push(Bytes::from_static(b"hello "));
         o.push(Bytes::from_static(b"world"));
-        let mut w = Trickle { got: vec![], cap: 4, calls: 0, budget: 7 };
+        let mut w = Trickle {
+            got: vec![],
+            cap: 4,
+            calls: 0,
+            budget: 7,
+        };
         let f = o.flush(&mut w).unwrap();
-        assert_eq!(f, Flushed { written: 7, drained: false });
+        assert_eq!(
+            f,
+            Flushed {
+                written: 7,
+                drained: false
+            }
+        );
         assert_eq!(o.len_bytes(), 4);
         w.budget = usize::MAX;
         assert!(o.flush(&mut w).unwrap().drained);

@@ -11,7 +11,12 @@ use super::{Conn, Ctx, Phase, Verdict};
 impl Conn {
     /// Decodes `input` (unmasking in place) and acts on every event.
     pub(super) fn on_ws_bytes(&mut self, ctx: &mut Ctx<'_>, input: &mut [u8]) -> Verdict {
-        let Phase::Ws { route, decoder, close_sent } = &mut self.phase else {
+        let Phase::Ws {
+            route,
+            decoder,
+            close_sent,
+        } = &mut self.phase
+        else {
             return Verdict::Keep;
         };
         let (route, close_sent) = (*route, *close_sent);
@@ -56,7 +61,11 @@ impl Conn {
                 shard = ctx.shard, conn = self.id, peer = %self.peer, code = e.code.0, reason = e.reason,
                 "protocol error: closing"
             );
-            self.start_close(ctx, e.code, e.reason);
+            // The stream can no longer be parsed, so no close reply can be
+            // recognised: send ours, then shut our side and wait for EOF.
+            self.close_code.get_or_insert(e.code);
+            self.queue(frame::encode_close(e.code, e.reason));
+            self.linger(ctx, true);
             return Verdict::Keep;
         }
         if let Some(code) = peer_close {
@@ -69,7 +78,7 @@ impl Conn {
                 };
                 self.queue(reply);
             }
-            self.linger(ctx);
+            self.linger(ctx, false);
         }
         Verdict::Keep
     }

@@ -98,7 +98,11 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HttpError> {
     let used = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() >= MAX_HEAD_BYTES { Err(HttpError::HeadTooLarge) } else { Ok(Parsed::Partial) };
+            return if buf.len() >= MAX_HEAD_BYTES {
+                Err(HttpError::HeadTooLarge)
+            } else {
+                Ok(Parsed::Partial)
+            };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
         Err(_) => return Err(HttpError::Malformed),
@@ -160,7 +164,9 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
     #[test]
     fn parses_an_upgrade_request() {
-        let Parsed::Complete(req, used) = parse(UPGRADE).unwrap() else { panic!("partial") };
+        let Parsed::Complete(req, used) = parse(UPGRADE).unwrap() else {
+            panic!("partial")
+        };
         assert_eq!(used, UPGRADE.len());
         assert_eq!(req.method, "GET");
         assert_eq!(req.path, "/ws");
@@ -186,14 +192,19 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
         let many: String = (0..MAX_HEADERS + 1).map(|i| format!("h{i}: v\r\n")).collect();
         let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(parse(req.as_bytes()), Err(HttpError::HeadTooLarge));
-        assert_eq!(parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), Err(HttpError::Malformed));
+        assert_eq!(
+            parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+            Err(HttpError::Malformed)
+        );
         let conflicting = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
         assert_eq!(parse(conflicting), Err(HttpError::Malformed));
     }
 
     #[test]
     fn http10_and_connection_close_end_the_connection() {
-        let Parsed::Complete(r, _) = parse(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap() else { panic!() };
+        let Parsed::Complete(r, _) = parse(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap() else {
+            panic!()
+        };
         assert!(!r.keep_alive());
         let Parsed::Complete(r, _) = parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap() else {
             panic!()

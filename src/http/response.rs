@@ -40,9 +40,14 @@ mod tests {
         let r = text("200 OK", "ok\n", true);
         let mut headers = [httparse::EMPTY_HEADER; 8];
         let mut resp = httparse::Response::new(&mut headers);
-        let httparse::Status::Complete(n) = resp.parse(&r).unwrap() else { panic!() };
+        let httparse::Status::Complete(n) = resp.parse(&r).unwrap() else {
+            panic!()
+        };
         assert_eq!(resp.code, Some(200));
         assert_eq!(&r[n..], b"ok\n");
-        assert!(resp.headers.iter().any(|h| h.name == "Connection" && h.value == b"close"));
+        assert!(resp
+            .headers
+            .iter()
+            .any(|h| h.name == "Connection" && h.value == b"close"));
     }
 }

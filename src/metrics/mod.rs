@@ -52,7 +52,9 @@ impl DropReason {
 }
 
 /// Close codes counted separately; anything else counts as `other`.
-pub const CLOSE_CODES: [u16; 14] = [1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013, 4001, 4008, 0];
+pub const CLOSE_CODES: [u16; 14] = [
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013, 4001, 4008, 0,
+];
 
 /// HTTP statuses counted separately; anything else counts under the last slot.
 pub const HTTP_STATUSES: [u16; 8] = [200, 400, 404, 405, 426, 431, 503, 0];
@@ -112,14 +114,20 @@ impl ShardMetrics {
 
     /// Counts one WebSocket close with `code` (1006 for a cut socket).
     pub fn close(&self, code: u16) {
-        let i = CLOSE_CODES.iter().position(|&c| c == code).unwrap_or(CLOSE_CODES.len() - 1);
+        let i = CLOSE_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(CLOSE_CODES.len() - 1);
         self.closes[i].add(1);
     }
 
     /// Counts one plain HTTP response by the status line's code.
     pub fn http_response(&self, status: &str) {
         let code: u16 = status.get(..3).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let i = HTTP_STATUSES.iter().position(|&c| c == code).unwrap_or(HTTP_STATUSES.len() - 1);
+        let i = HTTP_STATUSES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(HTTP_STATUSES.len() - 1);
         self.http_responses[i].add(1);
     }
 }

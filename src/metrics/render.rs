@@ -13,21 +13,37 @@ fn sum(reg: &Registry, f: impl Fn(&ShardMetrics) -> u64) -> u64 {
     reg.shards.iter().map(|s| f(s)).sum()
 }
 
+/// Reads one counter out of a shard's block.
+type Read = fn(&ShardMetrics) -> u64;
+
 /// Renders every metric; the cost is a few loads per shard, not per connection.
 pub fn render(reg: &Registry) -> String {
     let mut out = String::with_capacity(4096);
     header(&mut out, CONNECTIONS, "gauge", "Open WebSocket connections.");
     let _ = writeln!(out, "{CONNECTIONS} {}", reg.connections());
-    header(&mut out, SHARD_CONNECTIONS, "gauge", "Open WebSocket connections per shard.");
+    header(
+        &mut out,
+        SHARD_CONNECTIONS,
+        "gauge",
+        "Open WebSocket connections per shard.",
+    );
     for (i, s) in reg.shards.iter().enumerate() {
         let _ = writeln!(out, "{SHARD_CONNECTIONS}{{shard=\"{i}\"}} {}", s.connections.get());
     }
-    let counters: [(&str, &str, fn(&ShardMetrics) -> u64); 5] = [
-        (CONNECTIONS_TOTAL, "WebSocket connections upgraded.", |s| s.connections_total.get()),
-        (MESSAGES_RECEIVED_TOTAL, "Data messages received from clients.", |s| s.messages_received.get()),
+    let counters: [(&str, &str, Read); 5] = [
+        (CONNECTIONS_TOTAL, "WebSocket connections upgraded.", |s| {
+            s.connections_total.get()
+        }),
+        (MESSAGES_RECEIVED_TOTAL, "Data messages received from clients.", |s| {
+            s.messages_received.get()
+        }),
         (DELIVERIES_TOTAL, "Frames queued to clients.", |s| s.deliveries.get()),
-        (BYTES_SENT_TOTAL, "Bytes written to client sockets.", |s| s.bytes_sent.get()),
-        (BYTES_RECEIVED_TOTAL, "Bytes read from client sockets.", |s| s.bytes_received.get()),
+        (BYTES_SENT_TOTAL, "Bytes written to client sockets.", |s| {
+            s.bytes_sent.get()
+        }),
+        (BYTES_RECEIVED_TOTAL, "Bytes read from client sockets.", |s| {
+            s.bytes_received.get()
+        }),
     ];
     for (name, help, f) in counters {
         header(&mut out, name, "counter", help);
@@ -36,7 +52,12 @@ pub fn render(reg: &Registry) -> String {
     header(&mut out, ACCEPTED_TOTAL, "counter", "TCP connections accepted.");
     let _ = writeln!(out, "{ACCEPTED_TOTAL} {}", reg.acceptor.accepted.get());
 
-    header(&mut out, DROPPED_TOTAL, "counter", "Messages or connections dropped, by reason.");
+    header(
+        &mut out,
+        DROPPED_TOTAL,
+        "counter",
+        "Messages or connections dropped, by reason.",
+    );
     for (i, reason) in DropReason::ALL.iter().enumerate() {
         let mut n = sum(reg, |s| s.dropped[i].get());
         if *reason == DropReason::ChannelFull {
@@ -44,17 +65,48 @@ pub fn render(reg: &Registry) -> String {
         }
         let _ = writeln!(out, "{DROPPED_TOTAL}{{reason=\"{}\"}} {n}", reason.label());
     }
-    header(&mut out, CLOSES_TOTAL, "counter", "WebSocket connections closed, by close code (1006: cut without a close frame).");
+    header(
+        &mut out,
+        CLOSES_TOTAL,
+        "counter",
+        "WebSocket connections closed, by close code (1006: cut without a close frame).",
+    );
     for (i, code) in CLOSE_CODES.iter().enumerate() {
-        let label = if *code == 0 { "other".to_string() } else { code.to_string() };
-        let _ = writeln!(out, "{CLOSES_TOTAL}{{code=\"{label}\"}} {}", sum(reg, |s| s.closes[i].get()));
+        let label = if *code == 0 {
+            "other".to_string()
+        } else {
+            code.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "{CLOSES_TOTAL}{{code=\"{label}\"}} {}",
+            sum(reg, |s| s.closes[i].get())
+        );
     }
-    header(&mut out, HTTP_RESPONSES_TOTAL, "counter", "Plain HTTP responses, by status.");
+    header(
+        &mut out,
+        HTTP_RESPONSES_TOTAL,
+        "counter",
+        "Plain HTTP responses, by status.",
+    );
     for (i, code) in HTTP_STATUSES.iter().enumerate() {
-        let label = if *code == 0 { "other".to_string() } else { code.to_string() };
-        let _ = writeln!(out, "{HTTP_RESPONSES_TOTAL}{{status=\"{label}\"}} {}", sum(reg, |s| s.http_responses[i].get()));
+        let label = if *code == 0 {
+            "other".to_string()
+        } else {
+            code.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "{HTTP_RESPONSES_TOTAL}{{status=\"{label}\"}} {}",
+            sum(reg, |s| s.http_responses[i].get())
+        );
     }
-    header(&mut out, RESIDENT_MEMORY_BYTES, "gauge", "Resident memory of the process in bytes.");
+    header(
+        &mut out,
+        RESIDENT_MEMORY_BYTES,
+        "gauge",
+        "Resident memory of the process in bytes.",
+    );
     let _ = writeln!(out, "{RESIDENT_MEMORY_BYTES} {}", resident_memory_bytes().unwrap_or(0));
     header(&mut out, BUILD_INFO, "gauge", "Build information.");
     let _ = writeln!(out, "{BUILD_INFO}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));

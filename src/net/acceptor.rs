@@ -48,7 +48,16 @@ impl Acceptor {
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let acceptor = Acceptor { poll, listener, shards, next: 0, open, max_connections, stop, metrics };
+        let acceptor = Acceptor {
+            poll,
+            listener,
+            shards,
+            next: 0,
+            open,
+            max_connections,
+            stop,
+            metrics,
+        };
         Ok((acceptor, waker))
     }
 

@@ -35,13 +35,24 @@ struct ExitGuard {
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         let outcome = self.outcome.take().unwrap_or_else(|| Err("panicked".to_string()));
-        let _ = self.tx.send(ThreadExit { name: std::mem::take(&mut self.name), outcome });
+        let _ = self.tx.send(ThreadExit {
+            name: std::mem::take(&mut self.name),
+            outcome,
+        });
     }
 }
 
-fn spawn(name: String, tx: Sender<ThreadExit>, f: impl FnOnce() -> io::Result<()> + Send + 'static) -> io::Result<JoinHandle<()>> {
+fn spawn(
+    name: String,
+    tx: Sender<ThreadExit>,
+    f: impl FnOnce() -> io::Result<()> + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name.clone()).spawn(move || {
-        let mut guard = ExitGuard { name, outcome: None, tx };
+        let mut guard = ExitGuard {
+            name,
+            outcome: None,
+            tx,
+        };
         guard.outcome = Some(f().map_err(|e| e.to_string()));
     })
 }
@@ -70,7 +81,9 @@ impl Node {
         let mut shards = Vec::new();
         for id in 0..config.shards {
             let (shard, handle) = Shard::new(id, config.clone(), registry.clone(), open.clone())?;
-            threads.push(spawn(format!("roomcast-shard-{id}"), exit_tx.clone(), move || shard.run())?);
+            threads.push(spawn(format!("roomcast-shard-{id}"), exit_tx.clone(), move || {
+                shard.run()
+            })?);
             shards.push(handle);
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -83,7 +96,15 @@ impl Node {
             registry.acceptor.clone(),
         )?;
         threads.push(spawn("roomcast-acceptor".into(), exit_tx, move || acceptor.run())?);
-        Ok(Node { local_addr, registry, shards, stop, acceptor_waker, threads, exits })
+        Ok(Node {
+            local_addr,
+            registry,
+            shards,
+            stop,
+            acceptor_waker,
+            threads,
+            exits,
+        })
     }
 
     /// The address the listener is bound to (useful with port 0).
@@ -99,7 +120,10 @@ impl Node {
     /// Blocks until one of the node's threads ends; a healthy node runs until
     /// [`Node::shutdown`], so this returning means something failed.
     pub fn wait(&self) -> ThreadExit {
-        self.exits.recv().unwrap_or(ThreadExit { name: "node".into(), outcome: Err("all threads gone".into()) })
+        self.exits.recv().unwrap_or(ThreadExit {
+            name: "node".into(),
+            outcome: Err("all threads gone".into()),
+        })
     }
 
     /// Stops accepting, stops every shard (dropping their connections) and

@@ -48,7 +48,12 @@ pub struct Shard {
 
 impl Shard {
     /// Creates shard `id` with its poll, waker and inbox.
-    pub fn new(id: usize, config: Arc<Config>, registry: Registry, open: Arc<AtomicUsize>) -> io::Result<(Shard, ShardHandle)> {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        registry: Registry,
+        open: Arc<AtomicUsize>,
+    ) -> io::Result<(Shard, ShardHandle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::bounded(inbox::INBOX_CAPACITY);
@@ -153,9 +158,28 @@ impl Shard {
     /// Runs `f` on the connection in `slot` with the shard's context, then
     /// applies its verdict.
     fn dispatch(&mut self, slot: usize, now: Instant, f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> Verdict) {
-        let Shard { id, conns, config, metrics, registry, scratch, open, again, poll, .. } = self;
+        let Shard {
+            id,
+            conns,
+            config,
+            metrics,
+            registry,
+            scratch,
+            open,
+            again,
+            poll,
+            ..
+        } = self;
         let Some(conn) = conns.get_mut(slot) else { return };
-        let mut ctx = Ctx { shard: *id, now, config, metrics, registry, scratch, open };
+        let mut ctx = Ctx {
+            shard: *id,
+            now,
+            config,
+            metrics,
+            registry,
+            scratch,
+            open,
+        };
         match f(conn, &mut ctx) {
             Verdict::Keep => {}
             Verdict::ReadAgain => again.push((slot, conn.id())),

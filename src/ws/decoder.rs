@@ -259,7 +259,12 @@ impl Decoder {
     }
 
     /// Hands out a frame that arrived whole, straight from the input.
-    fn emit_direct<F>(&mut self, opcode: OpCode, payload: &[u8], on_event: &mut F) -> Result<ControlFlow<()>, ProtocolError>
+    fn emit_direct<F>(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        on_event: &mut F,
+    ) -> Result<ControlFlow<()>, ProtocolError>
     where
         F: FnMut(Event<'_>) -> ControlFlow<()>,
     {
@@ -284,7 +289,12 @@ impl Decoder {
     }
 
     /// Copies a piece of a frame into the decoder; emits when it completes.
-    fn buffer_chunk<F>(&mut self, mut frame: Frame, chunk: &[u8], on_event: &mut F) -> Result<ControlFlow<()>, ProtocolError>
+    fn buffer_chunk<F>(
+        &mut self,
+        mut frame: Frame,
+        chunk: &[u8],
+        on_event: &mut F,
+    ) -> Result<ControlFlow<()>, ProtocolError>
     where
         F: FnMut(Event<'_>) -> ControlFlow<()>,
     {
@@ -355,7 +365,10 @@ fn close_event(payload: &[u8]) -> Result<Event<'_>, ProtocolError> {
             }
             let reason = std::str::from_utf8(reason)
                 .map_err(|_| fail(CloseCode::INVALID_PAYLOAD, "close reason is not valid UTF-8"))?;
-            Ok(Event::Close { code: Some(code), reason })
+            Ok(Event::Close {
+                code: Some(code),
+                reason,
+            })
         }
     }
 }

@@ -107,7 +107,11 @@ fn byte_at_a_time_decodes_extended_lengths() {
     for len in [0usize, 125, 126, 65535, 65536] {
         let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
         let bytes = frame(true, 2, &payload);
-        let cuts: Vec<usize> = if len < 200 { (1..bytes.len()).collect() } else { vec![1, 2, 3, 5, 9, 13, 100] };
+        let cuts: Vec<usize> = if len < 200 {
+            (1..bytes.len()).collect()
+        } else {
+            vec![1, 2, 3, 5, 9, 13, 100]
+        };
         let (got, err) = run(1 << 20, &bytes, &cuts);
         assert_eq!(err, None);
         assert_eq!(got, vec![Got::Binary(payload)], "len {len}");
@@ -157,13 +161,19 @@ fn invalid_utf8_closes_with_1007_and_fails_fast() {
 
 #[test]
 fn close_frames_are_validated() {
-    assert_eq!(run(64, &frame(true, 8, b""), &[]).0, vec![Got::Close(None, String::new())]);
+    assert_eq!(
+        run(64, &frame(true, 8, b""), &[]).0,
+        vec![Got::Close(None, String::new())]
+    );
     assert_eq!(code_of(&frame(true, 8, &[3])), Some(1002), "one-byte close");
     for bad in [0u16, 999, 1004, 1005, 1006, 1015, 2000, 2999, 5000] {
         assert_eq!(code_of(&frame(true, 8, &bad.to_be_bytes())), Some(1002), "code {bad}");
     }
     assert_eq!(code_of(&frame(true, 8, &[0x03, 0xe8, 0xff])), Some(1007), "bad reason");
-    assert_eq!(run(64, &frame(true, 8, &[0x0f, 0xa0]), &[]).0, vec![Got::Close(Some(4000), String::new())]);
+    assert_eq!(
+        run(64, &frame(true, 8, &[0x0f, 0xa0]), &[]).0,
+        vec![Got::Close(Some(4000), String::new())]
+    );
 }
 
 #[test]

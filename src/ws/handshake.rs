@@ -40,7 +40,9 @@ fn valid_key(key: &str) -> bool {
     let b = key.as_bytes();
     b.len() == 24
         && b.ends_with(b"==")
-        && b[..22].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
 }
 
 /// Validates an upgrade request; on success returns the `101` response.
@@ -104,7 +106,10 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
             (GOOD.replace("GET", "POST"), "405 Method Not Allowed"),
             (GOOD.replace("HTTP/1.1", "HTTP/1.0"), "400 Bad Request"),
             (GOOD.replace("Upgrade: websocket\r\n", ""), "426 Upgrade Required"),
-            (GOOD.replace("Connection: Upgrade", "Connection: keep-alive"), "400 Bad Request"),
+            (
+                GOOD.replace("Connection: Upgrade", "Connection: keep-alive"),
+                "400 Bad Request",
+            ),
             (GOOD.replace("Version: 13", "Version: 8"), "426 Upgrade Required"),
             (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"), "400 Bad Request"),
         ];

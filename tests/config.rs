@@ -1,0 +1,112 @@
+//! Configuration: flags > environment > file > defaults, help, and errors.
+
+mod util;
+
+use std::process::Command;
+
+use util::*;
+
+fn roomcast(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn shard_count(server: &Server) -> usize {
+    let (_, body) = get(server, "/metrics");
+    body.lines()
+        .filter(|l| l.starts_with("roomcast_shard_connections{"))
+        .count()
+}
+
+#[test]
+fn help_documents_every_option_with_its_default() {
+    let out = roomcast(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, default) in [
+        ("--listen", "127.0.0.1:8080"),
+        ("--shards", "number of CPUs"),
+        ("--heartbeat-secs", "30"),
+        ("--max-message-bytes", "65536"),
+        ("--max-connections", "open-file limit"),
+        ("--max-queue-bytes", "1048576"),
+        ("--handshake-timeout-secs", "10"),
+        ("--close-timeout-secs", "5"),
+        ("--log-level", "info"),
+    ] {
+        let line = help
+            .lines()
+            .skip_while(|l| !l.contains(flag))
+            .take(3)
+            .collect::<String>();
+        assert!(line.contains(&format!("[default: {default}")), "{flag}: {line}");
+        let env = format!("ROOMCAST_{}", flag[2..].to_uppercase().replace('-', "_"));
+        assert!(help.contains(&env), "{env} missing from help");
+    }
+    assert!(help.contains("--config"));
+}
+
+#[test]
+fn invalid_values_exit_nonzero_with_one_line() {
+    for (args, env, needle) in [
+        (vec!["--shards", "zero"], vec![], "--shards"),
+        (vec!["--shards", "0"], vec![], "--shards"),
+        (vec!["--listen", "nowhere"], vec![], "--listen"),
+        (vec![], vec![("ROOMCAST_HEARTBEAT_SECS", "-1")], "--heartbeat-secs"),
+        (
+            vec!["--config", "/nonexistent/roomcast.toml"],
+            vec![],
+            "/nonexistent/roomcast.toml",
+        ),
+    ] {
+        let out = roomcast(&args, &env);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn a_bad_config_file_is_one_line_naming_the_line() {
+    let dir = std::env::temp_dir().join(format!("roomcast-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "shards = 2\nnot-an-option = 1\n").unwrap();
+    let out = roomcast(&["--config", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("line 2") && err.contains("not-an-option"), "{err}");
+}
+
+#[test]
+fn flag_beats_env_beats_file_beats_default() {
+    let dir = std::env::temp_dir().join(format!("roomcast-test-prec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("roomcast.toml");
+    std::fs::write(&path, "shards = 4\n").unwrap();
+    let file = path.to_str().unwrap();
+
+    let server = Server::start(&["--config", file]);
+    assert_eq!(shard_count(&server), 4, "file over default");
+    let server = Server::start_with_env(&["--config", file], &[("ROOMCAST_SHARDS", "3")]);
+    assert_eq!(shard_count(&server), 3, "env over file");
+    let server = Server::start_with_env(&["--config", file, "--shards", "2"], &[("ROOMCAST_SHARDS", "3")]);
+    assert_eq!(shard_count(&server), 2, "flag over env");
+}
+
+#[test]
+fn listening_elsewhere_than_configured_fails_clearly() {
+    // Take a port, then ask roomcast for the same one.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = roomcast(&["--listen", &addr], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("cannot listen on") && err.contains(&addr), "{err}");
+}

@@ -1,0 +1,125 @@
+//! HTTP on the WebSocket port: probes, 404, upgrade refusals, request limits.
+
+mod util;
+
+use std::io::Write;
+use std::net::TcpStream;
+
+use util::*;
+
+const UPGRADE: &str = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+#[test]
+fn healthz_answers_ok() {
+    let server = Server::start(&[]);
+    assert_eq!(get(&server, "/healthz"), (200, "ok\n".to_string()));
+}
+
+#[test]
+fn unknown_paths_are_404() {
+    let server = Server::start(&[]);
+    assert_eq!(get(&server, "/nope").0, 404);
+    assert_eq!(get(&server, "/").0, 404);
+}
+
+#[test]
+fn ws_and_echo_upgrade_for_a_real_client() {
+    let server = Server::start(&[]);
+    for path in ["/ws", "/echo", "/ws?token=x"] {
+        let mut ws = connect(&server, path);
+        ws.close(None).unwrap();
+    }
+}
+
+#[test]
+fn bad_upgrades_get_the_right_status() {
+    let server = Server::start(&[]);
+    let cases = [
+        ("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), 426),
+        (
+            format!(
+                "GET /echo HTTP/1.1\r\n{}\r\n",
+                UPGRADE.replace("Version: 13", "Version: 8")
+            ),
+            426,
+        ),
+        (
+            format!(
+                "GET /ws HTTP/1.1\r\n{}\r\n",
+                UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "bad")
+            ),
+            400,
+        ),
+        (
+            format!(
+                "GET /ws HTTP/1.1\r\n{}\r\n",
+                UPGRADE.replace("Connection: Upgrade", "Connection: close")
+            ),
+            400,
+        ),
+        (format!("POST /ws HTTP/1.1\r\n{}\r\n", UPGRADE), 405),
+        (format!("GET /ws HTTP/1.0\r\n{}\r\n", UPGRADE), 400),
+    ];
+    for (raw, want) in cases {
+        let (status, head, _) = http(&server, &raw);
+        assert_eq!(status, want, "request:\n{raw}\nresponse:\n{head}");
+        if want == 426 {
+            assert!(head.contains("Sec-WebSocket-Version: 13"), "{head}");
+        }
+    }
+}
+
+#[test]
+fn malformed_and_oversize_requests_are_refused() {
+    let server = Server::start(&[]);
+    let (status, _, _) = http(&server, "\x16\x03\x01 not http\r\n\r\n");
+    assert_eq!(status, 400);
+    let huge = format!("GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(10_000));
+    let (status, _, _) = http(&server, &huge);
+    assert_eq!(status, 431);
+}
+
+#[test]
+fn keep_alive_serves_pipelined_requests() {
+    let server = Server::start(&[]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).0, 200);
+    assert_eq!(read_response(&mut s).0, 404);
+    // The connection is still usable afterwards.
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).0, 200);
+    expect_eof(&mut s);
+}
+
+#[test]
+fn a_request_that_never_completes_is_dropped_after_the_handshake_timeout() {
+    let server = Server::start(&["--handshake-timeout-secs", "1"]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let start = std::time::Instant::now();
+    expect_eof(&mut s);
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(900),
+        "closed too early"
+    );
+    assert_eq!(
+        metric(&server, "roomcast_dropped_total{reason=\"handshake_timeout\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn metrics_are_prometheus_text() {
+    let server = Server::start(&["--shards", "2"]);
+    let (status, head, body) = http(&server, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    assert!(body.contains("# TYPE roomcast_connections gauge"));
+    assert!(body.contains("roomcast_shard_connections{shard=\"1\"} 0"));
+}

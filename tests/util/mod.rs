@@ -1,0 +1,264 @@
+//! Shared helpers for the integration tests: start the real `roomcast`
+//! binary on an ephemeral loopback port, and talk to it with a real
+//! WebSocket client or with hand-made frames.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `roomcast` process, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts roomcast on 127.0.0.1:0 with extra flags.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// Starts roomcast with extra flags and environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !args.contains(&"--log-level") {
+            cmd.args(["--log-level", "warn"]);
+        }
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn roomcast");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx.recv_timeout(TIMEOUT).expect("roomcast printed its address");
+        let addr = line.rsplit(' ').next().unwrap().parse().expect("address");
+        Server { child, addr }
+    }
+
+    /// `ws://` URL of a path on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking tungstenite client.
+pub type Client = tungstenite::WebSocket<TcpStream>;
+
+/// Connects a real WebSocket client to `path`.
+pub fn connect(server: &Server, path: &str) -> Client {
+    let stream = TcpStream::connect(server.addr).expect("tcp connect");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let (ws, resp) = tungstenite::client::client(server.url(path), stream).expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Sends one HTTP request and reads the whole response (the server closes
+/// or the body is complete). Returns (status, headers, body).
+pub fn http(server: &Server, raw: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    read_response(&mut s)
+}
+
+/// Reads one HTTP response from `s`.
+pub fn read_response(s: &mut TcpStream) -> (u16, String, String) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("read response head");
+        assert!(
+            n > 0,
+            "connection closed inside a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status: u16 = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).unwrap();
+    (status, head, String::from_utf8(body).unwrap())
+}
+
+/// GET `path` and return (status, body).
+pub fn get(server: &Server, path: &str) -> (u16, String) {
+    let (status, _, body) = http(
+        server,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    );
+    (status, body)
+}
+
+/// The value of a metric line (name with labels, exactly as exposed).
+pub fn metric(server: &Server, series: &str) -> f64 {
+    let (_, body) = get(server, "/metrics");
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.strip_prefix(' '))
+                .map(|v| v.parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no series {series} in\n{body}"))
+}
+
+/// Polls `cond` until it holds or `TIMEOUT` passes (for state only visible
+/// by asking, like metrics); panics with `what` on timeout.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Opens a TCP connection and completes a WebSocket upgrade by hand, so the
+/// test can then write arbitrary (even invalid) frames.
+pub fn raw_upgrade(server: &Server, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let (status, head, _) = read_response(&mut s);
+    assert_eq!(status, 101, "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{head}"
+    );
+    s
+}
+
+/// Encodes a client frame; `masked` false makes an illegal unmasked frame.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mask = [0xa1, 0x5e, 0x03, 0x7c];
+    let m = if masked { 0x80 } else { 0 };
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(m | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(m | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(m | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// A frame the server sent.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+/// Reads one server frame; `None` on a clean EOF.
+pub fn read_frame(s: &mut TcpStream) -> Option<Frame> {
+    let mut h = [0u8; 2];
+    match s.read(&mut h[..1]) {
+        Ok(0) => return None,
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+        Err(e) => panic!("read frame: {e}"),
+    }
+    s.read_exact(&mut h[1..]).unwrap();
+    assert_eq!(h[1] & 0x80, 0, "server frames are never masked");
+    let len = match h[1] & 0x7F {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0; len];
+    s.read_exact(&mut payload).unwrap();
+    Some(Frame {
+        fin: h[0] & 0x80 != 0,
+        opcode: h[0] & 0x0F,
+        payload,
+    })
+}
+
+/// Reads frames until a close frame; returns its code (1005 if it had none).
+pub fn expect_close(s: &mut TcpStream) -> u16 {
+    loop {
+        let f = read_frame(s).expect("a close frame before EOF");
+        if f.opcode == 0x8 {
+            return if f.payload.len() >= 2 {
+                u16::from_be_bytes([f.payload[0], f.payload[1]])
+            } else {
+                1005
+            };
+        }
+    }
+}
+
+/// Reads until the server closes the TCP connection; fails on timeout.
+pub fn expect_eof(s: &mut TcpStream) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("expected the server to close the connection: {e}"),
+        }
+    }
+}
