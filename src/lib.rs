@@ -20,12 +20,17 @@
 //! - [`http`]: request parsing, routes and plain responses.
 //! - [`ws`]: the handshake, the frame codec and close codes.
 //! - [`metrics`]: per-shard counters and the Prometheus exposition.
+//! - [`auth`]: JWT verification into a principal (user id, allowed rooms, expiry).
+//! - [`protocol`]: client ops in, server frames out (encoded once).
+//! - [`rooms`]: room naming and each shard's topic index.
+//! - [`limits`]: per-connection rate limits.
 //!
 //! `docs/architecture.md` tells the same story at length.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod http;
@@ -37,3 +42,6 @@ pub mod ws;
 
 pub use config::Config;
 pub use node::Node;
+pub mod limits;
+pub mod protocol;
+pub mod rooms;

@@ -12,6 +12,8 @@ mod settings;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::{Algorithm, AuthConfig, Authenticator, KeySource};
+
 pub use settings::{Cli, Settings};
 
 /// Default listen address: loopback only, so a fresh `cargo run` is not an open broker.
@@ -31,6 +33,14 @@ pub const DEFAULT_MAX_CONNECTIONS_CAP: usize = 100_000;
 /// File descriptors kept free for listeners, logs and Redis when the
 /// connection cap is derived from the open-file limit.
 pub const RESERVED_FDS: usize = 64;
+/// Default clock skew allowed on a token's `exp` and `nbf`, in seconds.
+pub const DEFAULT_JWT_LEEWAY_SECS: u64 = 30;
+/// Default inbound messages per second per connection.
+pub const DEFAULT_RATE_LIMIT: u32 = 100;
+/// Default rooms one connection may be in.
+pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 1024;
+/// Most shards: a topic's set of shards is a 64-bit mask.
+pub const MAX_SHARDS: usize = 64;
 /// Default log filter when neither `--log-level` nor `RUST_LOG` is set.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -40,7 +50,7 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub struct ConfigError(pub String);
 
 /// The validated configuration of one roomcast node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Address the WebSocket/HTTP listener binds.
     pub listen: SocketAddr,
@@ -58,8 +68,70 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Time a peer has to answer our close frame before the socket is cut.
     pub close_timeout: Duration,
+    /// JWT verification; `None` is dev mode (anonymous users, loopback only).
+    pub auth: Option<AuthConfig>,
+    /// Inbound messages per second per connection.
+    pub rate_limit: u32,
+    /// Inbound messages allowed in a burst above the rate.
+    pub rate_burst: u32,
+    /// Most rooms one connection may be in.
+    pub max_rooms_per_connection: usize,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
+}
+
+impl Config {
+    /// Dev mode: no key configured, so users are anonymous.
+    pub fn dev_mode(&self) -> bool {
+        self.auth.is_none()
+    }
+}
+
+/// Builds the JWT settings from a layer; `None` when no key is configured.
+fn resolve_auth(s: &Settings) -> Result<Option<AuthConfig>, ConfigError> {
+    let algorithm = match &s.jwt_algorithm {
+        Some(a) => Some(a.parse::<Algorithm>().map_err(|_| {
+            ConfigError(format!(
+                "--jwt-algorithm: unknown algorithm {a:?} (HS256, HS384, HS512, RS256, ES256)"
+            ))
+        })?),
+        None => None,
+    };
+    let leeway_secs = s.jwt_leeway_secs.unwrap_or(DEFAULT_JWT_LEEWAY_SECS);
+    let (key, algorithm) = match (&s.jwt_secret, &s.jwt_public_key) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(
+                "--jwt-secret and --jwt-public-key are exclusive; give one".into(),
+            ));
+        }
+        (None, None) => {
+            if algorithm.is_some() {
+                return Err(ConfigError(
+                    "--jwt-algorithm needs --jwt-secret or --jwt-public-key".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        (Some(secret), None) => {
+            if secret.is_empty() {
+                return Err(ConfigError("--jwt-secret must not be empty".into()));
+            }
+            (KeySource::Secret(secret.clone()), algorithm.unwrap_or(Algorithm::HS256))
+        }
+        (None, Some(path)) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| ConfigError(format!("--jwt-public-key: cannot read {}: {e}", path.display())))?;
+            (KeySource::PublicKeyPem(pem), algorithm.unwrap_or(Algorithm::RS256))
+        }
+    };
+    let cfg = AuthConfig {
+        key,
+        algorithm,
+        leeway_secs,
+    };
+    // Build it once here so a bad key or a key/algorithm mismatch is a config error.
+    Authenticator::new(&cfg).map_err(|e| ConfigError(format!("JWT configuration: {e}")))?;
+    Ok(Some(cfg))
 }
 
 impl Default for Config {
@@ -94,9 +166,6 @@ impl Config {
             None => DEFAULT_LISTEN.parse().expect("default address parses"),
         };
         let shards = positive("shards", s.shards.unwrap_or_else(default_shards))?;
-        if shards > 1024 {
-            return Err(ConfigError("--shards must be at most 1024".into()));
-        }
         let heartbeat_secs = positive("heartbeat-secs", s.heartbeat_secs.unwrap_or(DEFAULT_HEARTBEAT_SECS))?;
         let max_message_bytes = positive(
             "max-message-bytes",
@@ -122,11 +191,28 @@ impl Config {
         )?;
         let log_level = s
             .log_level
+            .clone()
             .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
             .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(ConfigError(format!("--log-level: cannot parse filter {log_level:?}")));
         }
+        if shards > MAX_SHARDS {
+            return Err(ConfigError(format!("--shards must be at most {MAX_SHARDS}")));
+        }
+        let auth = resolve_auth(&s)?;
+        if auth.is_none() && !listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "refusing to listen on {listen} without --jwt-secret or --jwt-public-key: \
+                 dev mode (anonymous users) is loopback-only"
+            )));
+        }
+        let rate_limit = positive("rate-limit", s.rate_limit.unwrap_or(DEFAULT_RATE_LIMIT))?;
+        let rate_burst = positive("rate-burst", s.rate_burst.unwrap_or(rate_limit.saturating_mul(2)))?;
+        let max_rooms_per_connection = positive(
+            "max-rooms-per-connection",
+            s.max_rooms_per_connection.unwrap_or(DEFAULT_MAX_ROOMS_PER_CONNECTION),
+        )?;
         Ok(Config {
             listen,
             shards,
@@ -136,6 +222,10 @@ impl Config {
             max_queue_bytes,
             handshake_timeout: Duration::from_secs(handshake_timeout_secs),
             close_timeout: Duration::from_secs(close_timeout_secs),
+            auth,
+            rate_limit,
+            rate_burst,
+            max_rooms_per_connection,
             log_level,
         })
     }
@@ -143,7 +233,9 @@ impl Config {
 
 /// One shard per CPU.
 pub fn default_shards() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_SHARDS)
 }
 
 /// The open-file limit less what the process needs besides clients, capped.

@@ -56,6 +56,34 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_CLOSE_TIMEOUT_SECS", value_name = "N")]
     pub close_timeout_secs: Option<u64>,
 
+    /// Shared secret for HS256/384/512 JWTs; without a key roomcast runs in loopback-only dev mode
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key file for RS256/ES256 JWTs (instead of --jwt-secret)
+    #[arg(long, env = "ROOMCAST_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// JWT algorithm: HS256, HS384, HS512, RS256 or ES256 [default: HS256 with a secret, RS256 with a key]
+    #[arg(long, env = "ROOMCAST_JWT_ALGORITHM", value_name = "ALG")]
+    pub jwt_algorithm: Option<String>,
+
+    /// Clock skew allowed when checking a token's exp and nbf, in seconds [default: 30]
+    #[arg(long, env = "ROOMCAST_JWT_LEEWAY_SECS", value_name = "N")]
+    pub jwt_leeway_secs: Option<u64>,
+
+    /// Inbound messages per second allowed per connection [default: 100]
+    #[arg(long, env = "ROOMCAST_RATE_LIMIT", value_name = "N")]
+    pub rate_limit: Option<u32>,
+
+    /// Burst of inbound messages allowed above the rate [default: 2 x --rate-limit]
+    #[arg(long, env = "ROOMCAST_RATE_BURST", value_name = "N")]
+    pub rate_burst: Option<u32>,
+
+    /// Most rooms one connection may be in at once [default: 1024]
+    #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_CONNECTION", value_name = "N")]
+    pub max_rooms_per_connection: Option<usize>,
+
     /// Log filter, e.g. "info" or "roomcast=debug"; RUST_LOG is used when unset [default: info]
     #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -73,6 +101,13 @@ impl Settings {
             max_queue_bytes: self.max_queue_bytes.or(lower.max_queue_bytes),
             handshake_timeout_secs: self.handshake_timeout_secs.or(lower.handshake_timeout_secs),
             close_timeout_secs: self.close_timeout_secs.or(lower.close_timeout_secs),
+            jwt_secret: self.jwt_secret.or(lower.jwt_secret),
+            jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
+            jwt_algorithm: self.jwt_algorithm.or(lower.jwt_algorithm),
+            jwt_leeway_secs: self.jwt_leeway_secs.or(lower.jwt_leeway_secs),
+            rate_limit: self.rate_limit.or(lower.rate_limit),
+            rate_burst: self.rate_burst.or(lower.rate_burst),
+            max_rooms_per_connection: self.max_rooms_per_connection.or(lower.max_rooms_per_connection),
             log_level: self.log_level.or(lower.log_level),
         }
     }

@@ -4,13 +4,15 @@
 //! with a body is answered and the connection closed, because no endpoint
 //! here reads one.
 
+use crate::auth;
 use crate::http::request::{self, Parsed};
 use crate::http::{response, Request, Route};
 use crate::metrics;
 use crate::metrics::DropReason;
 use crate::ws::{handshake, CloseCode, Decoder};
 
-use super::{Conn, Ctx, Phase, Verdict};
+use super::session::Session;
+use super::{Action, Conn, Ctx, Phase, Verdict};
 
 /// What serving one request left the connection as.
 enum Served {
@@ -152,6 +154,39 @@ impl Conn {
         self.upgraded = true;
         ctx.metrics.connections.add(1);
         ctx.metrics.connections_total.add(1);
+        if route == Route::Ws {
+            self.open_session(ctx, req);
+        }
         Served::Upgraded
+    }
+
+    /// Authenticates a `/ws` client and asks the shard to register its user.
+    /// A refused client gets no welcome, only a 4001 close: browsers can
+    /// read a close code but not the status of a failed upgrade.
+    fn open_session(&mut self, ctx: &mut Ctx<'_>, req: &Request) {
+        let number = self.id * ctx.shards as u64 + ctx.shard as u64;
+        let session = match ctx.auth {
+            None => Session::anonymous(number, ctx),
+            Some(auth) => {
+                let token = auth::token_from_request(req.query.as_deref(), req.authorization.as_deref());
+                match token
+                    .as_deref()
+                    .ok_or(auth::AuthError::Missing)
+                    .and_then(|t| auth.verify(t))
+                {
+                    Ok(principal) => Session::authenticated(principal, number, ctx),
+                    Err(e) => {
+                        ctx.metrics.auth_failures.add(1);
+                        tracing::info!(shard = ctx.shard, conn = self.id, peer = %self.peer, reason = %e, "authentication failed");
+                        self.start_close(ctx, CloseCode::UNAUTHORIZED, "Unauthorized");
+                        return;
+                    }
+                }
+            }
+        };
+        self.session = Some(Box::new(session));
+        // Nothing is read or answered before the welcome (see `Conn::welcome`).
+        self.read_paused = true;
+        ctx.actions.push(Action::Register);
     }
 }

@@ -7,8 +7,10 @@
 //! Reads go into the shard's scratch buffer; a connection keeps bytes of its
 //! own only while a request head or a frame is incomplete.
 
+pub mod action;
 mod http;
 pub mod outbox;
+pub mod session;
 mod ws;
 
 use std::io::{self, Read, Write};
@@ -19,11 +21,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::http::Route;
 use crate::metrics::{DropReason, Registry, ShardMetrics};
+use crate::protocol::{frames, Parser};
 use crate::ws::{frame, CloseCode, Decoder, OpCode};
+pub use action::Action;
 use outbox::Outbox;
+use session::Session;
 
 /// Reads per readiness event before other connections get a turn; the
 /// shard comes back to this one on its next loop iteration.
@@ -45,6 +51,20 @@ pub struct Ctx<'a> {
     pub scratch: &'a mut [u8],
     /// Connections the node holds against `--max-connections`.
     pub open: &'a AtomicUsize,
+    /// Seconds since the Unix epoch at this loop iteration (token expiry).
+    pub unix_now: u64,
+    /// JWT verification; `None` in dev mode.
+    pub auth: Option<&'a Authenticator>,
+    /// This node's id, part of anonymous user names.
+    pub node_id: &'a str,
+    /// Number of shards, to make connection numbers node-unique.
+    pub shards: usize,
+    /// The shard's JSON parser.
+    pub parser: &'a mut Parser,
+    /// Requests for the shard, applied after this call.
+    pub actions: &'a mut Vec<Action>,
+    /// Topic names referenced by `Action::Publish`, reset every turn.
+    pub names: &'a mut String,
 }
 
 /// What the shard should do with a connection after a call.
@@ -95,8 +115,16 @@ pub struct Conn {
     counted: bool,
     /// Completed the upgrade (counted in the connection gauge).
     upgraded: bool,
-    /// Reading stopped until the outbox drains (see `Conn::pause_limit`).
+    /// Reading stopped until the outbox drains (see `Conn::pause_limit`) or
+    /// until the welcome is sent.
     read_paused: bool,
+    /// Queued to the shard's list of connections to flush this turn.
+    dirty: bool,
+    /// The broker session on `/ws`.
+    session: Option<Box<Session>>,
+    /// Bytes a client sent right behind its upgrade request, held until the
+    /// welcome goes out so that the welcome is the first frame it gets.
+    held: Vec<u8>,
 }
 
 impl Conn {
@@ -116,7 +144,96 @@ impl Conn {
             counted,
             upgraded: false,
             read_paused: false,
+            dirty: false,
+            session: None,
+            held: Vec::new(),
         }
+    }
+
+    /// The broker user, once authenticated on `/ws`.
+    pub fn user(&self) -> Option<&std::sync::Arc<str>> {
+        self.session.as_ref().map(|s| &s.user)
+    }
+
+    /// Whether frames may still be queued (no close frame sent or received).
+    pub fn accepts_frames(&self) -> bool {
+        matches!(self.phase, Phase::Ws { close_sent: false, .. })
+    }
+
+    /// Queues a reply to this connection's own request (not capped: reads
+    /// pause instead, see `pause_limit`).
+    pub fn push_reply(&mut self, frame: Bytes) {
+        if self.accepts_frames() {
+            self.outbox.push(frame);
+        }
+    }
+
+    /// Queues a frame from someone else; `false` when it would take the
+    /// outbox past `cap`: the caller cuts this slow consumer.
+    #[inline]
+    pub fn push_foreign(&mut self, frame: Bytes, cap: usize) -> bool {
+        if !self.accepts_frames() {
+            return true;
+        }
+        if self.outbox.len_bytes() + frame.len() > cap {
+            return false;
+        }
+        self.outbox.push(frame);
+        true
+    }
+
+    /// Marks the connection as needing a flush this turn; `true` the first time.
+    #[inline]
+    pub fn mark_dirty(&mut self) -> bool {
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// Flushes a connection from the shard's dirty list.
+    pub fn flush_dirty(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        self.dirty = false;
+        self.flush(ctx)
+    }
+
+    /// Queues the welcome (the user topic is ready on every shard), resumes
+    /// reading and replays bytes held since the upgrade.
+    pub fn welcome(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        let Some(session) = self.session.as_mut() else {
+            return Verdict::Keep;
+        };
+        if session.welcomed {
+            return Verdict::Keep;
+        }
+        session.welcomed = true;
+        let frame = frames::welcome(&session.user, session.number);
+        self.push_reply(frame);
+        self.read_paused = false;
+        let mut held = std::mem::take(&mut self.held);
+        if !held.is_empty() && self.on_ws_bytes(ctx, &mut held) == Verdict::Remove {
+            return Verdict::Remove;
+        }
+        Verdict::ReadAgain
+    }
+
+    /// Cuts a slow consumer: its queue is freed, a 4008 close frame is
+    /// written if the socket takes it, and the connection is removed.
+    pub fn cut_slow_consumer(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.metrics.drop(DropReason::SlowConsumer);
+        self.outbox.clear();
+        self.close_code = Some(CloseCode::SLOW_CONSUMER);
+        self.outbox
+            .push(frame::encode_close(CloseCode::SLOW_CONSUMER, "slow consumer"));
+        if let Ok(f) = self.outbox.flush(&mut self.stream) {
+            ctx.metrics.bytes_sent.add(f.written as u64);
+        }
+        tracing::info!(shard = ctx.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
+            code = 4008, "slow consumer: outbox over --max-queue-bytes, cut");
+    }
+
+    /// Starts the close handshake on behalf of the shard (e.g. a flood).
+    pub fn close_with(&mut self, ctx: &Ctx<'_>, code: CloseCode, reason: &str) {
+        tracing::info!(shard = ctx.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
+            code = code.0, reason, "closing");
+        self.start_close(ctx, code, reason);
     }
 
     /// The socket, for registration with the shard's poll.
@@ -281,6 +398,17 @@ impl Conn {
                 }
             }
             Phase::Ws { close_sent: false, .. } => {
+                let leeway = ctx.auth.map_or(0, |a| a.leeway_secs());
+                if self
+                    .session
+                    .as_ref()
+                    .and_then(|s| s.exp)
+                    .is_some_and(|exp| ctx.unix_now >= exp + leeway)
+                {
+                    ctx.metrics.auth_failures.add(1);
+                    self.close_with(ctx, CloseCode::UNAUTHORIZED, "token expired");
+                    return self.flush(ctx);
+                }
                 let hb = ctx.config.heartbeat;
                 if ctx.now.duration_since(self.last_seen) >= hb * 2 {
                     ctx.metrics.drop(DropReason::HeartbeatTimeout);

@@ -1,16 +1,24 @@
-//! The WebSocket phase: decode frames, answer pings, run the endpoint, and
-//! carry out the close handshake.
+//! The WebSocket phase: decode frames, answer pings, hand messages to the
+//! endpoint (`/echo` or the broker session), and carry out the close
+//! handshake.
 
 use std::ops::ControlFlow;
 
 use crate::http::Route;
+use crate::metrics::ShardMetrics;
 use crate::ws::{frame, CloseCode, Event, OpCode};
 
+use super::outbox::Outbox;
 use super::{Conn, Ctx, Phase, Verdict};
 
 impl Conn {
     /// Decodes `input` (unmasking in place) and acts on every event.
     pub(super) fn on_ws_bytes(&mut self, ctx: &mut Ctx<'_>, input: &mut [u8]) -> Verdict {
+        if self.session.as_ref().is_some_and(|s| !s.welcomed) {
+            // Nothing may be answered before the welcome; keep it for then.
+            self.held.extend_from_slice(input);
+            return Verdict::Keep;
+        }
         let Phase::Ws {
             route,
             decoder,
@@ -21,28 +29,20 @@ impl Conn {
         };
         let (route, close_sent) = (*route, *close_sent);
         let outbox = &mut self.outbox;
-        let metrics = ctx.metrics;
+        let session = &mut self.session;
         let mut peer_close: Option<Option<CloseCode>> = None;
         let result = decoder.feed(input, |event| {
             match event {
-                Event::Text(p) | Event::Binary(p) if close_sent => {
-                    // After our close frame, data is read only to find theirs.
-                    let _ = p;
-                }
-                Event::Text(p) => {
-                    metrics.messages_received.add(1);
-                    if route == Route::Echo {
-                        outbox.push(frame::encode(OpCode::Text, p));
-                        metrics.deliveries.add(1);
-                    }
-                }
-                Event::Binary(p) => {
-                    metrics.messages_received.add(1);
-                    if route == Route::Echo {
-                        outbox.push(frame::encode(OpCode::Binary, p));
-                        metrics.deliveries.add(1);
-                    }
-                }
+                // After our close frame, data is read only to find theirs.
+                Event::Text(_) | Event::Binary(_) if close_sent => {}
+                Event::Text(p) => match session {
+                    Some(s) => return s.on_text(ctx, p),
+                    None => echo(outbox, ctx.metrics, route, OpCode::Text, p),
+                },
+                Event::Binary(p) => match session {
+                    Some(s) => return s.on_binary(ctx, p),
+                    None => echo(outbox, ctx.metrics, route, OpCode::Binary, p),
+                },
                 Event::Ping(p) => {
                     if !close_sent {
                         outbox.push(frame::encode(OpCode::Pong, p));
@@ -58,8 +58,8 @@ impl Conn {
         });
         if let Err(e) = result {
             tracing::info!(
-                shard = ctx.shard, conn = self.id, peer = %self.peer, code = e.code.0, reason = e.reason,
-                "protocol error: closing"
+                shard = ctx.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
+                code = e.code.0, reason = e.reason, "protocol error: closing"
             );
             // The stream can no longer be parsed, so no close reply can be
             // recognised: send ours, then shut our side and wait for EOF.
@@ -81,5 +81,14 @@ impl Conn {
             self.linger(ctx, false);
         }
         Verdict::Keep
+    }
+}
+
+/// `/echo` sends the message back as is; a bare `/ws` only counts it.
+fn echo(outbox: &mut Outbox, metrics: &ShardMetrics, route: Route, op: OpCode, p: &[u8]) {
+    metrics.messages_received.add(1);
+    if route == Route::Echo {
+        outbox.push(frame::encode(op, p));
+        metrics.deliveries.add(1);
     }
 }

@@ -102,6 +102,10 @@ pub struct ShardMetrics {
     pub dropped: [Counter; DropReason::ALL.len()],
     /// WebSocket closes, indexed like [`CLOSE_CODES`].
     pub closes: [Counter; CLOSE_CODES.len()],
+    /// Rooms with at least one member on this shard (a gauge).
+    pub rooms: Counter,
+    /// Tokens refused: at the upgrade, on `refresh`, or expired while connected.
+    pub auth_failures: Counter,
     /// Plain HTTP responses, indexed like [`HTTP_STATUSES`].
     pub http_responses: [Counter; HTTP_STATUSES.len()],
 }

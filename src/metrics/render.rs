@@ -30,7 +30,10 @@ pub fn render(reg: &Registry) -> String {
     for (i, s) in reg.shards.iter().enumerate() {
         let _ = writeln!(out, "{SHARD_CONNECTIONS}{{shard=\"{i}\"}} {}", s.connections.get());
     }
-    let counters: [(&str, &str, Read); 5] = [
+    header(&mut out, ROOMS, "gauge", "Rooms with members, summed over shards.");
+    let _ = writeln!(out, "{ROOMS} {}", sum(reg, |s| s.rooms.get()));
+    let counters: [(&str, &str, Read); 6] = [
+        (AUTH_FAILURES_TOTAL, "Tokens refused.", |s| s.auth_failures.get()),
         (CONNECTIONS_TOTAL, "WebSocket connections upgraded.", |s| {
             s.connections_total.get()
         }),

@@ -11,10 +11,11 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpListener;
 use mio::Waker;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics::Registry;
 use crate::net::Acceptor;
-use crate::shard::{Shard, ShardHandle, ShardMsg};
+use crate::shard::{Shard, ShardHandle, ShardMsg, Shared};
 
 /// Why a node thread ended.
 #[derive(Debug)]
@@ -66,25 +67,47 @@ pub struct Node {
     acceptor_waker: Arc<Waker>,
     threads: Vec<JoinHandle<()>>,
     exits: Receiver<ThreadExit>,
+    node_id: Arc<str>,
 }
 
 impl Node {
     /// Binds the listener and starts the shards and the acceptor.
     pub fn start(config: Config) -> io::Result<Node> {
         let config = Arc::new(config);
+        let auth = match &config.auth {
+            Some(a) => {
+                let auth =
+                    Authenticator::new(a).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+                Some(Arc::new(auth))
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
         let registry = Registry::new(config.shards);
         let open = Arc::new(AtomicUsize::new(0));
+        let node_id: Arc<str> = Arc::from(new_node_id());
+        let shared = Shared {
+            config: config.clone(),
+            metrics: registry.clone(),
+            open: open.clone(),
+            auth,
+            node_id: node_id.clone(),
+        };
         let (exit_tx, exits) = crossbeam_channel::unbounded();
-        let mut threads = Vec::new();
+        let mut built = Vec::new();
         let mut shards = Vec::new();
         for id in 0..config.shards {
-            let (shard, handle) = Shard::new(id, config.clone(), registry.clone(), open.clone())?;
+            let (shard, handle) = Shard::new(id, shared.clone())?;
+            built.push(shard);
+            shards.push(handle);
+        }
+        let mut threads = Vec::new();
+        for (id, mut shard) in built.into_iter().enumerate() {
+            shard.connect(shards.clone());
             threads.push(spawn(format!("roomcast-shard-{id}"), exit_tx.clone(), move || {
                 shard.run()
             })?);
-            shards.push(handle);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let (acceptor, acceptor_waker) = Acceptor::new(
@@ -97,6 +120,7 @@ impl Node {
         )?;
         threads.push(spawn("roomcast-acceptor".into(), exit_tx, move || acceptor.run())?);
         Ok(Node {
+            node_id,
             local_addr,
             registry,
             shards,
@@ -110,6 +134,11 @@ impl Node {
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// This node's id (random per process; part of anonymous user names).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     /// The node's metrics.
@@ -139,4 +168,17 @@ impl Node {
             let _ = t.join();
         }
     }
+}
+
+/// A random id for this process: 8 hex digits, from the standard library's
+/// per-process random hash keys (no extra dependency for 32 random bits).
+fn new_node_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
 }

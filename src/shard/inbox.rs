@@ -6,9 +6,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use mio::net::TcpStream;
 use mio::Waker;
+
+use crate::rooms::Topic;
 
 /// Work for a shard.
 #[derive(Debug)]
@@ -23,6 +26,27 @@ pub enum ShardMsg {
         /// Whether it holds a slot in the connection count.
         counted: bool,
     },
+    /// Shard `from` got its first (`on`) or lost its last local member of
+    /// `topic`. An `on` is answered with `Confirm`.
+    Interest {
+        /// The room or user.
+        topic: Topic,
+        /// The announcing shard.
+        from: usize,
+        /// Members appeared (true) or are all gone (false).
+        on: bool,
+        /// The announcement's sequence number, echoed in `Confirm`.
+        seq: u64,
+    },
+    /// The sender applied announcement `seq` of `topic`.
+    Confirm {
+        /// The room or user.
+        topic: Topic,
+        /// The announcement's sequence number.
+        seq: u64,
+    },
+    /// Frames for local members of each topic, in publish order.
+    Deliver(Vec<(Topic, Bytes)>),
     /// Stop the event loop and drop every connection.
     Shutdown,
 }

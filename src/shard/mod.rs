@@ -1,26 +1,35 @@
 //! A shard: one thread, one `mio::Poll`, and the connections it alone owns in
-//! a `Slab`, indexed by their poll token.
+//! a `Slab`, indexed by their poll token; plus its room index.
 //!
-//! Each loop iteration: poll, handle socket events and the inbox, give
-//! connections that ran out of read budget another turn, and every
-//! `SWEEP_INTERVAL` sweep all connections for timeouts and heartbeats (one
-//! pass over the slab instead of a timer per connection).
+//! Each loop iteration: poll; handle socket events (each followed by the
+//! actions the connection asked for) and the inbox; give connections that
+//! ran out of read budget another turn; flush every connection that got
+//! frames this turn (one `writev` each) and send this turn's batches to other
+//! shards (one channel send and one wake per destination). Every
+//! `SWEEP_INTERVAL`, one pass over all connections checks timeouts and
+//! heartbeats instead of a timer per connection.
 
+mod actions;
 pub mod inbox;
+pub mod outbound;
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::conn::{Conn, Ctx, Verdict};
-use crate::metrics::{Registry, ShardMetrics};
+use crate::conn::{Action, Conn, Ctx, Verdict};
+use crate::metrics::{Registry as MetricsRegistry, ShardMetrics};
+use crate::protocol::Parser;
+use crate::rooms::Registry;
 pub use inbox::{ShardHandle, ShardMsg};
+use outbound::Outbound;
 
 /// The poll token of the shard's waker; connection tokens are slab keys.
 const WAKER: Token = Token(usize::MAX);
@@ -28,45 +37,107 @@ const WAKER: Token = Token(usize::MAX);
 pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// How often timeouts and heartbeats are checked.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// Poll timeout while control messages wait for room in another inbox.
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
+
+/// What every shard shares read-only.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The node's configuration.
+    pub config: Arc<Config>,
+    /// Every shard's metrics.
+    pub metrics: MetricsRegistry,
+    /// Connections held against `--max-connections`.
+    pub open: Arc<AtomicUsize>,
+    /// JWT verification; `None` in dev mode.
+    pub auth: Option<Arc<Authenticator>>,
+    /// This node's id.
+    pub node_id: Arc<str>,
+}
+
+/// Per-turn working memory, reused across turns.
+#[derive(Debug)]
+struct Work {
+    scratch: Vec<u8>,
+    parser: Parser,
+    actions: Vec<Action>,
+    names: String,
+}
 
 /// One event loop and its connections.
 pub struct Shard {
     id: usize,
     poll: Poll,
-    conns: Slab<Conn>,
     inbox: Receiver<ShardMsg>,
-    config: Arc<Config>,
+    shared: Shared,
     metrics: Arc<ShardMetrics>,
-    registry: Registry,
-    open: Arc<AtomicUsize>,
-    scratch: Vec<u8>,
+    conns: Slab<Conn>,
+    rooms: Registry,
+    out: Outbound,
+    work: Work,
+    /// Connections with frames queued this turn: (slot, id).
+    dirty: Vec<(usize, u64)>,
+    /// Slow consumers to cut at the end of the turn.
+    kill: Vec<(usize, u64)>,
     /// Connections to read again next turn: (slot, id) so a reused slot is skipped.
     again: Vec<(usize, u64)>,
     next_id: u64,
     next_sweep: Instant,
 }
 
+/// Builds a `Ctx` from the shard's parts (a macro, so the borrows stay
+/// field-by-field and `conns`/`rooms` remain usable alongside).
+macro_rules! ctx {
+    ($self:ident, $now:expr, $unix:expr) => {
+        $crate::conn::Ctx {
+            shard: $self.id,
+            now: $now,
+            unix_now: $unix,
+            config: &$self.shared.config,
+            metrics: &$self.metrics,
+            registry: &$self.shared.metrics,
+            open: &$self.shared.open,
+            auth: $self.shared.auth.as_deref(),
+            node_id: &$self.shared.node_id,
+            shards: $self.out.shards(),
+            scratch: &mut $self.work.scratch,
+            parser: &mut $self.work.parser,
+            actions: &mut $self.work.actions,
+            names: &mut $self.work.names,
+        }
+    };
+}
+pub(crate) use ctx;
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 impl Shard {
-    /// Creates shard `id` with its poll, waker and inbox.
-    pub fn new(
-        id: usize,
-        config: Arc<Config>,
-        registry: Registry,
-        open: Arc<AtomicUsize>,
-    ) -> io::Result<(Shard, ShardHandle)> {
+    /// Creates shard `id`'s poll, waker and inbox; `connect` it before running.
+    pub fn new(id: usize, shared: Shared) -> io::Result<(Shard, ShardHandle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::bounded(inbox::INBOX_CAPACITY);
+        let shards = shared.config.shards;
         let shard = Shard {
             id,
             poll,
-            conns: Slab::new(),
             inbox: rx,
-            config,
-            metrics: registry.shards[id].clone(),
-            registry,
-            open,
-            scratch: vec![0; SCRATCH_BYTES],
+            metrics: shared.metrics.shards[id].clone(),
+            // One more than the room cap: the user's own topic is a subscription too.
+            rooms: Registry::new(id, shards, shared.config.max_rooms_per_connection + 1),
+            shared,
+            conns: Slab::new(),
+            out: Outbound::new(id, Vec::new()),
+            work: Work {
+                scratch: vec![0; SCRATCH_BYTES],
+                parser: Parser::new(),
+                actions: Vec::new(),
+                names: String::new(),
+            },
+            dirty: Vec::new(),
+            kill: Vec::new(),
             again: Vec::new(),
             next_id: 1,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
@@ -74,14 +145,21 @@ impl Shard {
         Ok((shard, ShardHandle::new(tx, waker)))
     }
 
+    /// Gives the shard every shard's handle (its own included), in order.
+    pub fn connect(&mut self, peers: Vec<ShardHandle>) {
+        self.out = Outbound::new(self.id, peers);
+    }
+
     /// Runs the event loop until a `Shutdown` message.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.again.is_empty() {
-                self.next_sweep.saturating_duration_since(Instant::now())
-            } else {
+            let timeout = if !self.again.is_empty() {
                 Duration::ZERO
+            } else if self.out.has_backlog() {
+                BACKLOG_RETRY
+            } else {
+                self.next_sweep.saturating_duration_since(Instant::now())
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -89,37 +167,56 @@ impl Shard {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            let unix = unix_now();
             for event in events.iter() {
                 match event.token() {
                     WAKER => {
-                        if !self.drain_inbox(now) {
+                        if !self.drain_inbox(now, unix) {
                             return Ok(());
                         }
                     }
                     Token(slot) => {
                         // Errors and hang-ups surface as a failed or empty read.
                         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                        self.dispatch(slot, now, |c, ctx| c.on_ready(ctx, readable, event.is_writable()));
+                        let writable = event.is_writable();
+                        self.dispatch(slot, now, unix, |c, ctx| c.on_ready(ctx, readable, writable));
                     }
                 }
             }
             for (slot, id) in std::mem::take(&mut self.again) {
                 if self.conns.get(slot).is_some_and(|c| c.id() == id) {
-                    self.dispatch(slot, now, |c, ctx| c.on_ready(ctx, true, false));
+                    self.dispatch(slot, now, unix, |c, ctx| c.on_ready(ctx, true, false));
                 }
             }
             if now >= self.next_sweep {
-                self.sweep(now);
+                self.sweep(now, unix);
                 self.next_sweep = now + SWEEP_INTERVAL;
             }
+            self.end_turn(now, unix);
         }
     }
 
     /// Handles every queued message; `false` on `Shutdown`.
-    fn drain_inbox(&mut self, now: Instant) -> bool {
+    fn drain_inbox(&mut self, now: Instant, unix: u64) -> bool {
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
-                ShardMsg::Accept { stream, peer, counted } => self.adopt(stream, peer, counted, now),
+                ShardMsg::Accept { stream, peer, counted } => self.adopt(stream, peer, counted, now, unix),
+                ShardMsg::Deliver(batch) => {
+                    for (topic, frame) in &batch {
+                        self.fan_out_local(topic, frame);
+                    }
+                }
+                ShardMsg::Interest { topic, from, on, seq } => {
+                    self.rooms.set_remote(&topic, from, on);
+                    if on {
+                        self.out.control(from, ShardMsg::Confirm { topic, seq });
+                    }
+                }
+                ShardMsg::Confirm { topic, seq } => {
+                    for waiter in self.rooms.confirmed(&topic, seq) {
+                        self.answer(waiter, now, unix);
+                    }
+                }
                 ShardMsg::Shutdown => return false,
             }
         }
@@ -127,75 +224,115 @@ impl Shard {
     }
 
     /// Takes ownership of an accepted socket.
-    fn adopt(&mut self, stream: mio::net::TcpStream, peer: std::net::SocketAddr, counted: bool, now: Instant) {
+    fn adopt(
+        &mut self,
+        stream: mio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        counted: bool,
+        now: Instant,
+        unix: u64,
+    ) {
         let id = self.next_id;
         self.next_id += 1;
-        let entry = self.conns.vacant_entry();
-        let slot = entry.key();
+        let slot = self.conns.vacant_key();
         let mut conn = {
-            let ctx = Ctx {
-                shard: self.id,
-                now,
-                config: &self.config,
-                metrics: &self.metrics,
-                registry: &self.registry,
-                scratch: &mut [],
-                open: &self.open,
-            };
+            let ctx = ctx!(self, now, unix);
             Conn::new(stream, peer, id, counted, &ctx)
         };
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self.poll.registry().register(conn.stream_mut(), Token(slot), interest) {
             tracing::warn!(shard = self.id, peer = %peer, error = %e, "cannot register connection");
             if counted {
-                self.open.fetch_sub(1, Ordering::Relaxed);
+                self.shared.open.fetch_sub(1, Ordering::Relaxed);
             }
             return;
         }
-        entry.insert(conn);
+        self.conns.insert(conn);
     }
 
-    /// Runs `f` on the connection in `slot` with the shard's context, then
-    /// applies its verdict.
-    fn dispatch(&mut self, slot: usize, now: Instant, f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> Verdict) {
-        let Shard {
-            id,
-            conns,
-            config,
-            metrics,
-            registry,
-            scratch,
-            open,
-            again,
-            poll,
-            ..
-        } = self;
-        let Some(conn) = conns.get_mut(slot) else { return };
-        let mut ctx = Ctx {
-            shard: *id,
-            now,
-            config,
-            metrics,
-            registry,
-            scratch,
-            open,
+    /// Runs `f` on the connection in `slot`, applies the actions it asked
+    /// for, then its verdict.
+    fn dispatch(&mut self, slot: usize, now: Instant, unix: u64, f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> Verdict) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let id = conn.id();
+        let verdict = {
+            let mut ctx = ctx!(self, now, unix);
+            f(conn, &mut ctx)
         };
-        match f(conn, &mut ctx) {
+        if !self.work.actions.is_empty() {
+            self.apply_actions(slot, now, unix);
+        }
+        self.settle(slot, id, verdict, now, unix);
+    }
+
+    /// Acts on a verdict for the connection `(slot, id)`.
+    fn settle(&mut self, slot: usize, id: u64, verdict: Verdict, now: Instant, unix: u64) {
+        match verdict {
             Verdict::Keep => {}
-            Verdict::ReadAgain => again.push((slot, conn.id())),
-            Verdict::Remove => {
-                conn.finish(&ctx);
-                let _ = poll.registry().deregister(conn.stream_mut());
-                conns.remove(slot);
-            }
+            Verdict::ReadAgain => self.again.push((slot, id)),
+            Verdict::Remove => self.remove(slot, now, unix),
         }
     }
 
+    /// Closes and frees the connection in `slot`.
+    fn remove(&mut self, slot: usize, now: Instant, unix: u64) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        {
+            let ctx = ctx!(self, now, unix);
+            conn.finish(&ctx);
+        }
+        let _ = self.poll.registry().deregister(conn.stream_mut());
+        self.conns.remove(slot);
+        let (out, me) = (&mut self.out, self.id);
+        self.rooms.leave_all(slot as u32, |topic| {
+            out.control_all(|| ShardMsg::Interest {
+                topic: topic.clone(),
+                from: me,
+                on: false,
+                seq: 0,
+            });
+        });
+    }
+
     /// Timeouts and heartbeats for every connection.
-    fn sweep(&mut self, now: Instant) {
+    fn sweep(&mut self, now: Instant, unix: u64) {
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
-            self.dispatch(slot, now, |c, ctx| c.tick(ctx));
+            self.dispatch(slot, now, unix, |c, ctx| c.tick(ctx));
+        }
+    }
+
+    /// End of a turn: cut slow consumers, flush every connection that got
+    /// frames, and send this turn's batches to other shards.
+    fn end_turn(&mut self, now: Instant, unix: u64) {
+        for (slot, id) in std::mem::take(&mut self.kill) {
+            if let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) {
+                let mut ctx = ctx!(self, now, unix);
+                conn.cut_slow_consumer(&mut ctx);
+                self.remove(slot, now, unix);
+            }
+        }
+        for (slot, id) in std::mem::take(&mut self.dirty) {
+            let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) else {
+                continue;
+            };
+            let verdict = {
+                let mut ctx = ctx!(self, now, unix);
+                conn.flush_dirty(&mut ctx)
+            };
+            self.settle(slot, id, verdict, now, unix);
+        }
+        self.out.flush(&self.metrics);
+        self.work.names.clear();
+        self.shared_gauges();
+    }
+
+    /// Publishes this shard's room count for `/metrics`.
+    fn shared_gauges(&self) {
+        let rooms = self.rooms.local_rooms() as u64;
+        let current = self.metrics.rooms.get();
+        if rooms != current {
+            self.metrics.rooms.add(rooms.wrapping_sub(current));
         }
     }
 }

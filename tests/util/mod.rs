@@ -262,3 +262,73 @@ pub fn expect_eof(s: &mut TcpStream) {
         }
     }
 }
+
+/// Sends a JSON value as a text message.
+pub fn send_json(ws: &mut Client, value: serde_json::Value) {
+    ws.send(tungstenite::Message::text(value.to_string())).expect("send");
+}
+
+/// Reads the next text message as JSON (pings and pongs are skipped).
+pub fn recv_json(ws: &mut Client) -> serde_json::Value {
+    recv_text(ws)
+        .parse()
+        .map(|v: serde_json::Value| v)
+        .expect("server sent JSON")
+}
+
+/// Reads the next text message verbatim (pings and pongs are skipped).
+pub fn recv_text(ws: &mut Client) -> String {
+    loop {
+        match ws.read().expect("read a message") {
+            tungstenite::Message::Text(t) => return t.to_string(),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Connects to `/ws` (with an optional query) and reads the welcome.
+pub fn join_broker(server: &Server, query: &str) -> (Client, serde_json::Value) {
+    let mut ws = connect(server, &format!("/ws{query}"));
+    let welcome = recv_json(&mut ws);
+    assert_eq!(welcome["op"], "welcome", "first frame must be the welcome: {welcome}");
+    (ws, welcome)
+}
+
+/// Joins `room` with request id `id` and waits for the ack.
+pub fn join_room(ws: &mut Client, room: &str, id: u64) {
+    send_json(ws, serde_json::json!({"op":"join","room":room,"id":id}));
+    let ack = recv_json(ws);
+    assert_eq!(ack, serde_json::json!({"op":"ack","id":id}), "join {room}");
+}
+
+/// Reads until the server's close frame; returns its code and reason.
+pub fn recv_close(ws: &mut Client) -> (u16, String) {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(Some(f))) => return (f.code.into(), f.reason.to_string()),
+            Ok(tungstenite::Message::Close(None)) => return (1005, String::new()),
+            Ok(_) => continue,
+            Err(e) => panic!("expected a close frame, got error {e}"),
+        }
+    }
+}
+
+/// Signs an HS256 token with `secret` for `claims`.
+pub fn hs256(secret: &str, claims: serde_json::Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &key,
+    )
+    .unwrap()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

@@ -1,0 +1,56 @@
+//! What a connection asks its shard to do on its behalf.
+//!
+//! A connection cannot reach other connections or the room index (the shard
+//! owns them), so decoding a read turns each client op into an `Action`;
+//! the shard applies them in order right after the connection's turn. Every
+//! reply goes through here too, so replies keep the order of the requests.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::rooms::Topic;
+use crate::ws::CloseCode;
+
+/// One request from a connection to its shard.
+#[derive(Debug)]
+pub enum Action {
+    /// Queue this frame to the connection itself.
+    Reply(Bytes),
+    /// Subscribe the connection to its user topic; send the welcome when
+    /// every shard knows.
+    Register,
+    /// Join a room; ack `id` when every shard knows.
+    Join {
+        /// The room.
+        topic: Topic,
+        /// The request's id.
+        id: Option<u64>,
+    },
+    /// Leave a room; ack `id`.
+    Leave {
+        /// The room.
+        topic: Topic,
+        /// The request's id.
+        id: Option<u64>,
+    },
+    /// Fan `frame` out to a room (or, with `user`, to a user's connections)
+    /// whose name is `name` in the turn's name arena; then ack `id`.
+    Publish {
+        /// Whether `name` is a user id rather than a room.
+        user: bool,
+        /// The topic name's bytes in `Ctx::names`.
+        name: Range<usize>,
+        /// The encoded frame, queued as is to every recipient.
+        frame: Bytes,
+        /// The request's id.
+        id: Option<u64>,
+    },
+    /// Start the close handshake with this code.
+    Close {
+        /// The close code.
+        code: CloseCode,
+        /// The close reason.
+        reason: &'static str,
+    },
+}

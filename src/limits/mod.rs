@@ -1,0 +1,5 @@
+//! Per-connection protection: the inbound rate limit.
+
+pub mod rate;
+
+pub use rate::{Admit, RateLimiter};

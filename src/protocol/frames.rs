@@ -1,0 +1,227 @@
+//! Server frames, each encoded once into a complete WebSocket frame.
+//!
+//! `FrameWriter` reserves the largest header in front of the payload,
+//! writes the JSON, then fills in the real header and skips the unused
+//! reserve: one allocation and one pass per frame, however many
+//! connections it is queued to afterwards.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::ws::frame::{write_header, MAX_SERVER_HEADER};
+use crate::ws::OpCode;
+
+use super::error::OpError;
+
+/// Builds one frame: payload first, header last.
+pub struct FrameWriter {
+    buf: BytesMut,
+}
+
+impl FrameWriter {
+    /// A writer for a payload of about `capacity` bytes.
+    pub fn new(capacity: usize) -> FrameWriter {
+        let mut buf = BytesMut::with_capacity(MAX_SERVER_HEADER + capacity);
+        buf.put_bytes(0, MAX_SERVER_HEADER);
+        FrameWriter { buf }
+    }
+
+    /// Appends raw bytes (already valid JSON, or binary payload).
+    pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.buf.put_slice(bytes);
+        self
+    }
+
+    /// Appends `s` as a JSON string literal.
+    pub fn string(&mut self, s: &str) -> &mut Self {
+        json_string(&mut self.buf, s);
+        self
+    }
+
+    /// Appends a decimal number.
+    pub fn number(&mut self, n: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut n = n;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.buf.put_slice(&digits[i..]);
+        self
+    }
+
+    /// Payload bytes written so far.
+    pub fn payload_len(&self) -> usize {
+        self.buf.len() - MAX_SERVER_HEADER
+    }
+
+    /// Fills in the header and returns the finished frame.
+    pub fn finish(mut self, opcode: OpCode) -> Bytes {
+        let len = self.payload_len();
+        let mut header = [0u8; MAX_SERVER_HEADER];
+        let n = write_header(opcode, len, &mut header);
+        let start = MAX_SERVER_HEADER - n;
+        self.buf[start..MAX_SERVER_HEADER].copy_from_slice(&header[..n]);
+        let mut frame = self.buf.freeze();
+        frame.advance(start);
+        frame
+    }
+}
+
+/// Writes `s` as a JSON string literal (RFC 8259 escaping).
+pub fn json_string(out: &mut BytesMut, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
+    out.put_u8(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1F => {
+                out.put_slice(&bytes[start..i]);
+                out.put_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.put_slice(&bytes[start..i]);
+        out.put_slice(esc);
+        start = i + 1;
+    }
+    out.put_slice(&bytes[start..]);
+    out.put_u8(b'"');
+}
+
+/// `{"op":"message","room":R,"from":U,"data":D}`; `data` is spliced verbatim.
+pub fn message(room: &str, from: &str, data: &[u8]) -> Bytes {
+    let mut w = FrameWriter::new(40 + room.len() + from.len() + data.len());
+    w.raw(br#"{"op":"message","room":"#)
+        .string(room)
+        .raw(br#","from":"#)
+        .string(from)
+        .raw(br#","data":"#)
+        .raw(data)
+        .raw(b"}");
+    w.finish(OpCode::Text)
+}
+
+/// Payload bytes `message` adds around `data` (for size checks before encoding).
+pub fn message_overhead(room: &str, from: &str) -> usize {
+    // Escaping can only grow strings; the check uses the escaped length.
+    let mut probe = BytesMut::new();
+    json_string(&mut probe, room);
+    json_string(&mut probe, from);
+    probe.len() + br#"{"op":"message","room":,"from":,"data":}"#.len()
+}
+
+/// `{"op":"direct","from":U,"data":D}`; `data` is spliced verbatim.
+pub fn direct(from: &str, data: &[u8]) -> Bytes {
+    let mut w = FrameWriter::new(32 + from.len() + data.len());
+    w.raw(br#"{"op":"direct","from":"#)
+        .string(from)
+        .raw(br#","data":"#)
+        .raw(data)
+        .raw(b"}");
+    w.finish(OpCode::Text)
+}
+
+/// `{"op":"welcome","user":U,"conn":C}`.
+pub fn welcome(user: &str, conn: u64) -> Bytes {
+    let mut w = FrameWriter::new(48 + user.len());
+    w.raw(br#"{"op":"welcome","user":"#)
+        .string(user)
+        .raw(br#","conn":"#)
+        .number(conn)
+        .raw(b"}");
+    w.finish(OpCode::Text)
+}
+
+/// `{"op":"ack","id":N}`.
+pub fn ack(id: u64) -> Bytes {
+    let mut w = FrameWriter::new(40);
+    w.raw(br#"{"op":"ack","id":"#).number(id).raw(b"}");
+    w.finish(OpCode::Text)
+}
+
+/// `{"op":"error","id":N,"code":C,"message":M}` (no `id` when the request had none).
+pub fn error(e: &OpError) -> Bytes {
+    let mut w = FrameWriter::new(64 + e.message.len());
+    w.raw(br#"{"op":"error","#);
+    if let Some(id) = e.id {
+        w.raw(br#""id":"#).number(id).raw(b",");
+    }
+    w.raw(br#""code":"#)
+        .string(e.code.as_str())
+        .raw(br#","message":"#)
+        .string(e.message)
+        .raw(b"}");
+    w.finish(OpCode::Text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+
+    /// Strips the (unmasked, short or 16-bit) header of a server frame.
+    fn payload(frame: &Bytes) -> &str {
+        let at = if frame[1] == 126 { 4 } else { 2 };
+        std::str::from_utf8(&frame[at..]).unwrap()
+    }
+
+    #[test]
+    fn frames_carry_a_correct_header() {
+        let f = ack(7);
+        assert_eq!(f[0], 0x81);
+        assert_eq!(f[1] as usize, f.len() - 2);
+        assert_eq!(payload(&f), r#"{"op":"ack","id":7}"#);
+        let big = message("r", "u", &vec![b'1'; 300]);
+        assert_eq!(big[1], 126);
+        assert_eq!(u16::from_be_bytes([big[2], big[3]]) as usize, big.len() - 4);
+    }
+
+    #[test]
+    fn strings_are_escaped_and_data_is_spliced() {
+        let f = message("a\"b", "u\n\u{1}", br#"{"x":1.50}"#);
+        assert_eq!(
+            payload(&f),
+            r#"{"op":"message","room":"a\"b","from":"u\n\u0001","data":{"x":1.50}}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(payload(&f)).unwrap();
+        assert_eq!(parsed["room"], "a\"b");
+    }
+
+    #[test]
+    fn errors_with_and_without_id() {
+        let e = OpError::new(Some(3), ErrorCode::Forbidden, "no");
+        assert_eq!(
+            payload(&error(&e)),
+            r#"{"op":"error","id":3,"code":"forbidden","message":"no"}"#
+        );
+        let e = OpError::new(None, ErrorCode::BadJson, "x");
+        assert_eq!(payload(&error(&e)), r#"{"op":"error","code":"bad_json","message":"x"}"#);
+    }
+
+    #[test]
+    fn welcome_and_direct() {
+        assert_eq!(
+            payload(&welcome("anon-1", 42)),
+            r#"{"op":"welcome","user":"anon-1","conn":42}"#
+        );
+        assert_eq!(
+            payload(&direct("bob", b"[1]")),
+            r#"{"op":"direct","from":"bob","data":[1]}"#
+        );
+        assert_eq!(payload(&message("r", "u", b"0")).len(), message_overhead("r", "u") + 1);
+    }
+}

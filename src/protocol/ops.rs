@@ -1,0 +1,228 @@
+//! Parsing client ops: `join`, `leave`, `publish`, `send`, `refresh`.
+//!
+//! simd-json rewrites its input while parsing, so the payload is copied into
+//! a per-shard scratch buffer first (the original stays intact for splicing
+//! `data`). The scratch and simd-json's buffers are reused: parsing a
+//! message allocates nothing once they have grown to the largest message.
+
+use std::ops::Range;
+
+use simd_json::prelude::*;
+use simd_json::{BorrowedValue, Buffers};
+
+use super::error::{ErrorCode, OpError};
+use super::span;
+
+/// A client operation; strings borrow from the parser's scratch buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// Join a room.
+    Join {
+        /// The room name (not yet validated).
+        room: &'a str,
+    },
+    /// Leave a room (idempotent).
+    Leave {
+        /// The room name (not yet validated).
+        room: &'a str,
+    },
+    /// Publish `data` to every member of a room.
+    Publish {
+        /// The room name (not yet validated).
+        room: &'a str,
+        /// Where the raw `data` value sits in the original payload.
+        data: Range<usize>,
+    },
+    /// Send `data` to every connection of a user.
+    Send {
+        /// The target user id.
+        user: &'a str,
+        /// Where the raw `data` value sits in the original payload.
+        data: Range<usize>,
+    },
+    /// Replace the connection's token with a newer one for the same user.
+    Refresh {
+        /// The new JWT.
+        token: &'a str,
+    },
+}
+
+/// A parsed request: the op and its optional correlation id.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The client's `id`, echoed in the ack or error.
+    pub id: Option<u64>,
+    /// What the client asked for.
+    pub op: Op<'a>,
+}
+
+/// Reusable parsing state; one per shard.
+#[derive(Default)]
+pub struct Parser {
+    scratch: Vec<u8>,
+    buffers: Option<Buffers>,
+}
+
+impl std::fmt::Debug for Parser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parser")
+            .field("scratch", &self.scratch.capacity())
+            .finish()
+    }
+}
+
+fn bad(id: Option<u64>, message: &'static str) -> OpError {
+    OpError::new(id, ErrorCode::BadRequest, message)
+}
+
+fn str_field<'v>(obj: &'v BorrowedValue<'_>, key: &str, id: Option<u64>) -> Result<&'v str, OpError> {
+    match obj.get(key) {
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| bad(id, field_message(key, "must be a string"))),
+        None => Err(bad(id, field_message(key, "is required"))),
+    }
+}
+
+/// Static messages per field, so errors allocate nothing.
+fn field_message(key: &str, what: &str) -> &'static str {
+    match (key, what) {
+        ("room", "is required") => "field \"room\" is required",
+        ("room", _) => "field \"room\" must be a string",
+        ("user", "is required") => "field \"user\" is required",
+        ("user", _) => "field \"user\" must be a string",
+        ("token", "is required") => "field \"token\" is required",
+        ("token", _) => "field \"token\" must be a string",
+        _ => "a field is missing or has the wrong type",
+    }
+}
+
+fn data_field(payload: &[u8], id: Option<u64>) -> Result<Range<usize>, OpError> {
+    match span::field(payload, "data") {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(bad(id, "field \"data\" is required")),
+        Err(span::DuplicateKey) => Err(bad(id, "field \"data\" appears twice")),
+    }
+}
+
+impl Parser {
+    /// A parser with empty buffers.
+    pub fn new() -> Parser {
+        Parser::default()
+    }
+
+    /// Parses one text message and hands the request to `f` (the request
+    /// borrows the parser's scratch, so it lives only during the call).
+    pub fn parse<R>(&mut self, payload: &[u8], f: impl FnOnce(Request<'_>) -> R) -> Result<R, OpError> {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(payload);
+        let buffers = self.buffers.get_or_insert_with(|| Buffers::new(payload.len()));
+        let value = simd_json::to_borrowed_value_with_buffers(&mut self.scratch, buffers)
+            .map_err(|_| OpError::new(None, ErrorCode::BadJson, "message is not valid JSON"))?;
+        if value.as_object().is_none() {
+            return Err(bad(None, "message must be a JSON object"));
+        }
+        let id = match value.get("id") {
+            None => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| bad(None, "field \"id\" must be a non-negative integer"))?,
+            ),
+        };
+        let op = match value.get("op") {
+            Some(v) => v.as_str().ok_or_else(|| bad(id, "field \"op\" must be a string"))?,
+            None => return Err(bad(id, "field \"op\" is required")),
+        };
+        let op = match op {
+            "join" => Op::Join {
+                room: str_field(&value, "room", id)?,
+            },
+            "leave" => Op::Leave {
+                room: str_field(&value, "room", id)?,
+            },
+            "publish" => Op::Publish {
+                room: str_field(&value, "room", id)?,
+                data: data_field(payload, id)?,
+            },
+            "send" => Op::Send {
+                user: str_field(&value, "user", id)?,
+                data: data_field(payload, id)?,
+            },
+            "refresh" => Op::Refresh {
+                token: str_field(&value, "token", id)?,
+            },
+            _ => return Err(OpError::new(id, ErrorCode::UnknownOp, "unknown op")),
+        };
+        Ok(f(Request { id, op }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<String, OpError> {
+        Parser::new().parse(json.as_bytes(), |r| format!("{r:?}"))
+    }
+
+    fn code(json: &str) -> (Option<u64>, ErrorCode) {
+        let e = parse(json).unwrap_err();
+        (e.id, e.code)
+    }
+
+    #[test]
+    fn parses_every_op() {
+        let mut p = Parser::new();
+        let json = br#"{"op":"publish","room":"lobby","data":{"t":1.0},"id":9}"#;
+        p.parse(json, |r| {
+            assert_eq!(r.id, Some(9));
+            let Op::Publish { room, data } = r.op else { panic!() };
+            assert_eq!(room, "lobby");
+            assert_eq!(&json[data], br#"{"t":1.0}"#);
+        })
+        .unwrap();
+        p.parse(br#"{"op":"join","room":"a\"b"}"#, |r| {
+            assert_eq!(r.op, Op::Join { room: "a\"b" })
+        })
+        .unwrap();
+        p.parse(br#"{"op":"leave","room":"x"}"#, |r| {
+            assert_eq!(r.op, Op::Leave { room: "x" })
+        })
+        .unwrap();
+        p.parse(br#"{"op":"send","user":"bob","data":null}"#, |r| {
+            assert!(matches!(r.op, Op::Send { user: "bob", .. }))
+        })
+        .unwrap();
+        p.parse(br#"{"op":"refresh","token":"t"}"#, |r| {
+            assert_eq!(r.op, Op::Refresh { token: "t" })
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn errors_have_the_documented_codes() {
+        assert_eq!(code("{not json"), (None, ErrorCode::BadJson));
+        assert_eq!(code("[1,2]"), (None, ErrorCode::BadRequest));
+        assert_eq!(code("\"join\""), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"op":"dance","id":4}"#), (Some(4), ErrorCode::UnknownOp));
+        assert_eq!(code(r#"{"room":"r","id":4}"#), (Some(4), ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"op":7}"#), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"op":"join","id":1}"#), (Some(1), ErrorCode::BadRequest));
+        assert_eq!(
+            code(r#"{"op":"join","room":5,"id":1}"#),
+            (Some(1), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"op":"publish","room":"r","id":2}"#),
+            (Some(2), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"op":"join","room":"r","id":-1}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"op":"join","room":"r","id":"x"}"#),
+            (None, ErrorCode::BadRequest)
+        );
+    }
+}

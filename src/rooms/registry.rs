@@ -1,0 +1,331 @@
+//! A shard's index of topics: which of its connections are members, and
+//! which other shards have members (so a publish is sent only there).
+//!
+//! Knowledge of other shards travels in messages: when a topic gets its
+//! first local member the shard announces it to every other shard and waits
+//! for each to confirm before acking the join (or sending the welcome, for a
+//! user topic). From then on any publish on any shard includes this shard.
+//! An announcement carries a sequence number so a confirmation that arrives
+//! after the topic was left and joined again is not mistaken for the new one.
+//!
+//! Members are stored as slot numbers in a `Vec` per topic for a tight
+//! fan-out loop; each slot remembers its position in every topic it is in,
+//! so leaving is O(1) (swap-remove, then fix the moved member's position).
+
+use hashbrown::HashMap;
+use slab::Slab;
+
+use super::{Topic, TopicRef};
+
+/// Someone to answer once a topic's announcement is confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiter {
+    /// Ack a join (`id` from the request, if any).
+    Ack {
+        /// The connection's slot.
+        slot: u32,
+        /// The connection's id, so a reused slot is not answered.
+        conn: u64,
+        /// The join request's id.
+        id: Option<u64>,
+    },
+    /// Send the welcome frame (the user topic is ready).
+    Welcome {
+        /// The connection's slot.
+        slot: u32,
+        /// The connection's id.
+        conn: u64,
+    },
+}
+
+/// The outcome of a join.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// Already a member: answer now.
+    Already,
+    /// Added; every shard already knows: answer now.
+    Ready,
+    /// Added as the first local member: announce `seq` to the other shards;
+    /// the waiter is answered when all confirm.
+    Announce {
+        /// The announcement's sequence number.
+        seq: u64,
+    },
+    /// Added; an announcement is in flight and the waiter will be answered with it.
+    Waiting,
+    /// The connection is in too many topics already.
+    TooMany,
+}
+
+/// The outcome of a leave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Left {
+    /// Was not a member.
+    NotMember,
+    /// Removed; other local members remain.
+    Left,
+    /// Removed the last local member: tell the other shards.
+    LastLocal,
+}
+
+#[derive(Debug)]
+enum Announce {
+    /// No local members.
+    None,
+    /// Announced, waiting for `remaining` confirmations.
+    Pending {
+        seq: u64,
+        remaining: usize,
+        waiters: Vec<Waiter>,
+    },
+    /// Every other shard knows.
+    Confirmed,
+}
+
+#[derive(Debug)]
+struct Entry {
+    topic: Topic,
+    members: Vec<u32>,
+    /// Bit `s` set: shard `s` has members.
+    remote: u64,
+    announce: Announce,
+}
+
+/// One subscription of a slot: the entry and the slot's index in its members.
+#[derive(Debug, Clone, Copy)]
+struct Sub {
+    entry: u32,
+    pos: u32,
+}
+
+/// A shard's topic index.
+#[derive(Debug)]
+pub struct Registry {
+    shard: usize,
+    shards: usize,
+    max_per_conn: usize,
+    entries: Slab<Entry>,
+    by_topic: HashMap<Topic, u32>,
+    /// Subscriptions of each slot, indexed by slot.
+    subs: Vec<Vec<Sub>>,
+    next_seq: u64,
+    rooms: usize,
+}
+
+impl Registry {
+    /// An empty index for shard `shard` of `shards` (at most 64); a
+    /// connection may be in at most `max_per_conn` topics.
+    pub fn new(shard: usize, shards: usize, max_per_conn: usize) -> Registry {
+        assert!(shards <= 64 && shard < shards, "shard masks are 64 bits");
+        Registry {
+            shard,
+            shards,
+            max_per_conn,
+            entries: Slab::new(),
+            by_topic: HashMap::new(),
+            subs: Vec::new(),
+            next_seq: 1,
+            rooms: 0,
+        }
+    }
+
+    /// Rooms with at least one member on this shard.
+    pub fn local_rooms(&self) -> usize {
+        self.rooms
+    }
+
+    /// Topics this shard tracks (local members or remote interest).
+    pub fn entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn entry_for(&mut self, topic: &Topic) -> u32 {
+        if let Some(&e) = self.by_topic.get(topic) {
+            return e;
+        }
+        let e = self.entries.insert(Entry {
+            topic: topic.clone(),
+            members: Vec::new(),
+            remote: 0,
+            announce: Announce::None,
+        }) as u32;
+        self.by_topic.insert(topic.clone(), e);
+        e
+    }
+
+    fn free_if_unused(&mut self, e: u32) {
+        let entry = &self.entries[e as usize];
+        if entry.members.is_empty() && entry.remote == 0 {
+            let entry = self.entries.remove(e as usize);
+            self.by_topic.remove(&entry.topic);
+        }
+    }
+
+    /// Adds connection `slot` to `topic`; `waiter` is answered per [`Joined`].
+    pub fn join(&mut self, slot: u32, topic: &Topic, waiter: Waiter) -> Joined {
+        let s = slot as usize;
+        if self.subs.len() <= s {
+            self.subs.resize_with(s + 1, Vec::new);
+        }
+        if let Some(&e) = self.by_topic.get(topic) {
+            if self.subs[s].iter().any(|sub| sub.entry == e) {
+                return Joined::Already;
+            }
+        }
+        if self.subs[s].len() >= self.max_per_conn {
+            return Joined::TooMany;
+        }
+        let e = self.entry_for(topic);
+        let entry = &mut self.entries[e as usize];
+        let pos = entry.members.len() as u32;
+        entry.members.push(slot);
+        self.subs[s].push(Sub { entry: e, pos });
+        if entry.members.len() == 1 && matches!(topic, Topic::Room(_)) {
+            self.rooms += 1;
+        }
+        match &mut entry.announce {
+            Announce::Confirmed => Joined::Ready,
+            Announce::Pending { waiters, .. } => {
+                waiters.push(waiter);
+                Joined::Waiting
+            }
+            Announce::None if self.shards == 1 => {
+                entry.announce = Announce::Confirmed;
+                Joined::Ready
+            }
+            Announce::None => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                entry.announce = Announce::Pending {
+                    seq,
+                    remaining: self.shards - 1,
+                    waiters: vec![waiter],
+                };
+                Joined::Announce { seq }
+            }
+        }
+    }
+
+    /// Removes connection `slot` from `topic`.
+    pub fn leave(&mut self, slot: u32, topic: &Topic) -> Left {
+        let Some(&e) = self.by_topic.get(topic) else {
+            return Left::NotMember;
+        };
+        let Some(subs) = self.subs.get_mut(slot as usize) else {
+            return Left::NotMember;
+        };
+        let Some(i) = subs.iter().position(|sub| sub.entry == e) else {
+            return Left::NotMember;
+        };
+        let sub = subs.swap_remove(i);
+        match self.remove_member(slot, sub) {
+            Some(_) => Left::LastLocal,
+            None => Left::Left,
+        }
+    }
+
+    /// Removes `slot` from every topic; `on_last` gets each topic it was the
+    /// last local member of.
+    pub fn leave_all(&mut self, slot: u32, mut on_last: impl FnMut(Topic)) {
+        let Some(subs) = self.subs.get_mut(slot as usize) else {
+            return;
+        };
+        for sub in std::mem::take(subs) {
+            if let Some(topic) = self.remove_member(slot, sub) {
+                on_last(topic);
+            }
+        }
+    }
+
+    /// Takes `slot` out of one entry; the topic if no local member is left.
+    fn remove_member(&mut self, slot: u32, sub: Sub) -> Option<Topic> {
+        let entry = &mut self.entries[sub.entry as usize];
+        debug_assert_eq!(entry.members[sub.pos as usize], slot);
+        entry.members.swap_remove(sub.pos as usize);
+        if let Some(&moved) = entry.members.get(sub.pos as usize) {
+            if let Some(m) = self.subs[moved as usize].iter_mut().find(|m| m.entry == sub.entry) {
+                m.pos = sub.pos;
+            }
+        }
+        if !entry.members.is_empty() {
+            return None;
+        }
+        if matches!(entry.topic, Topic::Room(_)) {
+            self.rooms -= 1;
+        }
+        entry.announce = Announce::None;
+        entry.members = Vec::new();
+        let topic = entry.topic.clone();
+        self.free_if_unused(sub.entry);
+        Some(topic)
+    }
+
+    /// Another shard says it has (or no longer has) members of `topic`.
+    pub fn set_remote(&mut self, topic: &Topic, shard: usize, on: bool) {
+        let e = self.entry_for(topic);
+        let entry = &mut self.entries[e as usize];
+        if on {
+            entry.remote |= 1 << shard;
+        } else {
+            entry.remote &= !(1 << shard);
+        }
+        self.free_if_unused(e);
+    }
+
+    /// Another shard confirmed announcement `seq` of `topic`; returns the
+    /// waiters to answer when it was the last confirmation.
+    pub fn confirmed(&mut self, topic: &Topic, seq: u64) -> Vec<Waiter> {
+        let Some(&e) = self.by_topic.get(topic) else {
+            return Vec::new();
+        };
+        let entry = &mut self.entries[e as usize];
+        if let Announce::Pending {
+            seq: s,
+            remaining,
+            waiters,
+        } = &mut entry.announce
+        {
+            if *s == seq {
+                *remaining -= 1;
+                if *remaining == 0 {
+                    let waiters = std::mem::take(waiters);
+                    entry.announce = Announce::Confirmed;
+                    return waiters;
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// Local member slots and the mask of other shards with members.
+    pub fn route(&self, topic: &Topic) -> Option<(&[u32], u64)> {
+        let &e = self.by_topic.get(topic)?;
+        let entry = &self.entries[e as usize];
+        Some((&entry.members, entry.remote))
+    }
+
+    /// Like [`Registry::route`] by borrowed name, with the owned topic (for
+    /// batches to other shards).
+    pub fn lookup(&self, topic: TopicRef<'_>) -> Option<(&Topic, &[u32], u64)> {
+        let &e = self.by_topic.get(&topic)?;
+        let entry = &self.entries[e as usize];
+        Some((&entry.topic, &entry.members, entry.remote))
+    }
+
+    /// Whether `slot` is a member of `topic`.
+    pub fn is_member(&self, slot: u32, topic: &Topic) -> bool {
+        match (self.by_topic.get(topic), self.subs.get(slot as usize)) {
+            (Some(&e), Some(subs)) => subs.iter().any(|s| s.entry == e),
+            _ => false,
+        }
+    }
+
+    /// This shard's index.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+}
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

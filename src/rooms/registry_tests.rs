@@ -1,0 +1,102 @@
+use super::*;
+use std::sync::Arc;
+
+fn room(n: &str) -> Topic {
+    Topic::Room(Arc::from(n))
+}
+
+fn ack(slot: u32) -> Waiter {
+    Waiter::Ack {
+        slot,
+        conn: slot as u64,
+        id: Some(slot as u64),
+    }
+}
+
+#[test]
+fn single_shard_joins_are_ready_at_once() {
+    let mut r = Registry::new(0, 1, 10);
+    assert_eq!(r.join(1, &room("a"), ack(1)), Joined::Ready);
+    assert_eq!(r.join(1, &room("a"), ack(1)), Joined::Already);
+    assert_eq!(r.join(2, &room("a"), ack(2)), Joined::Ready);
+    assert_eq!(r.route(&room("a")).unwrap().0, &[1, 2]);
+    assert_eq!(r.local_rooms(), 1);
+}
+
+#[test]
+fn leaving_keeps_positions_consistent() {
+    let mut r = Registry::new(0, 1, 10);
+    for slot in 0..5 {
+        r.join(slot, &room("a"), ack(slot));
+        r.join(slot, &room("b"), ack(slot));
+    }
+    assert_eq!(r.leave(0, &room("a")), Left::Left);
+    assert_eq!(r.leave(0, &room("a")), Left::NotMember);
+    assert_eq!(r.leave(3, &room("a")), Left::Left);
+    let mut members = r.route(&room("a")).unwrap().0.to_vec();
+    members.sort();
+    assert_eq!(members, vec![1, 2, 4]);
+    // Every remaining member can still leave (positions were fixed up).
+    for slot in [4, 1] {
+        assert_eq!(r.leave(slot, &room("a")), Left::Left);
+    }
+    assert_eq!(r.leave(2, &room("a")), Left::LastLocal);
+    assert!(r.route(&room("a")).is_none(), "empty room is freed");
+    assert_eq!(r.local_rooms(), 1);
+    let mut last = Vec::new();
+    for slot in 0..5 {
+        r.leave_all(slot, |t| last.push(t));
+    }
+    assert_eq!(last, vec![room("b")]);
+    assert_eq!((r.local_rooms(), r.entries()), (0, 0));
+}
+
+#[test]
+fn first_member_announces_and_waits_for_every_shard() {
+    let mut r = Registry::new(1, 3, 10);
+    let Joined::Announce { seq } = r.join(5, &room("a"), ack(5)) else {
+        panic!()
+    };
+    assert_eq!(r.join(6, &room("a"), ack(6)), Joined::Waiting);
+    assert!(r.confirmed(&room("a"), seq).is_empty(), "one of two");
+    assert!(r.confirmed(&room("a"), seq + 99).is_empty(), "stale seq ignored");
+    assert_eq!(r.confirmed(&room("a"), seq), vec![ack(5), ack(6)]);
+    assert_eq!(r.join(7, &room("a"), ack(7)), Joined::Ready);
+}
+
+#[test]
+fn a_confirmation_for_an_old_announcement_is_ignored() {
+    let mut r = Registry::new(0, 2, 10);
+    let Joined::Announce { seq: old } = r.join(1, &room("a"), ack(1)) else {
+        panic!()
+    };
+    assert_eq!(r.leave(1, &room("a")), Left::LastLocal);
+    let Joined::Announce { seq: new } = r.join(2, &room("a"), ack(2)) else {
+        panic!()
+    };
+    assert_ne!(old, new);
+    assert!(r.confirmed(&room("a"), old).is_empty());
+    assert_eq!(r.confirmed(&room("a"), new), vec![ack(2)]);
+}
+
+#[test]
+fn remote_interest_is_tracked_per_shard() {
+    let mut r = Registry::new(0, 4, 10);
+    r.set_remote(&room("a"), 2, true);
+    r.set_remote(&room("a"), 3, true);
+    assert_eq!(r.route(&room("a")), Some((&[][..], 0b1100)));
+    r.set_remote(&room("a"), 2, false);
+    assert_eq!(r.route(&room("a")).unwrap().1, 0b1000);
+    r.set_remote(&room("a"), 3, false);
+    assert!(r.route(&room("a")).is_none());
+    assert_eq!(r.entries(), 0);
+}
+
+#[test]
+fn a_connection_cannot_join_more_than_its_cap() {
+    let mut r = Registry::new(0, 1, 2);
+    assert_eq!(r.join(1, &room("a"), ack(1)), Joined::Ready);
+    assert_eq!(r.join(1, &room("b"), ack(1)), Joined::Ready);
+    assert_eq!(r.join(1, &room("c"), ack(1)), Joined::TooMany);
+    assert_eq!(r.join(1, &room("a"), ack(1)), Joined::Already);
+}

@@ -1,0 +1,236 @@
+//! Applying what connections asked for: replies, joins and leaves (with the
+//! cross-shard announcement protocol of `rooms::registry`), and fan-out.
+//!
+//! The fan-out loop is the hot path: per recipient it clones a `Bytes`
+//! (a reference count), pushes it onto the recipient's outbox and marks the
+//! recipient for this turn's flush. No lock, no allocation per recipient.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::conn::{Action, Conn};
+use crate::protocol::{frames, ErrorCode, OpError};
+use crate::rooms::{Joined, Left, Topic, TopicRef, Waiter};
+
+use super::{ctx, Shard, ShardMsg};
+
+impl Shard {
+    /// Applies the actions connection `slot` queued, in order, including any
+    /// that applying them produces (a welcome replays held input).
+    pub(super) fn apply_actions(&mut self, slot: usize, now: Instant, unix: u64) {
+        let Some(id) = self.conns.get(slot).map(Conn::id) else {
+            self.work.actions.clear();
+            return;
+        };
+        while !self.work.actions.is_empty() {
+            let actions = std::mem::take(&mut self.work.actions);
+            for action in actions {
+                self.apply(slot, id, action, now, unix);
+            }
+        }
+    }
+
+    fn conn(&mut self, slot: usize, id: u64) -> Option<&mut Conn> {
+        self.conns.get_mut(slot).filter(|c| c.id() == id)
+    }
+
+    /// Queues a frame to the connection itself.
+    fn reply(&mut self, slot: usize, id: u64, frame: Bytes) {
+        let Some(conn) = self.conn(slot, id) else { return };
+        conn.push_reply(frame);
+        if conn.mark_dirty() {
+            self.dirty.push((slot, id));
+        }
+    }
+
+    fn apply(&mut self, slot: usize, id: u64, action: Action, now: Instant, unix: u64) {
+        match action {
+            Action::Reply(frame) => self.reply(slot, id, frame),
+            Action::Register => {
+                let Some(user) = self.conn(slot, id).and_then(|c| c.user().cloned()) else {
+                    return;
+                };
+                let topic = Topic::User(user);
+                match self.rooms.join(
+                    slot as u32,
+                    &topic,
+                    Waiter::Welcome {
+                        slot: slot as u32,
+                        conn: id,
+                    },
+                ) {
+                    Joined::Already | Joined::Ready => self.answer(
+                        Waiter::Welcome {
+                            slot: slot as u32,
+                            conn: id,
+                        },
+                        now,
+                        unix,
+                    ),
+                    Joined::Announce { seq } => self.announce(topic, seq),
+                    Joined::Waiting | Joined::TooMany => {}
+                }
+            }
+            Action::Join { topic, id: req } => {
+                let waiter = Waiter::Ack {
+                    slot: slot as u32,
+                    conn: id,
+                    id: req,
+                };
+                match self.rooms.join(slot as u32, &topic, waiter) {
+                    Joined::Already | Joined::Ready => self.answer(waiter, now, unix),
+                    Joined::Announce { seq } => self.announce(topic, seq),
+                    Joined::Waiting => {}
+                    Joined::TooMany => {
+                        let e = OpError::new(req, ErrorCode::TooLarge, "too many rooms on this connection");
+                        self.reply(slot, id, frames::error(&e));
+                    }
+                }
+            }
+            Action::Leave { topic, id: req } => {
+                if self.rooms.leave(slot as u32, &topic) == Left::LastLocal {
+                    let me = self.id;
+                    self.out.control_all(|| ShardMsg::Interest {
+                        topic: topic.clone(),
+                        from: me,
+                        on: false,
+                        seq: 0,
+                    });
+                }
+                if let Some(req) = req {
+                    self.reply(slot, id, frames::ack(req));
+                }
+            }
+            Action::Publish {
+                user,
+                name,
+                frame,
+                id: req,
+            } => {
+                let names = std::mem::take(&mut self.work.names);
+                let topic = if user {
+                    TopicRef::User(&names[name])
+                } else {
+                    TopicRef::Room(&names[name])
+                };
+                self.publish(topic, &frame);
+                self.work.names = names;
+                if let Some(req) = req {
+                    self.reply(slot, id, frames::ack(req));
+                }
+            }
+            Action::Close { code, reason } => {
+                let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) else {
+                    return;
+                };
+                let ctx = ctx!(self, now, unix);
+                conn.close_with(&ctx, code, reason);
+                if conn.mark_dirty() {
+                    self.dirty.push((slot, id));
+                }
+            }
+        }
+    }
+
+    /// Tells every other shard that this one now has members of `topic`.
+    fn announce(&mut self, topic: Topic, seq: u64) {
+        let me = self.id;
+        self.out.control_all(|| ShardMsg::Interest {
+            topic: topic.clone(),
+            from: me,
+            on: true,
+            seq,
+        });
+    }
+
+    /// Answers a join or a registration whose topic is ready everywhere.
+    pub(super) fn answer(&mut self, waiter: Waiter, now: Instant, unix: u64) {
+        match waiter {
+            Waiter::Ack {
+                slot,
+                conn,
+                id: Some(req),
+            } => self.reply(slot as usize, conn, frames::ack(req)),
+            Waiter::Ack { id: None, .. } => {}
+            Waiter::Welcome { slot, conn } => {
+                let slot = slot as usize;
+                let Some(c) = self.conns.get_mut(slot).filter(|c| c.id() == conn) else {
+                    return;
+                };
+                let verdict = {
+                    let mut ctx = ctx!(self, now, unix);
+                    c.welcome(&mut ctx)
+                };
+                if c.mark_dirty() {
+                    self.dirty.push((slot, conn));
+                }
+                // The welcome may have replayed held input into new actions.
+                if !self.work.actions.is_empty() {
+                    let pending = std::mem::take(&mut self.work.actions);
+                    for action in pending {
+                        self.apply(slot, conn, action, now, unix);
+                    }
+                }
+                self.settle(slot, conn, verdict, now, unix);
+            }
+        }
+    }
+
+    /// Delivers `frame` to local members of `topic` and queues it for the
+    /// other shards that have members.
+    fn publish(&mut self, topic: TopicRef<'_>, frame: &Bytes) {
+        let Some((owned, members, remote)) = self.rooms.lookup(topic) else {
+            return;
+        };
+        deliver(
+            &mut self.conns,
+            members,
+            frame,
+            self.shared.config.max_queue_bytes,
+            &mut self.dirty,
+            &mut self.kill,
+        );
+        self.metrics.deliveries.add(members.len() as u64);
+        if remote != 0 {
+            self.out.deliver(remote, owned, frame);
+        }
+    }
+
+    /// Delivers a frame another shard sent to local members of `topic`.
+    pub(super) fn fan_out_local(&mut self, topic: &Topic, frame: &Bytes) {
+        let Some((_, members, _)) = self.rooms.lookup(topic.as_ref()) else {
+            return;
+        };
+        deliver(
+            &mut self.conns,
+            members,
+            frame,
+            self.shared.config.max_queue_bytes,
+            &mut self.dirty,
+            &mut self.kill,
+        );
+        self.metrics.deliveries.add(members.len() as u64);
+    }
+}
+
+/// The fan-out loop: one refcount and one queue push per member.
+#[inline]
+fn deliver(
+    conns: &mut slab::Slab<Conn>,
+    members: &[u32],
+    frame: &Bytes,
+    cap: usize,
+    dirty: &mut Vec<(usize, u64)>,
+    kill: &mut Vec<(usize, u64)>,
+) {
+    for &slot in members {
+        let slot = slot as usize;
+        let Some(conn) = conns.get_mut(slot) else { continue };
+        if !conn.push_foreign(frame.clone(), cap) {
+            kill.push((slot, conn.id()));
+        } else if conn.mark_dirty() {
+            dirty.push((slot, conn.id()));
+        }
+    }
+}
