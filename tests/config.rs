@@ -36,6 +36,11 @@ fn help_documents_every_option_with_its_default() {
         ("--max-queue-bytes", "1048576"),
         ("--handshake-timeout-secs", "10"),
         ("--close-timeout-secs", "5"),
+        ("--jwt-algorithm", "HS256 with a secret"),
+        ("--jwt-leeway-secs", "30"),
+        ("--rate-limit", "100"),
+        ("--rate-burst", "2 x --rate-limit"),
+        ("--max-rooms-per-connection", "1024"),
         ("--log-level", "info"),
     ] {
         let line = help
@@ -48,6 +53,7 @@ fn help_documents_every_option_with_its_default() {
         assert!(help.contains(&env), "{env} missing from help");
     }
     assert!(help.contains("--config"));
+    assert!(help.contains("--jwt-secret") && help.contains("--jwt-public-key"));
 }
 
 #[test]

@@ -1,0 +1,76 @@
+//! The publish hot path: parse the client's op, encode the message frame
+//! once, queue it to N recipients' outboxes and flush each (into a sink, so
+//! no syscall is measured). Per-recipient cost must not grow with the
+//! payload: each recipient gets a refcount, not a copy.
+//! Run: `cargo bench --bench publish`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use roomcast::conn::outbox::Outbox;
+use roomcast::protocol::{frames, Op, Parser};
+use roomcast::rooms::Topic;
+
+fn publish(c: &mut Criterion) {
+    let mut group = c.benchmark_group("publish");
+    for recipients in [1usize, 100, 10_000] {
+        for size in [16usize, 1024, 16 * 1024] {
+            let data = format!("\"{}\"", "x".repeat(size));
+            let op = format!(r#"{{"op":"publish","room":"lobby","data":{data},"id":1}}"#);
+            let mut parser = Parser::new();
+            let mut outboxes: Vec<Outbox> = (0..recipients).map(|_| Outbox::default()).collect();
+            let mut sink = std::io::sink();
+            group.throughput(Throughput::Elements(recipients as u64));
+            let id = BenchmarkId::new(format!("{recipients}_recipients"), size);
+            group.bench_with_input(id, &size, |b, _| {
+                b.iter(|| {
+                    let frame = parser
+                        .parse(op.as_bytes(), |req| match req.op {
+                            Op::Publish { room, data } => frames::message(room, "anon-1", &op.as_bytes()[data]),
+                            _ => unreachable!(),
+                        })
+                        .unwrap();
+                    for outbox in outboxes.iter_mut() {
+                        outbox.push(frame.clone());
+                    }
+                    for outbox in outboxes.iter_mut() {
+                        black_box(outbox.flush(&mut sink).unwrap());
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn parse(c: &mut Criterion) {
+    let mut parser = Parser::new();
+    let op = br#"{"op":"publish","room":"lobby","data":{"text":"hello world","n":42,"tags":["a","b"]},"id":17}"#;
+    c.bench_function("parse_op/publish_small_object", |b| {
+        b.iter(|| parser.parse(black_box(op), |req| req.id).unwrap())
+    });
+}
+
+fn batch_handoff(c: &mut Criterion) {
+    // A shard's per-turn batch to another shard: one channel send of many frames.
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<(Topic, Bytes)>>(16);
+    let topic = Topic::Room(Arc::from("lobby"));
+    let frame = frames::message("lobby", "anon-1", b"\"hello\"");
+    let mut group = c.benchmark_group("batch_handoff");
+    for n in [1usize, 64, 1024] {
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| {
+                let batch: Vec<(Topic, Bytes)> = (0..n).map(|_| (topic.clone(), frame.clone())).collect();
+                tx.send(batch).unwrap();
+                black_box(rx.recv().unwrap().len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, publish, parse, batch_handoff);
+criterion_main!(benches);
