@@ -1,12 +1,13 @@
 //! The `roomcast` binary: command line → configuration → node → exit code.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use roomcast::config::{Cli, Config};
+use roomcast::config::{Cli, Config, LogFormat};
 use roomcast::Node;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let print_config = cli.print_config;
     let config = match Config::from_cli(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -30,6 +32,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -40,25 +46,70 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.log_level);
+    init_logging(&config.log_level, config.log_format);
+    if config.dev_mode() {
+        tracing::warn!("no --jwt-secret or --jwt-public-key: dev mode, every client is anonymous (loopback only)");
+    }
     let listen = config.listen;
     let shards = config.shards;
+    let stats_every = config.stats_interval;
+    let shutdown_timeout = config.shutdown_timeout;
+    let signals = watch_signals().context("cannot install signal handlers")?;
     let node = Node::start(config).with_context(|| format!("cannot listen on {listen}"))?;
     // Scripts and tests read the bound address (useful with port 0) here.
     println!("roomcast listening on {}", node.local_addr());
     let _ = std::io::stdout().flush();
-    tracing::info!(addr = %node.local_addr(), shards, "roomcast started");
-    let exit = node.wait();
-    match exit.outcome {
-        Ok(()) => Ok(()),
-        Err(why) => anyhow::bail!("thread {} stopped: {why}", exit.name),
+    tracing::info!(addr = %node.local_addr(), shards, node = node.node_id(), "roomcast started");
+    match node.supervise(&signals, stats_every) {
+        Ok(signal) => {
+            tracing::info!(
+                signal,
+                timeout_secs = shutdown_timeout.as_secs(),
+                "shutting down: closing clients"
+            );
+            let clean = node.shutdown_gracefully(shutdown_timeout);
+            tracing::info!(clean, "roomcast stopped");
+            Ok(())
+        }
+        Err(exit) => anyhow::bail!(
+            "thread {} stopped: {}",
+            exit.name,
+            exit.outcome.err().unwrap_or_default()
+        ),
     }
 }
 
-fn init_logging(filter: &str) {
+/// Forwards the first SIGTERM/SIGINT to the returned channel; a second one
+/// exits the process at once.
+fn watch_signals() -> std::io::Result<crossbeam_channel::Receiver<i32>> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("roomcast-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    eprintln!("roomcast: second signal: exiting now");
+                    std::process::exit(1);
+                }
+                let _ = tx.try_send(signal);
+            }
+        })?;
+    Ok(rx)
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    // Colours only for a person at a terminal, never into journald or files.
+    let ansi = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

@@ -24,7 +24,7 @@ use jsonwebtoken::{DecodingKey, Validation};
 
 pub use algorithm::Algorithm;
 pub use policy::RoomPolicy;
-pub use request::token_from_request;
+pub use request::{bearer, token_from_request};
 
 /// Default clock-skew allowance, in seconds, applied to `exp` and `nbf`.
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;

@@ -16,7 +16,8 @@ pub fn token_from_request(query: Option<&str>, authorization: Option<&str>) -> O
     query.and_then(query_token)
 }
 
-fn bearer(header: &str) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` value (scheme in any case).
+pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(|c: char| c.is_ascii_whitespace())?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;

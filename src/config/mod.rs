@@ -10,6 +10,7 @@ mod file;
 mod settings;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::{Algorithm, AuthConfig, Authenticator, KeySource};
@@ -41,6 +42,10 @@ pub const DEFAULT_RATE_LIMIT: u32 = 100;
 pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 1024;
 /// Most shards: a topic's set of shards is a 64-bit mask.
 pub const MAX_SHARDS: usize = 64;
+/// Default seconds between stats log lines.
+pub const DEFAULT_STATS_INTERVAL_SECS: u64 = 60;
+/// Default seconds to wait for clients to close on shutdown.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 /// Default log filter when neither `--log-level` nor `RUST_LOG` is set.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -76,11 +81,70 @@ pub struct Config {
     pub rate_burst: u32,
     /// Most rooms one connection may be in.
     pub max_rooms_per_connection: usize,
+    /// The PEM file `auth` was read from, for `--print-config`.
+    pub jwt_public_key_path: Option<PathBuf>,
+    /// Bearer key of the backend HTTP API; `None` disables the API (404).
+    pub api_key: Option<String>,
+    /// Interval of the stats log line; `None` disables it.
+    pub stats_interval: Option<Duration>,
+    /// How long a graceful shutdown waits for clients to close.
+    pub shutdown_timeout: Duration,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 impl Config {
+    /// The effective configuration as a TOML `--config` file. Secrets are
+    /// left out (a comment says which to supply through the environment).
+    pub fn to_toml(&self) -> String {
+        let auth = self.auth.as_ref();
+        let settings = Settings {
+            listen: Some(self.listen),
+            shards: Some(self.shards),
+            heartbeat_secs: Some(self.heartbeat.as_secs()),
+            max_message_bytes: Some(self.max_message_bytes),
+            max_connections: Some(self.max_connections),
+            max_queue_bytes: Some(self.max_queue_bytes),
+            handshake_timeout_secs: Some(self.handshake_timeout.as_secs()),
+            close_timeout_secs: Some(self.close_timeout.as_secs()),
+            jwt_secret: None,
+            jwt_public_key: self.jwt_public_key_path.clone(),
+            jwt_algorithm: auth.map(|a| a.algorithm.to_string()),
+            jwt_leeway_secs: auth.map(|a| a.leeway_secs),
+            rate_limit: Some(self.rate_limit),
+            rate_burst: Some(self.rate_burst),
+            max_rooms_per_connection: Some(self.max_rooms_per_connection),
+            api_key: None,
+            stats_interval_secs: Some(self.stats_interval.map_or(0, |d| d.as_secs())),
+            shutdown_timeout_secs: Some(self.shutdown_timeout.as_secs()),
+            log_format: Some(match self.log_format {
+                LogFormat::Text => "text".into(),
+                LogFormat::Json => "json".into(),
+            }),
+            log_level: Some(self.log_level.clone()),
+        };
+        let mut out = String::from("# roomcast effective configuration (roomcast --print-config)\n");
+        if matches!(auth.map(|a| &a.key), Some(KeySource::Secret(_))) {
+            out.push_str("# jwt-secret is set but not printed: supply it as ROOMCAST_JWT_SECRET\n");
+        }
+        if self.api_key.is_some() {
+            out.push_str("# api-key is set but not printed: supply it as ROOMCAST_API_KEY\n");
+        }
+        out.push_str(&toml::to_string(&settings).expect("settings serialise"));
+        out
+    }
+
     /// Dev mode: no key configured, so users are anonymous.
     pub fn dev_mode(&self) -> bool {
         self.auth.is_none()
@@ -207,6 +271,20 @@ impl Config {
                  dev mode (anonymous users) is loopback-only"
             )));
         }
+        let log_format = match s.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "--log-format must be \"text\" or \"json\", not {other:?}"
+                )))
+            }
+        };
+        if s.api_key.as_deref() == Some("") {
+            return Err(ConfigError("--api-key must not be empty".into()));
+        }
+        let stats_secs = s.stats_interval_secs.unwrap_or(DEFAULT_STATS_INTERVAL_SECS);
+        let shutdown_timeout_secs = s.shutdown_timeout_secs.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS);
         let rate_limit = positive("rate-limit", s.rate_limit.unwrap_or(DEFAULT_RATE_LIMIT))?;
         let rate_burst = positive("rate-burst", s.rate_burst.unwrap_or(rate_limit.saturating_mul(2)))?;
         let max_rooms_per_connection = positive(
@@ -226,6 +304,11 @@ impl Config {
             rate_limit,
             rate_burst,
             max_rooms_per_connection,
+            jwt_public_key_path: s.jwt_public_key.clone(),
+            api_key: s.api_key.clone(),
+            stats_interval: (stats_secs > 0).then(|| Duration::from_secs(stats_secs)),
+            shutdown_timeout: Duration::from_secs(shutdown_timeout_secs),
+            log_format,
             log_level,
         })
     }

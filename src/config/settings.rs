@@ -15,6 +15,10 @@ pub struct Cli {
     #[arg(long, env = "ROOMCAST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Print the effective configuration as TOML (secrets left out) and exit
+    #[arg(long)]
+    pub print_config: bool,
+
     /// The options themselves.
     #[command(flatten)]
     pub settings: Settings,
@@ -84,6 +88,22 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_CONNECTION", value_name = "N")]
     pub max_rooms_per_connection: Option<usize>,
 
+    /// Bearer key for the backend HTTP API (POST /api/publish); without one the API answers 404
+    #[arg(long, env = "ROOMCAST_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Seconds between stats log lines; 0 disables them [default: 60]
+    #[arg(long, env = "ROOMCAST_STATS_INTERVAL_SECS", value_name = "N")]
+    pub stats_interval_secs: Option<u64>,
+
+    /// Seconds to wait for clients to close on SIGTERM/SIGINT before exiting [default: 10]
+    #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_SECS", value_name = "N")]
+    pub shutdown_timeout_secs: Option<u64>,
+
+    /// Log format: "text" for people or "json" for machines [default: text]
+    #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
     /// Log filter, e.g. "info" or "roomcast=debug"; RUST_LOG is used when unset [default: info]
     #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -108,6 +128,10 @@ impl Settings {
             rate_limit: self.rate_limit.or(lower.rate_limit),
             rate_burst: self.rate_burst.or(lower.rate_burst),
             max_rooms_per_connection: self.max_rooms_per_connection.or(lower.max_rooms_per_connection),
+            api_key: self.api_key.or(lower.api_key),
+            stats_interval_secs: self.stats_interval_secs.or(lower.stats_interval_secs),
+            shutdown_timeout_secs: self.shutdown_timeout_secs.or(lower.shutdown_timeout_secs),
+            log_format: self.log_format.or(lower.log_format),
             log_level: self.log_level.or(lower.log_level),
         }
     }

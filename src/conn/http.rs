@@ -5,10 +5,12 @@
 //! here reads one.
 
 use crate::auth;
+use crate::http::api;
 use crate::http::request::{self, Parsed};
 use crate::http::{response, Request, Route};
 use crate::metrics;
 use crate::metrics::DropReason;
+use crate::protocol::frames;
 use crate::ws::{handshake, CloseCode, Decoder};
 
 use super::session::Session;
@@ -61,8 +63,26 @@ impl Conn {
                     return Verdict::Keep;
                 }
                 Ok(Parsed::Complete(req, used)) => {
-                    off += used;
-                    match self.serve_request(ctx, req) {
+                    if req.has_transfer_encoding {
+                        self.respond(ctx, "411 Length Required", "bodies need a Content-Length\n", true);
+                        return Verdict::Keep;
+                    }
+                    let len = req.content_length.unwrap_or(0);
+                    if len > ctx.config.max_message_bytes as u64 {
+                        self.respond(ctx, "413 Payload Too Large", "body exceeds --max-message-bytes\n", true);
+                        return Verdict::Keep;
+                    }
+                    let len = len as usize;
+                    if data.len() - off - used < len {
+                        // The body is still coming (bounded by the check above).
+                        if let Phase::Http { head } = &mut self.phase {
+                            head.extend_from_slice(&data[off..]);
+                        }
+                        return Verdict::Keep;
+                    }
+                    let body = &data[off + used..off + used + len];
+                    off += used + len;
+                    match self.serve_request(ctx, req, body) {
                         Served::KeepAlive if off < data.len() => continue,
                         Served::KeepAlive | Served::Close => return Verdict::Keep,
                         Served::Upgraded => {
@@ -85,13 +105,17 @@ impl Conn {
         }
     }
 
-    fn serve_request(&mut self, ctx: &mut Ctx<'_>, req: Request) -> Served {
+    fn serve_request(&mut self, ctx: &mut Ctx<'_>, req: Request, body: &[u8]) -> Served {
         let route = Route::of(&req);
         if route.is_websocket() {
             return self.upgrade(ctx, route, &req);
         }
         let close = !req.keep_alive();
-        if req.method != "GET" && req.method != "HEAD" && route != Route::NotFound {
+        if route == Route::ApiPublish && ctx.config.api_key.is_some() {
+            self.api_publish(ctx, &req, body, close);
+            return if close { Served::Close } else { Served::KeepAlive };
+        }
+        if req.method != "GET" && req.method != "HEAD" && !matches!(route, Route::NotFound | Route::ApiPublish) {
             ctx.metrics.http_response("405");
             let body = b"method not allowed\n";
             self.queue(response::response(
@@ -121,6 +145,55 @@ impl Conn {
             Served::Close
         } else {
             Served::KeepAlive
+        }
+    }
+
+    /// `POST /api/publish`: check the key, parse the body, hand the shard
+    /// one publish per item (in order), answer at once.
+    fn api_publish(&mut self, ctx: &mut Ctx<'_>, req: &Request, body: &[u8], close: bool) {
+        if req.method != "POST" {
+            let err = api_error("method_not_allowed", "use POST");
+            return self.respond_json(ctx, "405 Method Not Allowed", err, close, &[("Allow", "POST")]);
+        }
+        let key = ctx.config.api_key.as_deref().unwrap_or_default();
+        let given = req.authorization.as_deref().and_then(auth::bearer).unwrap_or_default();
+        if !api::constant_time_eq(given.as_bytes(), key.as_bytes()) {
+            ctx.metrics.auth_failures.add(1);
+            let err = api_error("unauthorized", "missing or wrong API key");
+            return self.respond_json(ctx, "401 Unauthorized", err, close, &[("WWW-Authenticate", "Bearer")]);
+        }
+        let items = match api::parse_publish(body, ctx.config.max_message_bytes) {
+            Ok(items) => items,
+            Err(bad) => return self.respond_json(ctx, "400 Bad Request", api_error(bad.code, bad.message), close, &[]),
+        };
+        let published = items.len();
+        ctx.metrics.messages_received.add(published as u64);
+        for item in items {
+            let start = ctx.names.len();
+            ctx.names.push_str(&item.name);
+            let name = start..ctx.names.len();
+            ctx.actions.push(Action::Publish {
+                user: item.user,
+                name,
+                frame: item.frame,
+                id: None,
+            });
+        }
+        self.respond_json(ctx, "200 OK", format!("{{\"published\":{published}}}"), close, &[]);
+    }
+
+    /// Queues a JSON response; `close` ends the connection after it.
+    fn respond_json(&mut self, ctx: &Ctx<'_>, status: &str, body: String, close: bool, extra: &[(&str, &str)]) {
+        ctx.metrics.http_response(status);
+        self.queue(response::response(
+            status,
+            "application/json",
+            body.as_bytes(),
+            close,
+            extra,
+        ));
+        if close {
+            self.linger(ctx, true);
         }
     }
 
@@ -189,4 +262,15 @@ impl Conn {
         self.read_paused = true;
         ctx.actions.push(Action::Register);
     }
+}
+
+/// The JSON body of an API error: `{"error":code,"message":message}`.
+fn api_error(code: &str, message: &str) -> String {
+    let mut out = bytes::BytesMut::new();
+    out.extend_from_slice(b"{\"error\":");
+    frames::json_string(&mut out, code);
+    out.extend_from_slice(b",\"message\":");
+    frames::json_string(&mut out, message);
+    out.extend_from_slice(b"}");
+    String::from_utf8(out.to_vec()).expect("JSON built from str is UTF-8")
 }

@@ -229,6 +229,16 @@ impl Conn {
             code = 4008, "slow consumer: outbox over --max-queue-bytes, cut");
     }
 
+    /// Shutdown: WebSockets get 1001 "going away" behind what is queued;
+    /// other connections are closed once their response is out.
+    pub fn go_away(&mut self, ctx: &mut Ctx<'_>) {
+        match self.phase {
+            Phase::Ws { close_sent: false, .. } => self.start_close(ctx, CloseCode::GOING_AWAY, "going away"),
+            Phase::Http { .. } => self.linger(ctx, true),
+            Phase::Ws { close_sent: true, .. } | Phase::Linger { .. } => {}
+        }
+    }
+
     /// Starts the close handshake on behalf of the shard (e.g. a flood).
     pub fn close_with(&mut self, ctx: &Ctx<'_>, code: CloseCode, reason: &str) {
         tracing::info!(shard = ctx.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),

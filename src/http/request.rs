@@ -67,7 +67,7 @@ impl Request {
 
     /// Whether the connection may serve another request after this one.
     pub fn keep_alive(&self) -> bool {
-        !self.connection_close && !self.has_body()
+        !self.connection_close && !self.has_transfer_encoding
     }
 }
 

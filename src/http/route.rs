@@ -13,6 +13,8 @@ pub enum Route {
     Healthz,
     /// `GET /metrics`: Prometheus exposition.
     Metrics,
+    /// `POST /api/publish`: backend publish.
+    ApiPublish,
     /// Anything else: 404.
     NotFound,
 }
@@ -25,6 +27,7 @@ impl Route {
             "/echo" => Route::Echo,
             "/healthz" => Route::Healthz,
             "/metrics" => Route::Metrics,
+            "/api/publish" => Route::ApiPublish,
             _ => Route::NotFound,
         }
     }

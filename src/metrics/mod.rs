@@ -3,7 +3,7 @@
 //! instruction; a scrape reads every shard's block and sums.
 
 pub mod names;
-mod render;
+pub mod render;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -57,7 +57,7 @@ pub const CLOSE_CODES: [u16; 14] = [
 ];
 
 /// HTTP statuses counted separately; anything else counts under the last slot.
-pub const HTTP_STATUSES: [u16; 8] = [200, 400, 404, 405, 426, 431, 503, 0];
+pub const HTTP_STATUSES: [u16; 11] = [200, 400, 401, 404, 405, 411, 413, 426, 431, 503, 0];
 
 /// A counter written by exactly one thread (its shard).
 #[derive(Debug, Default)]

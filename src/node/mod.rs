@@ -1,11 +1,15 @@
 //! A running roomcast node: the listener, the acceptor thread and the shard
-//! threads, started together and stopped together.
+//! threads, started together and stopped together — at once, or gracefully
+//! in two phases (see [`Node::shutdown_gracefully`]).
+
+mod stats;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpListener;
@@ -153,6 +157,65 @@ impl Node {
             name: "node".into(),
             outcome: Err("all threads gone".into()),
         })
+    }
+
+    /// Runs until a node thread fails (an error) or `stop` delivers a signal
+    /// (returned), logging the stats line every `stats_every` (if any).
+    pub fn supervise(&self, stop: &Receiver<i32>, stats_every: Option<Duration>) -> Result<i32, ThreadExit> {
+        let mut last = stats::Sample::take(&self.registry);
+        loop {
+            let tick = stats_every.map_or(crossbeam_channel::never(), crossbeam_channel::after);
+            crossbeam_channel::select! {
+                recv(self.exits) -> exit => {
+                    return Err(exit.unwrap_or(ThreadExit { name: "node".into(), outcome: Err("all threads gone".into()) }));
+                }
+                recv(stop) -> signal => return Ok(signal.unwrap_or(0)),
+                recv(tick) -> _ => {
+                    let now = stats::Sample::take(&self.registry);
+                    stats::log(&self.registry, &last, &now);
+                    last = now;
+                }
+            }
+        }
+    }
+
+    /// Graceful shutdown. Phase 1: stop accepting, and every shard stops
+    /// reading client input, so nothing new is accepted while frames already
+    /// in flight between shards land (each shard's inbox is FIFO, and a
+    /// shard confirms only after its last batch was sent). Phase 2: every
+    /// client is sent 1001 "going away" behind what is already queued to it;
+    /// shards exit when their connections have closed or at `timeout`.
+    /// Returns whether every connection closed in time.
+    pub fn shutdown_gracefully(self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        self.stop.store(true, Ordering::Release);
+        let _ = self.acceptor_waker.wake();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        for shard in &self.shards {
+            let _ = shard.send(ShardMsg::Quiesce(done_tx.clone()));
+            shard.wake();
+        }
+        for _ in &self.shards {
+            if done_rx.recv_deadline(deadline).is_err() {
+                break;
+            }
+        }
+        for shard in &self.shards {
+            let _ = shard.send(ShardMsg::GoAway { deadline });
+            shard.wake();
+        }
+        let mut clean = true;
+        for t in self.threads {
+            // Shards exit by the deadline; a stuck one is not waited for.
+            while !t.is_finished() {
+                if Instant::now() >= deadline + Duration::from_secs(1) {
+                    clean = false;
+                    break;
+                }
+                let _ = self.exits.recv_timeout(Duration::from_millis(50));
+            }
+        }
+        clean && self.registry.connections() == 0
     }
 
     /// Stops accepting, stops every shard (dropping their connections) and

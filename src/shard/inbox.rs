@@ -47,7 +47,17 @@ pub enum ShardMsg {
     },
     /// Frames for local members of each topic, in publish order.
     Deliver(Vec<(Topic, Bytes)>),
-    /// Stop the event loop and drop every connection.
+    /// Graceful shutdown, phase 1: stop reading client input (so nothing new
+    /// is accepted), then report on the channel.
+    Quiesce(Sender<usize>),
+    /// Graceful shutdown, phase 2: close every connection (1001 for
+    /// WebSockets, after what is queued) and exit when all are closed or at
+    /// `deadline`.
+    GoAway {
+        /// When to give up on close handshakes.
+        deadline: std::time::Instant,
+    },
+    /// Stop the event loop at once and drop every connection.
     Shutdown,
 }
 

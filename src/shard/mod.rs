@@ -83,6 +83,10 @@ pub struct Shard {
     again: Vec<(usize, u64)>,
     next_id: u64,
     next_sweep: Instant,
+    /// Shutdown phase 1: client input is no longer read.
+    quiesced: bool,
+    /// Shutdown phase 2: close frames sent; exit when empty or at this time.
+    going_away: Option<Instant>,
 }
 
 /// Builds a `Ctx` from the shard's parts (a macro, so the borrows stay
@@ -141,6 +145,8 @@ impl Shard {
             again: Vec::new(),
             next_id: 1,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
+            quiesced: false,
+            going_away: None,
         };
         Ok((shard, ShardHandle::new(tx, waker)))
     }
@@ -177,11 +183,16 @@ impl Shard {
                     }
                     Token(slot) => {
                         // Errors and hang-ups surface as a failed or empty read.
-                        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                        let hangup = event.is_read_closed() || event.is_error();
+                        // While quiesced, client input waits in the kernel (phase 2 reads it).
+                        let readable = (event.is_readable() || hangup) && !self.input_paused();
                         let writable = event.is_writable();
                         self.dispatch(slot, now, unix, |c, ctx| c.on_ready(ctx, readable, writable));
                     }
                 }
+            }
+            if self.input_paused() {
+                self.again.clear();
             }
             for (slot, id) in std::mem::take(&mut self.again) {
                 if self.conns.get(slot).is_some_and(|c| c.id() == id) {
@@ -193,6 +204,36 @@ impl Shard {
                 self.next_sweep = now + SWEEP_INTERVAL;
             }
             self.end_turn(now, unix);
+            if let Some(deadline) = self.going_away {
+                if self.conns.is_empty() || now >= deadline {
+                    if !self.conns.is_empty() {
+                        tracing::warn!(
+                            shard = self.id,
+                            left = self.conns.len(),
+                            "shutdown timeout: cutting the rest"
+                        );
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn input_paused(&self) -> bool {
+        self.quiesced && self.going_away.is_none()
+    }
+
+    /// Shutdown phase 2: every WebSocket gets 1001 after what is already
+    /// queued to it; everything else is closed.
+    fn go_away(&mut self, deadline: Instant, now: Instant, unix: u64) {
+        self.going_away = Some(deadline);
+        let slots: Vec<(usize, u64)> = self.conns.iter().map(|(slot, c)| (slot, c.id())).collect();
+        for (slot, _) in slots {
+            // Read what waited during phase 1: close replies, or EOF.
+            self.dispatch(slot, now, unix, |c, ctx| {
+                c.go_away(ctx);
+                c.on_ready(ctx, true, true)
+            });
         }
     }
 
@@ -217,6 +258,11 @@ impl Shard {
                         self.answer(waiter, now, unix);
                     }
                 }
+                ShardMsg::Quiesce(done) => {
+                    self.quiesced = true;
+                    let _ = done.send(self.id);
+                }
+                ShardMsg::GoAway { deadline } => self.go_away(deadline, now, unix),
                 ShardMsg::Shutdown => return false,
             }
         }
@@ -312,6 +358,9 @@ impl Shard {
                 self.remove(slot, now, unix);
             }
         }
+        // Batches go out before this turn's acks are written: once a client
+        // has an ack, the publish is already in every other shard's inbox.
+        self.out.flush(&self.metrics);
         for (slot, id) in std::mem::take(&mut self.dirty) {
             let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) else {
                 continue;
@@ -322,6 +371,7 @@ impl Shard {
             };
             self.settle(slot, id, verdict, now, unix);
         }
+        // Control messages from connections removed just above.
         self.out.flush(&self.metrics);
         self.work.names.clear();
         self.shared_gauges();

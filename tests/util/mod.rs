@@ -31,7 +31,7 @@ impl Server {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         if !args.contains(&"--log-level") {
-            cmd.args(["--log-level", "warn"]);
+            cmd.args(["--log-level", "error"]);
         }
         cmd.args(args)
             .stdout(Stdio::piped())
@@ -306,8 +306,11 @@ pub fn join_room(ws: &mut Client, room: &str, id: u64) {
 pub fn recv_close(ws: &mut Client) -> (u16, String) {
     loop {
         match ws.read() {
-            Ok(tungstenite::Message::Close(Some(f))) => return (f.code.into(), f.reason.to_string()),
-            Ok(tungstenite::Message::Close(None)) => return (1005, String::new()),
+            Ok(tungstenite::Message::Close(frame)) => {
+                // tungstenite queues the close reply; send it now.
+                let _ = ws.flush();
+                return frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+            }
             Ok(_) => continue,
             Err(e) => panic!("expected a close frame, got error {e}"),
         }

@@ -1,0 +1,216 @@
+//! The backend API: `POST /api/publish` bodies, parsed and checked into
+//! frames ready to fan out (`"from":"server"`), exactly as a client publish.
+//!
+//! A body is one item `{"room":R,"data":D}` or `{"user":U,"data":D}`, or a
+//! batch `{"batch":[item, ...]}`. The whole body is validated before
+//! anything is published: one bad item refuses the request.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use simd_json::prelude::*;
+
+use crate::protocol::{frames, span};
+use crate::rooms::valid_room;
+
+/// The sender name of messages published through the API.
+pub const SERVER_SENDER: &str = "server";
+
+/// One publish from the API, ready for the shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// A user id (for `send`) rather than a room.
+    pub user: bool,
+    /// The room or user name.
+    pub name: String,
+    /// The encoded frame.
+    pub frame: Bytes,
+}
+
+/// Why a body was refused (a 400 with this code and message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadBody {
+    /// Machine-readable code, as in the WebSocket protocol's errors.
+    pub code: &'static str,
+    /// Human-readable reason.
+    pub message: &'static str,
+}
+
+const fn bad(code: &'static str, message: &'static str) -> BadBody {
+    BadBody { code, message }
+}
+
+/// The element ranges of a JSON array (already validated).
+fn elements(json: &[u8], array: Range<usize>) -> Vec<Range<usize>> {
+    let inner = &json[array.start + 1..array.end - 1];
+    let base = array.start + 1;
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < inner.len() && matches!(inner[i], b' ' | b'\t' | b'\n' | b'\r' | b',') {
+            i += 1;
+        }
+        if i >= inner.len() {
+            return out;
+        }
+        let end = span::value_end(inner, i);
+        out.push(base + i..base + end);
+        i = end;
+    }
+}
+
+/// Parses one item object at `range` of `body`.
+fn item(body: &[u8], range: Range<usize>, max_message: usize) -> Result<Item, BadBody> {
+    let raw = &body[range];
+    let mut copy = raw.to_vec();
+    let value = simd_json::to_borrowed_value(&mut copy).map_err(|_| bad("bad_json", "body is not valid JSON"))?;
+    if value.as_object().is_none() {
+        return Err(bad("bad_request", "each publish must be a JSON object"));
+    }
+    let data = match span::field(raw, "data") {
+        Ok(Some(r)) => &raw[r],
+        Ok(None) => return Err(bad("bad_request", "field \"data\" is required")),
+        Err(_) => return Err(bad("bad_request", "field \"data\" appears twice")),
+    };
+    let (user, name) = match (value.get("room"), value.get("user")) {
+        (Some(r), None) => {
+            let room = r
+                .as_str()
+                .ok_or(bad("bad_request", "field \"room\" must be a string"))?;
+            if !valid_room(room) {
+                return Err(bad(
+                    "invalid_room",
+                    "room names are 1-128 bytes of UTF-8 without control characters",
+                ));
+            }
+            (false, room)
+        }
+        (None, Some(u)) => {
+            let user = u
+                .as_str()
+                .ok_or(bad("bad_request", "field \"user\" must be a string"))?;
+            if user.is_empty() {
+                return Err(bad("bad_request", "field \"user\" must not be empty"));
+            }
+            (true, user)
+        }
+        _ => return Err(bad("bad_request", "give exactly one of \"room\" or \"user\"")),
+    };
+    if frames::message_overhead(if user { "" } else { name }, SERVER_SENDER) + data.len() > max_message {
+        return Err(bad("too_large", "message would exceed --max-message-bytes"));
+    }
+    let frame = if user {
+        frames::direct(SERVER_SENDER, data)
+    } else {
+        frames::message(name, SERVER_SENDER, data)
+    };
+    Ok(Item {
+        user,
+        name: name.to_string(),
+        frame,
+    })
+}
+
+/// Parses a whole `POST /api/publish` body.
+pub fn parse_publish(body: &[u8], max_message: usize) -> Result<Vec<Item>, BadBody> {
+    let mut copy = body.to_vec();
+    let value = simd_json::to_borrowed_value(&mut copy).map_err(|_| bad("bad_json", "body is not valid JSON"))?;
+    if value.as_object().is_none() {
+        return Err(bad("bad_request", "body must be a JSON object"));
+    }
+    let Some(batch) = value.get("batch") else {
+        return Ok(vec![item(body, 0..body.len(), max_message)?]);
+    };
+    if batch.as_array().is_none() {
+        return Err(bad("bad_request", "field \"batch\" must be an array"));
+    }
+    let range = match span::field(body, "batch") {
+        Ok(Some(r)) => r,
+        _ => return Err(bad("bad_request", "field \"batch\" appears twice")),
+    };
+    let items = elements(body, range);
+    if items.is_empty() {
+        return Err(bad("bad_request", "field \"batch\" must not be empty"));
+    }
+    items.into_iter().map(|r| item(body, r, max_message)).collect()
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
+    for (i, &x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0 && a.len() == b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(frame: &Bytes) -> &str {
+        std::str::from_utf8(&frame[2..]).unwrap()
+    }
+
+    #[test]
+    fn single_room_and_user_publishes() {
+        let items = parse_publish(br#"{"room":"lobby","data":{"x":1.50}}"#, 1000).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            payload(&items[0].frame),
+            r#"{"op":"message","room":"lobby","from":"server","data":{"x":1.50}}"#
+        );
+        let items = parse_publish(br#"{"user":"ann","data":"hi"}"#, 1000).unwrap();
+        assert!(items[0].user);
+        assert_eq!(
+            payload(&items[0].frame),
+            r#"{"op":"direct","from":"server","data":"hi"}"#
+        );
+    }
+
+    #[test]
+    fn batches_keep_their_order() {
+        let body = br#"{"batch":[ {"room":"a","data":1}, {"user":"u","data":[2]} ,{"room":"b","data":"3"}]}"#;
+        let items = parse_publish(body, 1000).unwrap();
+        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["a", "u", "b"]);
+        assert!(payload(&items[1].frame).ends_with(r#""data":[2]}"#));
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_whole() {
+        let cases: [(&[u8], &str); 9] = [
+            (b"{nope", "bad_json"),
+            (b"[1]", "bad_request"),
+            (br#"{"room":"a"}"#, "bad_request"),
+            (br#"{"data":1}"#, "bad_request"),
+            (br#"{"room":"a","user":"b","data":1}"#, "bad_request"),
+            (br#"{"room":"","data":1}"#, "invalid_room"),
+            (br#"{"batch":[]}"#, "bad_request"),
+            (
+                br#"{"batch":[{"room":"ok","data":1},{"room":"a\nb","data":1}]}"#,
+                "invalid_room",
+            ),
+            (
+                br#"{"room":"a","data":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#,
+                "too_large",
+            ),
+        ];
+        for (body, code) in cases {
+            assert_eq!(
+                parse_publish(body, 100).unwrap_err().code,
+                code,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn key_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
