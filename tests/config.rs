@@ -41,6 +41,9 @@ fn help_documents_every_option_with_its_default() {
         ("--rate-limit", "100"),
         ("--rate-burst", "2 x --rate-limit"),
         ("--max-rooms-per-connection", "1024"),
+        ("--stats-interval-secs", "60"),
+        ("--shutdown-timeout-secs", "10"),
+        ("--log-format", "text"),
         ("--log-level", "info"),
     ] {
         let line = help

@@ -244,21 +244,32 @@ fn print_config_round_trips_through_config() {
 #[test]
 fn scraping_with_5000_connections_open_is_fast() {
     let server = Server::start(&["--shards", "2"]);
-    let mut conns = Vec::with_capacity(5000);
-    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-    for _ in 0..5000 {
-        let mut s = TcpStream::connect(server.addr).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        conns.push(s);
-    }
-    // Each gets its 101 and its welcome; read a little to be sure they all are in.
-    for s in conns.iter_mut() {
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut b = [0u8; 12];
-        s.read_exact(&mut b).unwrap();
-        assert_eq!(&b[..12], b"HTTP/1.1 101");
-    }
+    // Connect from 10 threads: on this loopback an occasional SYN is dropped
+    // and retried after 1 s, and in parallel those waits overlap.
+    let addr = server.addr;
+    let workers: Vec<_> = (0..10)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                               Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+                let mut conns = Vec::with_capacity(500);
+                for _ in 0..500 {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.write_all(request.as_bytes()).unwrap();
+                    conns.push(s);
+                }
+                // Each gets its 101 (and a welcome behind it).
+                for s in conns.iter_mut() {
+                    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                    let mut b = [0u8; 12];
+                    s.read_exact(&mut b).unwrap();
+                    assert_eq!(&b[..12], b"HTTP/1.1 101");
+                }
+                conns
+            })
+        })
+        .collect();
+    let _conns: Vec<TcpStream> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
     eventually("5000 connections", || metric(&server, "roomcast_connections") == 5000.0);
     let start = Instant::now();
     let (status, body) = get(&server, "/metrics");
