@@ -42,6 +42,7 @@ pub mod ws;
 
 pub use config::Config;
 pub use node::Node;
+pub mod cluster;
 pub mod limits;
 pub mod protocol;
 pub mod rooms;

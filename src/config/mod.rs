@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::{Algorithm, AuthConfig, Authenticator, KeySource};
+use crate::cluster::LinkConfig;
 
 pub use settings::{Cli, Settings};
 
@@ -46,6 +47,10 @@ pub const MAX_SHARDS: usize = 64;
 pub const DEFAULT_STATS_INTERVAL_SECS: u64 = 60;
 /// Default seconds to wait for clients to close on shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+/// Default namespace of Redis channels.
+pub const DEFAULT_REDIS_PREFIX: &str = "roomcast";
+/// Default number of messages buffered while Redis is unreachable.
+pub const DEFAULT_REDIS_BUFFER_MESSAGES: usize = 10_000;
 /// Default log filter when neither `--log-level` nor `RUST_LOG` is set.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -91,6 +96,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// The Redis link; `None` runs a single node.
+    pub redis: Option<LinkConfig>,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
 }
@@ -132,11 +139,19 @@ impl Config {
                 LogFormat::Text => "text".into(),
                 LogFormat::Json => "json".into(),
             }),
+            redis_url: None,
+            redis_prefix: self.redis.as_ref().map(|r| r.prefix.clone()),
+            redis_buffer_messages: self.redis.as_ref().map(|r| r.buffer_messages),
             log_level: Some(self.log_level.clone()),
         };
         let mut out = String::from("# roomcast effective configuration (roomcast --print-config)\n");
         if matches!(auth.map(|a| &a.key), Some(KeySource::Secret(_))) {
             out.push_str("# jwt-secret is set but not printed: supply it as ROOMCAST_JWT_SECRET\n");
+        }
+        if self.redis.is_some() {
+            out.push_str(
+                "# redis-url is set but not printed (it may hold a password): supply it as ROOMCAST_REDIS_URL\n",
+            );
         }
         if self.api_key.is_some() {
             out.push_str("# api-key is set but not printed: supply it as ROOMCAST_API_KEY\n");
@@ -285,6 +300,33 @@ impl Config {
         }
         let stats_secs = s.stats_interval_secs.unwrap_or(DEFAULT_STATS_INTERVAL_SECS);
         let shutdown_timeout_secs = s.shutdown_timeout_secs.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS);
+        let redis = match &s.redis_url {
+            None => None,
+            Some(url) => {
+                if redis::IntoConnectionInfo::into_connection_info(url.as_str()).is_err()
+                    || !url.starts_with("redis://")
+                {
+                    return Err(ConfigError(format!(
+                        "--redis-url: {url:?} is not a redis://host:port URL"
+                    )));
+                }
+                let prefix = s
+                    .redis_prefix
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string());
+                if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+                    return Err(ConfigError(
+                        "--redis-prefix must be non-empty, without braces or spaces".into(),
+                    ));
+                }
+                let buffer_messages = s.redis_buffer_messages.unwrap_or(DEFAULT_REDIS_BUFFER_MESSAGES);
+                Some(LinkConfig {
+                    url: url.clone(),
+                    prefix,
+                    buffer_messages,
+                })
+            }
+        };
         let rate_limit = positive("rate-limit", s.rate_limit.unwrap_or(DEFAULT_RATE_LIMIT))?;
         let rate_burst = positive("rate-burst", s.rate_burst.unwrap_or(rate_limit.saturating_mul(2)))?;
         let max_rooms_per_connection = positive(
@@ -309,6 +351,7 @@ impl Config {
             stats_interval: (stats_secs > 0).then(|| Duration::from_secs(stats_secs)),
             shutdown_timeout: Duration::from_secs(shutdown_timeout_secs),
             log_format,
+            redis,
             log_level,
         })
     }

@@ -104,6 +104,18 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
 
+    /// Redis URL (redis://[user:pass@]host:port) linking several nodes; none runs a single node [default: none]
+    #[arg(long, env = "ROOMCAST_REDIS_URL", value_name = "URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Namespace of every Redis channel, so clusters can share one Redis [default: roomcast]
+    #[arg(long, env = "ROOMCAST_REDIS_PREFIX", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
+
+    /// Messages kept while Redis is unreachable; more are dropped and counted [default: 10000]
+    #[arg(long, env = "ROOMCAST_REDIS_BUFFER_MESSAGES", value_name = "N")]
+    pub redis_buffer_messages: Option<usize>,
+
     /// Log filter, e.g. "info" or "roomcast=debug"; RUST_LOG is used when unset [default: info]
     #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -132,6 +144,9 @@ impl Settings {
             stats_interval_secs: self.stats_interval_secs.or(lower.stats_interval_secs),
             shutdown_timeout_secs: self.shutdown_timeout_secs.or(lower.shutdown_timeout_secs),
             log_format: self.log_format.or(lower.log_format),
+            redis_url: self.redis_url.or(lower.redis_url),
+            redis_prefix: self.redis_prefix.or(lower.redis_prefix),
+            redis_buffer_messages: self.redis_buffer_messages.or(lower.redis_buffer_messages),
             log_level: self.log_level.or(lower.log_level),
         }
     }

@@ -5,6 +5,7 @@
 //! here reads one.
 
 use crate::auth;
+use crate::cluster::{Health, LinkState};
 use crate::http::api;
 use crate::http::request::{self, Parsed};
 use crate::http::{response, Request, Route};
@@ -129,10 +130,20 @@ impl Conn {
             return Served::Close;
         }
         match route {
-            Route::Healthz => self.respond(ctx, "200 OK", "ok\n", close),
+            Route::Healthz => {
+                let body = match ctx.link.map(LinkState::health) {
+                    Some(Health::Degraded(why)) => format!("degraded: {why}\n"),
+                    _ => "ok\n".to_string(),
+                };
+                self.respond(ctx, "200 OK", &body, close)
+            }
+            Route::Readyz => match ctx.link.map(LinkState::health) {
+                Some(Health::Degraded(why)) => self.respond(ctx, "503 Service Unavailable", &format!("{why}\n"), close),
+                _ => self.respond(ctx, "200 OK", "ready\n", close),
+            },
             Route::Metrics => {
                 ctx.metrics.http_response("200");
-                let text = metrics::render(ctx.registry);
+                let text = metrics::render(ctx.registry, ctx.link);
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
                 self.queue(response::response("200 OK", ct, text.as_bytes(), close, &[]));
                 if close {

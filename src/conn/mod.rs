@@ -22,6 +22,7 @@ use bytes::Bytes;
 use mio::net::TcpStream;
 
 use crate::auth::Authenticator;
+use crate::cluster::LinkState;
 use crate::config::Config;
 use crate::http::Route;
 use crate::metrics::{DropReason, Registry, ShardMetrics};
@@ -65,6 +66,8 @@ pub struct Ctx<'a> {
     pub actions: &'a mut Vec<Action>,
     /// Topic names referenced by `Action::Publish`, reset every turn.
     pub names: &'a mut String,
+    /// Health of the Redis link, if there is one.
+    pub link: Option<&'a LinkState>,
 }
 
 /// What the shard should do with a connection after a call.

@@ -9,8 +9,11 @@ pub enum Route {
     Ws,
     /// `GET /echo`: a WebSocket that echoes every message (conformance checks).
     Echo,
-    /// `GET /healthz`: liveness probe.
+    /// `GET /healthz`: liveness probe (200 while serving; the body says
+    /// `degraded: ...` when the Redis link is down or stalled).
     Healthz,
+    /// `GET /readyz`: readiness probe (503 while the Redis link is down or stalled).
+    Readyz,
     /// `GET /metrics`: Prometheus exposition.
     Metrics,
     /// `POST /api/publish`: backend publish.
@@ -26,6 +29,7 @@ impl Route {
             "/ws" => Route::Ws,
             "/echo" => Route::Echo,
             "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
             "/metrics" => Route::Metrics,
             "/api/publish" => Route::ApiPublish,
             _ => Route::NotFound,

@@ -25,17 +25,20 @@ pub enum DropReason {
     HandshakeTimeout,
     /// A connection silent for two heartbeat intervals.
     HeartbeatTimeout,
+    /// A message for other nodes that found the Redis link's buffer or queue full.
+    LinkBuffer,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::SlowConsumer,
         DropReason::RateLimited,
         DropReason::ChannelFull,
         DropReason::ConnectionLimit,
         DropReason::HandshakeTimeout,
         DropReason::HeartbeatTimeout,
+        DropReason::LinkBuffer,
     ];
 
     /// The `reason` label value.
@@ -47,6 +50,7 @@ impl DropReason {
             DropReason::ConnectionLimit => "connection_limit",
             DropReason::HandshakeTimeout => "handshake_timeout",
             DropReason::HeartbeatTimeout => "heartbeat_timeout",
+            DropReason::LinkBuffer => "link_buffer",
         }
     }
 }

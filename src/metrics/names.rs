@@ -32,3 +32,17 @@ pub const HTTP_RESPONSES_TOTAL: &str = "roomcast_http_responses_total";
 pub const RESIDENT_MEMORY_BYTES: &str = "roomcast_process_resident_memory_bytes";
 /// Gauge (always 1): build information in labels.
 pub const BUILD_INFO: &str = "roomcast_build_info";
+/// Gauge: 1 while the Redis link is connected and delivering probes.
+pub const REDIS_LINK_UP: &str = "roomcast_redis_link_up";
+/// Counter: messages published to Redis.
+pub const REDIS_MESSAGES_OUT_TOTAL: &str = "roomcast_redis_messages_out_total";
+/// Counter: messages from other nodes received through Redis.
+pub const REDIS_MESSAGES_IN_TOTAL: &str = "roomcast_redis_messages_in_total";
+/// Gauge: messages waiting in the outage buffer.
+pub const REDIS_BUFFER_DEPTH: &str = "roomcast_redis_buffer_depth";
+/// Counter: reconnections after a failure.
+pub const REDIS_RECONNECTS_TOTAL: &str = "roomcast_redis_reconnects_total";
+/// Gauge: publish-to-receive lag of the last probe, seconds.
+pub const REDIS_PROBE_LAG_SECONDS: &str = "roomcast_redis_probe_lag_seconds";
+/// Gauge: Redis channels subscribed.
+pub const REDIS_SUBSCRIPTIONS: &str = "roomcast_redis_subscriptions";

@@ -1,6 +1,9 @@
 //! Prometheus text exposition (format 0.0.4) of a [`Registry`].
 
 use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::cluster::LinkState;
 
 use super::names::*;
 use super::{DropReason, Registry, ShardMetrics, CLOSE_CODES, HTTP_STATUSES};
@@ -16,8 +19,9 @@ fn sum(reg: &Registry, f: impl Fn(&ShardMetrics) -> u64) -> u64 {
 /// Reads one counter out of a shard's block.
 type Read = fn(&ShardMetrics) -> u64;
 
-/// Renders every metric; the cost is a few loads per shard, not per connection.
-pub fn render(reg: &Registry) -> String {
+/// Renders every metric (and the Redis link's, if any); the cost is a few
+/// loads per shard, not per connection.
+pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
     let mut out = String::with_capacity(4096);
     header(&mut out, CONNECTIONS, "gauge", "Open WebSocket connections.");
     let _ = writeln!(out, "{CONNECTIONS} {}", reg.connections());
@@ -66,6 +70,9 @@ pub fn render(reg: &Registry) -> String {
         if *reason == DropReason::ChannelFull {
             n += reg.acceptor.channel_full.get();
         }
+        if *reason == DropReason::LinkBuffer {
+            n += link.map_or(0, |l| l.dropped.load(Relaxed));
+        }
         let _ = writeln!(out, "{DROPPED_TOTAL}{{reason=\"{}\"}} {n}", reason.label());
     }
     header(
@@ -111,6 +118,56 @@ pub fn render(reg: &Registry) -> String {
         "Resident memory of the process in bytes.",
     );
     let _ = writeln!(out, "{RESIDENT_MEMORY_BYTES} {}", resident_memory_bytes().unwrap_or(0));
+    if let Some(l) = link {
+        let gauges: [(&str, &str, &str, String); 7] = [
+            (
+                REDIS_LINK_UP,
+                "gauge",
+                "1 while the Redis link is connected and delivering.",
+                u8::from(l.is_up()).to_string(),
+            ),
+            (
+                REDIS_MESSAGES_OUT_TOTAL,
+                "counter",
+                "Messages published to Redis.",
+                l.messages_out.load(Relaxed).to_string(),
+            ),
+            (
+                REDIS_MESSAGES_IN_TOTAL,
+                "counter",
+                "Messages from other nodes received through Redis.",
+                l.messages_in.load(Relaxed).to_string(),
+            ),
+            (
+                REDIS_BUFFER_DEPTH,
+                "gauge",
+                "Messages waiting in the outage buffer.",
+                l.buffer_depth.load(Relaxed).to_string(),
+            ),
+            (
+                REDIS_RECONNECTS_TOTAL,
+                "counter",
+                "Reconnections to Redis after a failure.",
+                l.reconnects.load(Relaxed).to_string(),
+            ),
+            (
+                REDIS_PROBE_LAG_SECONDS,
+                "gauge",
+                "Publish-to-receive lag of the last probe.",
+                format!("{:.6}", l.probe_lag_micros.load(Relaxed) as f64 / 1e6),
+            ),
+            (
+                REDIS_SUBSCRIPTIONS,
+                "gauge",
+                "Redis channels subscribed.",
+                l.subscriptions.load(Relaxed).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            header(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
     header(&mut out, BUILD_INFO, "gauge", "Build information.");
     let _ = writeln!(out, "{BUILD_INFO}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
     out
@@ -134,7 +191,7 @@ mod tests {
         reg.shards[1].connections.add(4);
         reg.shards[1].close(1002);
         reg.shards[0].close(3999);
-        let text = render(&reg);
+        let text = render(&reg, None);
         assert!(text.contains("\nroomcast_connections 7\n"), "{text}");
         assert!(text.contains("roomcast_shard_connections{shard=\"1\"} 4\n"));
         assert!(text.contains("roomcast_closes_total{code=\"1002\"} 1\n"));

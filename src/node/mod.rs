@@ -72,6 +72,7 @@ pub struct Node {
     threads: Vec<JoinHandle<()>>,
     exits: Receiver<ThreadExit>,
     node_id: Arc<str>,
+    link_state: Option<Arc<crate::cluster::LinkState>>,
 }
 
 impl Node {
@@ -107,8 +108,17 @@ impl Node {
             shards.push(handle);
         }
         let mut threads = Vec::new();
+        let link = match &config.redis {
+            Some(cfg) => {
+                let (handle, link_threads) = crate::cluster::start(cfg.clone(), node_id.clone(), shards.clone())?;
+                threads.extend(link_threads);
+                Some(handle)
+            }
+            None => None,
+        };
+        let link_state = link.as_ref().map(|l| l.state.clone());
         for (id, mut shard) in built.into_iter().enumerate() {
-            shard.connect(shards.clone());
+            shard.connect(shards.clone(), link.clone());
             threads.push(spawn(format!("roomcast-shard-{id}"), exit_tx.clone(), move || {
                 shard.run()
             })?);
@@ -123,7 +133,9 @@ impl Node {
             registry.acceptor.clone(),
         )?;
         threads.push(spawn("roomcast-acceptor".into(), exit_tx, move || acceptor.run())?);
+        drop(link);
         Ok(Node {
+            link_state,
             node_id,
             local_addr,
             registry,
@@ -143,6 +155,11 @@ impl Node {
     /// This node's id (random per process; part of anonymous user names).
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// The Redis link's health and counters, when linked.
+    pub fn link_state(&self) -> Option<&crate::cluster::LinkState> {
+        self.link_state.as_deref()
     }
 
     /// The node's metrics.

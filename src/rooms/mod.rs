@@ -47,6 +47,14 @@ pub enum TopicRef<'a> {
 }
 
 impl TopicRef<'_> {
+    /// The owned form (allocates).
+    pub fn to_topic(&self) -> Topic {
+        match *self {
+            TopicRef::Room(n) => Topic::Room(Arc::from(n)),
+            TopicRef::User(n) => Topic::User(Arc::from(n)),
+        }
+    }
+
     fn kind(&self) -> u8 {
         match self {
             TopicRef::Room(_) => 0,

@@ -110,6 +110,8 @@ pub struct Registry {
     subs: Vec<Vec<Sub>>,
     next_seq: u64,
     rooms: usize,
+    /// Confirmations expected besides the other shards' (the Redis link's).
+    extra: usize,
 }
 
 impl Registry {
@@ -126,7 +128,14 @@ impl Registry {
             subs: Vec::new(),
             next_seq: 1,
             rooms: 0,
+            extra: 0,
         }
+    }
+
+    /// Sets how many confirmations besides the other shards' an announcement
+    /// waits for (1 with a Redis link: the subscription).
+    pub fn set_extra_confirmations(&mut self, extra: usize) {
+        self.extra = extra;
     }
 
     /// Rooms with at least one member on this shard.
@@ -189,7 +198,7 @@ impl Registry {
                 waiters.push(waiter);
                 Joined::Waiting
             }
-            Announce::None if self.shards == 1 => {
+            Announce::None if self.shards == 1 && self.extra == 0 => {
                 entry.announce = Announce::Confirmed;
                 Joined::Ready
             }
@@ -198,7 +207,7 @@ impl Registry {
                 self.next_seq += 1;
                 entry.announce = Announce::Pending {
                     seq,
-                    remaining: self.shards - 1,
+                    remaining: self.shards - 1 + self.extra,
                     waiters: vec![waiter],
                 };
                 Joined::Announce { seq }

@@ -90,13 +90,7 @@ impl Shard {
             }
             Action::Leave { topic, id: req } => {
                 if self.rooms.leave(slot as u32, &topic) == Left::LastLocal {
-                    let me = self.id;
-                    self.out.control_all(|| ShardMsg::Interest {
-                        topic: topic.clone(),
-                        from: me,
-                        on: false,
-                        seq: 0,
-                    });
+                    self.renounce(topic);
                 }
                 if let Some(req) = req {
                     self.reply(slot, id, frames::ack(req));
@@ -142,6 +136,19 @@ impl Shard {
             on: true,
             seq,
         });
+        self.out.link_interest(topic, true, seq);
+    }
+
+    /// Tells every other shard (and the link) that this one has no member left.
+    pub(super) fn renounce(&mut self, topic: Topic) {
+        let me = self.id;
+        self.out.control_all(|| ShardMsg::Interest {
+            topic: topic.clone(),
+            from: me,
+            on: false,
+            seq: 0,
+        });
+        self.out.link_interest(topic, false, 0);
     }
 
     /// Answers a join or a registration whose topic is ready everywhere.
@@ -181,20 +188,19 @@ impl Shard {
     /// other shards that have members.
     fn publish(&mut self, topic: TopicRef<'_>, frame: &Bytes) {
         let Some((owned, members, remote)) = self.rooms.lookup(topic) else {
+            // No member on this node; other nodes may have some.
+            if self.out.has_link() {
+                self.out.to_link(&topic.to_topic(), frame);
+            }
             return;
         };
-        deliver(
-            &mut self.conns,
-            members,
-            frame,
-            self.shared.config.max_queue_bytes,
-            &mut self.dirty,
-            &mut self.kill,
-        );
+        let cap = self.shared.config.max_queue_bytes;
+        deliver(&mut self.conns, members, frame, cap, &mut self.dirty, &mut self.kill);
         self.metrics.deliveries.add(members.len() as u64);
         if remote != 0 {
             self.out.deliver(remote, owned, frame);
         }
+        self.out.to_link(owned, frame);
     }
 
     /// Delivers a frame another shard sent to local members of `topic`.

@@ -23,6 +23,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::auth::Authenticator;
+use crate::cluster::{LinkHandle, LinkState};
 use crate::config::Config;
 use crate::conn::{Action, Conn, Ctx, Verdict};
 use crate::metrics::{Registry as MetricsRegistry, ShardMetrics};
@@ -83,6 +84,8 @@ pub struct Shard {
     again: Vec<(usize, u64)>,
     next_id: u64,
     next_sweep: Instant,
+    /// Health of the Redis link, for `/healthz` and `/readyz`.
+    link_state: Option<Arc<LinkState>>,
     /// Shutdown phase 1: client input is no longer read.
     quiesced: bool,
     /// Shutdown phase 2: close frames sent; exit when empty or at this time.
@@ -108,6 +111,7 @@ macro_rules! ctx {
             parser: &mut $self.work.parser,
             actions: &mut $self.work.actions,
             names: &mut $self.work.names,
+            link: $self.link_state.as_deref(),
         }
     };
 }
@@ -133,7 +137,8 @@ impl Shard {
             rooms: Registry::new(id, shards, shared.config.max_rooms_per_connection + 1),
             shared,
             conns: Slab::new(),
-            out: Outbound::new(id, Vec::new()),
+            out: Outbound::new(id, Vec::new(), None),
+            link_state: None,
             work: Work {
                 scratch: vec![0; SCRATCH_BYTES],
                 parser: Parser::new(),
@@ -151,9 +156,14 @@ impl Shard {
         Ok((shard, ShardHandle::new(tx, waker)))
     }
 
-    /// Gives the shard every shard's handle (its own included), in order.
-    pub fn connect(&mut self, peers: Vec<ShardHandle>) {
-        self.out = Outbound::new(self.id, peers);
+    /// Gives the shard every shard's handle (its own included), in order,
+    /// and the Redis link if there is one.
+    pub fn connect(&mut self, peers: Vec<ShardHandle>, link: Option<LinkHandle>) {
+        let extra = usize::from(link.is_some());
+        self.link_state = link.as_ref().map(|l| l.state.clone());
+        self.out = Outbound::new(self.id, peers, link);
+        // The link confirms announcements like another shard would.
+        self.rooms.set_extra_confirmations(extra);
     }
 
     /// Runs the event loop until a `Shutdown` message.
@@ -329,15 +339,11 @@ impl Shard {
         }
         let _ = self.poll.registry().deregister(conn.stream_mut());
         self.conns.remove(slot);
-        let (out, me) = (&mut self.out, self.id);
-        self.rooms.leave_all(slot as u32, |topic| {
-            out.control_all(|| ShardMsg::Interest {
-                topic: topic.clone(),
-                from: me,
-                on: false,
-                seq: 0,
-            });
-        });
+        let mut gone = Vec::new();
+        self.rooms.leave_all(slot as u32, |topic| gone.push(topic));
+        for topic in gone {
+            self.renounce(topic);
+        }
     }
 
     /// Timeouts and heartbeats for every connection.

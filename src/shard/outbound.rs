@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use crossbeam_channel::TrySendError;
 
+use crate::cluster::{Interest, LinkHandle};
 use crate::metrics::{DropReason, ShardMetrics};
 use crate::rooms::Topic;
 
@@ -25,11 +26,15 @@ pub struct Outbound {
     batches: Vec<Vec<(Topic, Bytes)>>,
     backlog: Vec<VecDeque<ShardMsg>>,
     wake: u64,
+    link: Option<LinkHandle>,
+    link_batch: Vec<(Topic, Bytes)>,
+    link_backlog: VecDeque<Interest>,
 }
 
 impl Outbound {
-    /// Outbound state of shard `me`, given every shard's handle (its own included).
-    pub fn new(me: usize, peers: Vec<ShardHandle>) -> Outbound {
+    /// Outbound state of shard `me`, given every shard's handle (its own
+    /// included) and the Redis link, if any.
+    pub fn new(me: usize, peers: Vec<ShardHandle>, link: Option<LinkHandle>) -> Outbound {
         let n = peers.len();
         Outbound {
             me,
@@ -37,6 +42,38 @@ impl Outbound {
             batches: (0..n).map(|_| Vec::new()).collect(),
             backlog: (0..n).map(|_| VecDeque::new()).collect(),
             wake: 0,
+            link,
+            link_batch: Vec::new(),
+            link_backlog: VecDeque::new(),
+        }
+    }
+
+    /// Whether a Redis link exists (it confirms announcements too).
+    pub fn has_link(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Queues a local publish for the other nodes.
+    #[inline]
+    pub fn to_link(&mut self, topic: &Topic, frame: &Bytes) {
+        if self.link.is_some() {
+            self.link_batch.push((topic.clone(), frame.clone()));
+        }
+    }
+
+    /// Tells the link about a first (`on`) or last local member, never dropping it.
+    pub fn link_interest(&mut self, topic: Topic, on: bool, seq: u64) {
+        let Some(link) = &self.link else { return };
+        let msg = Interest {
+            topic,
+            shard: self.me,
+            on,
+            seq,
+        };
+        if !self.link_backlog.is_empty() {
+            self.link_backlog.push_back(msg);
+        } else if let Err(m) = link.interest(msg) {
+            self.link_backlog.push_back(m);
         }
     }
 
@@ -82,7 +119,7 @@ impl Outbound {
 
     /// Whether control messages are waiting for room in some inbox.
     pub fn has_backlog(&self) -> bool {
-        self.backlog.iter().any(|b| !b.is_empty())
+        !self.link_backlog.is_empty() || self.backlog.iter().any(|b| !b.is_empty())
     }
 
     /// End of turn: send batches and backlogs, wake each destination once.
@@ -114,6 +151,17 @@ impl Outbound {
                         "shard inbox full: fan-out batch dropped"
                     );
                 }
+            }
+        }
+        if let Some(link) = &self.link {
+            while let Some(msg) = self.link_backlog.pop_front() {
+                if let Err(m) = link.interest(msg) {
+                    self.link_backlog.push_front(m);
+                    break;
+                }
+            }
+            if !self.link_batch.is_empty() {
+                link.publish(std::mem::take(&mut self.link_batch));
             }
         }
         while self.wake != 0 {
