@@ -44,6 +44,9 @@ fn help_documents_every_option_with_its_default() {
         ("--stats-interval-secs", "60"),
         ("--shutdown-timeout-secs", "10"),
         ("--log-format", "text"),
+        ("--redis-url", "none"),
+        ("--redis-prefix", "roomcast"),
+        ("--redis-buffer-messages", "10000"),
         ("--log-level", "info"),
     ] {
         let line = help

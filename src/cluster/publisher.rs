@@ -23,6 +23,9 @@ use super::{channel, envelope, probe_channel, unix_nanos, LinkConfig, LinkState,
 
 /// Most messages in one pipeline.
 const PIPELINE: usize = 1024;
+/// Wait after this node has re-subscribed before flushing the outage
+/// buffer, so that other nodes have re-subscribed too (best effort).
+const FLUSH_GRACE: Duration = Duration::from_secs(1);
 /// How long a connect, read or write to Redis may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -38,6 +41,8 @@ pub struct Publisher {
     state: Arc<LinkState>,
     buffer: VecDeque<Outgoing>,
     capacity: usize,
+    /// Since when the subscriber is up again with messages still buffered.
+    ready_since: Option<Instant>,
 }
 
 impl Publisher {
@@ -57,6 +62,7 @@ impl Publisher {
             state,
             buffer: VecDeque::new(),
             capacity: cfg.buffer_messages,
+            ready_since: None,
         }
     }
 
@@ -171,7 +177,15 @@ impl Publisher {
             pipeline(conn, std::slice::from_ref(&p))?;
         }
         if !self.buffer.is_empty() {
-            if !self.state.subscriber_up.load(Relaxed) {
+            let up = self.state.subscriber_up.load(Relaxed);
+            match (up, self.ready_since) {
+                (false, _) => self.ready_since = None,
+                (true, None) => self.ready_since = Some(Instant::now()),
+                _ => {}
+            }
+            // Peers that lost the same Redis reconnect on their own jittered
+            // backoff: give them a moment to re-subscribe before flushing.
+            if self.ready_since.is_none_or(|t| t.elapsed() < FLUSH_GRACE) {
                 self.hold(pending);
                 return Ok(());
             }
@@ -183,6 +197,7 @@ impl Publisher {
                 self.state.messages_out.fetch_add(n as u64, Relaxed);
                 self.state.buffer_depth.store(self.buffer.len() as u64, Relaxed);
             }
+            self.ready_since = None;
             tracing::info!("redis link: outage buffer flushed");
         }
         let mut sent = 0;

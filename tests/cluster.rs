@@ -1,0 +1,257 @@
+//! The Redis link: several roomcast processes linked through a private
+//! `redis-server` on a free loopback port (never the machine's 6379), which
+//! the fault tests stop and restart.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use util::*;
+
+/// A private redis-server, killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis { child: None, port };
+        r.restart();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and waits until it answers PING.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        self.child = Some(child);
+        eventually("redis-server to answer", || {
+            self.query(&["PING"]).is_some_and(|r| r.contains("PONG"))
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends one command; returns the raw reply.
+    fn query(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(cmd.as_bytes()).ok()?;
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// PUBSUB NUMSUB for one channel.
+    fn numsub(&self, channel: &str) -> u64 {
+        let reply = self.query(&["PUBSUB", "NUMSUB", channel]).unwrap_or_default();
+        reply
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix(':'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn node(redis: &Redis, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec!["--redis-url", url.as_str(), "--shards", "2"];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    eventually("the link to come up", || get(&server, "/readyz").0 == 200);
+    server
+}
+
+#[test]
+fn room_publishes_reach_every_node_once_and_in_order() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis, &[]), node(&redis, &[]), node(&redis, &[]));
+    let (mut on_b, _) = join_broker(&b, "");
+    let (mut on_c, _) = join_broker(&c, "");
+    let (mut also_c, _) = join_broker(&c, "");
+    for (i, ws) in [&mut on_b, &mut on_c, &mut also_c].into_iter().enumerate() {
+        join_room(ws, "global", i as u64);
+    }
+    let (mut publisher, w) = join_broker(&a, "");
+    for n in 0..100u64 {
+        send_json(&mut publisher, json!({"op":"publish","room":"global","data":n,"id":n}));
+    }
+    for n in 0..100u64 {
+        assert_eq!(recv_json(&mut publisher), json!({"op":"ack","id":n}));
+    }
+    for ws in [&mut on_b, &mut on_c, &mut also_c] {
+        for n in 0..100u64 {
+            assert_eq!(
+                recv_json(ws),
+                json!({"op":"message","room":"global","from":w["user"],"data":n})
+            );
+        }
+    }
+    // Exactly once: the next thing each member sees is a fresh marker.
+    send_json(&mut on_b, json!({"op":"publish","room":"global","data":"marker"}));
+    for ws in [&mut on_b, &mut on_c, &mut also_c] {
+        assert_eq!(recv_json(ws)["data"], "marker");
+    }
+}
+
+#[test]
+fn send_and_the_http_api_cross_nodes() {
+    let redis = Redis::start();
+    let a = node(&redis, &["--api-key", "k"]);
+    let b = node(&redis, &[]);
+    let c = node(&redis, &[]);
+    let (mut only_on_c, wc) = join_broker(&c, "");
+    let (mut on_a, _) = join_broker(&a, "");
+    send_json(&mut on_a, json!({"op":"send","user":wc["user"],"data":"psst","id":1}));
+    assert_eq!(recv_json(&mut on_a), json!({"op":"ack","id":1}));
+    assert_eq!(recv_json(&mut only_on_c)["data"], "psst");
+
+    let (mut on_b, _) = join_broker(&b, "");
+    join_room(&mut on_b, "news", 1);
+    let body = r#"{"room":"news","data":"from the backend"}"#;
+    let raw = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(http(&a, &raw).0, 200);
+    assert_eq!(
+        recv_json(&mut on_b),
+        json!({"op":"message","room":"news","from":"server","data":"from the backend"})
+    );
+}
+
+#[test]
+fn only_nodes_with_members_subscribe_and_leaving_unsubscribes() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let channel = "roomcast:room:{quiet}";
+    assert_eq!(redis.numsub(channel), 0);
+    let (mut m1, _) = join_broker(&a, "");
+    let (mut m2, _) = join_broker(&a, "");
+    join_room(&mut m1, "quiet", 1);
+    join_room(&mut m2, "quiet", 1);
+    // Two members on one node: one subscription, and node B has none.
+    assert_eq!(redis.numsub(channel), 1);
+    let (mut on_b, _) = join_broker(&b, "");
+    for n in 0..20 {
+        send_json(&mut on_b, json!({"op":"publish","room":"quiet","data":n}));
+    }
+    assert_eq!(recv_json(&mut m1)["data"], 0);
+    assert_eq!(
+        metric(&b, "roomcast_redis_messages_in_total"),
+        0.0,
+        "B received no room traffic"
+    );
+    send_json(&mut m1, json!({"op":"leave","room":"quiet","id":2}));
+    assert_eq!(recv_json(&mut m1)["op"], "ack");
+    assert_eq!(redis.numsub(channel), 1, "one member left on A");
+    drop(m2);
+    eventually("the last leave to unsubscribe", || redis.numsub(channel) == 0);
+}
+
+#[test]
+fn a_redis_outage_degrades_health_keeps_local_delivery_and_recovers() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &["--redis-buffer-messages", "1000"]);
+    let b = node(&redis, &[]);
+    let (mut local, _) = join_broker(&a, "");
+    let (mut remote, _) = join_broker(&b, "");
+    join_room(&mut local, "ops", 1);
+    join_room(&mut remote, "ops", 1);
+    let (mut publisher, _) = join_broker(&a, "");
+    send_json(&mut publisher, json!({"op":"publish","room":"ops","data":"before"}));
+    assert_eq!(recv_json(&mut local)["data"], "before");
+    assert_eq!(recv_json(&mut remote)["data"], "before");
+
+    redis.stop();
+    eventually("A to report the link down", || get(&a, "/readyz").0 == 503);
+    let (status, body) = get(&a, "/healthz");
+    assert_eq!(status, 200, "still serving clients");
+    assert!(body.starts_with("degraded: "), "{body}");
+    assert_eq!(metric(&a, "roomcast_redis_link_up"), 0.0);
+    // Local delivery goes on while Redis is away; these are buffered for B.
+    for n in 0..10 {
+        send_json(&mut publisher, json!({"op":"publish","room":"ops","data":n}));
+        assert_eq!(recv_json(&mut local)["data"], n);
+    }
+    eventually("the outage buffer to hold them", || {
+        metric(&a, "roomcast_redis_buffer_depth") >= 10.0
+    });
+
+    redis.restart();
+    eventually("A to recover by itself", || get(&a, "/readyz").0 == 200);
+    eventually("B to recover by itself", || get(&b, "/readyz").0 == 200);
+    assert_eq!(get(&a, "/healthz").1, "ok\n");
+    // Re-subscribed (each node for its member), and the buffer reached B.
+    assert_eq!(redis.numsub("roomcast:room:{ops}"), 2);
+    for n in 0..10 {
+        assert_eq!(recv_json(&mut remote)["data"], n, "buffered message {n}");
+    }
+    send_json(&mut publisher, json!({"op":"publish","room":"ops","data":"after"}));
+    assert_eq!(recv_json(&mut local)["data"], "after");
+    assert_eq!(recv_json(&mut remote)["data"], "after");
+    assert!(metric(&a, "roomcast_redis_reconnects_total") >= 1.0);
+    assert_eq!(metric(&a, "roomcast_redis_buffer_depth"), 0.0);
+}
+
+#[test]
+fn the_outage_buffer_is_bounded_and_overflow_is_counted() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &["--redis-buffer-messages", "5", "--rate-limit", "10000"]);
+    let (mut publisher, _) = join_broker(&a, "");
+    redis.stop();
+    eventually("the link to be down", || get(&a, "/readyz").0 == 503);
+    for n in 0..20 {
+        send_json(&mut publisher, json!({"op":"publish","room":"void","data":n,"id":n}));
+        assert_eq!(recv_json(&mut publisher)["op"], "ack");
+    }
+    eventually("overflow to be counted", || {
+        metric(&a, "roomcast_dropped_total{reason=\"link_buffer\"}") == 15.0
+            && metric(&a, "roomcast_redis_buffer_depth") == 5.0
+    });
+    let start = Instant::now();
+    assert!(start.elapsed() < TIMEOUT);
+}
