@@ -20,7 +20,27 @@ fn healthz_answers_ok() {
 fn unknown_paths_are_404() {
     let server = Server::start(&[]);
     assert_eq!(get(&server, "/nope").0, 404);
-    assert_eq!(get(&server, "/").0, 404);
+    assert_eq!(get(&server, "/ws/extra").0, 404);
+}
+
+#[test]
+fn the_client_and_the_demo_are_served_from_the_binary() {
+    let server = Server::start(&[]);
+    let (status, head, body) = http(
+        &server,
+        "GET /client.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(head.contains("application/javascript"), "{head}");
+    assert_eq!(body, include_str!("../clients/js/roomcast.js"));
+    let (status, _, body) = http(&server, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200, "the demo is on in dev mode");
+    assert_eq!(body, include_str!("../clients/demo/index.html"));
+    let without = Server::start(&["--demo", "false"]);
+    assert_eq!(get(&without, "/").0, 404);
+    let with_key = Server::start(&["--jwt-secret", "s"]);
+    assert_eq!(get(&with_key, "/").0, 404, "off by default with a key");
+    assert_eq!(get(&with_key, "/client.js").0, 200, "the client is always served");
 }
 
 #[test]

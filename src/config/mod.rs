@@ -98,6 +98,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The Redis link; `None` runs a single node.
     pub redis: Option<LinkConfig>,
+    /// Serve the demo page at `/`.
+    pub demo: bool,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
 }
@@ -139,6 +141,7 @@ impl Config {
                 LogFormat::Text => "text".into(),
                 LogFormat::Json => "json".into(),
             }),
+            demo: Some(self.demo),
             redis_url: None,
             redis_prefix: self.redis.as_ref().map(|r| r.prefix.clone()),
             redis_buffer_messages: self.redis.as_ref().map(|r| r.buffer_messages),
@@ -280,6 +283,8 @@ impl Config {
             return Err(ConfigError(format!("--shards must be at most {MAX_SHARDS}")));
         }
         let auth = resolve_auth(&s)?;
+        // The demo is for trying roomcast out: on by default only in dev mode.
+        let demo = s.demo.unwrap_or(auth.is_none());
         if auth.is_none() && !listen.ip().is_loopback() {
             return Err(ConfigError(format!(
                 "refusing to listen on {listen} without --jwt-secret or --jwt-public-key: \
@@ -351,6 +356,7 @@ impl Config {
             stats_interval: (stats_secs > 0).then(|| Duration::from_secs(stats_secs)),
             shutdown_timeout: Duration::from_secs(shutdown_timeout_secs),
             log_format,
+            demo,
             redis,
             log_level,
         })

@@ -116,6 +116,10 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_REDIS_BUFFER_MESSAGES", value_name = "N")]
     pub redis_buffer_messages: Option<usize>,
 
+    /// Serve the demo chat page at / [default: on in dev mode, off with a JWT key]
+    #[arg(long, env = "ROOMCAST_DEMO", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub demo: Option<bool>,
+
     /// Log filter, e.g. "info" or "roomcast=debug"; RUST_LOG is used when unset [default: info]
     #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -147,6 +151,7 @@ impl Settings {
             redis_url: self.redis_url.or(lower.redis_url),
             redis_prefix: self.redis_prefix.or(lower.redis_prefix),
             redis_buffer_messages: self.redis_buffer_messages.or(lower.redis_buffer_messages),
+            demo: self.demo.or(lower.demo),
             log_level: self.log_level.or(lower.log_level),
         }
     }

@@ -6,8 +6,8 @@
 
 use crate::auth;
 use crate::cluster::{Health, LinkState};
-use crate::http::api;
 use crate::http::request::{self, Parsed};
+use crate::http::{api, assets};
 use crate::http::{response, Request, Route};
 use crate::metrics;
 use crate::metrics::DropReason;
@@ -150,6 +150,8 @@ impl Conn {
                     self.linger(ctx, true);
                 }
             }
+            Route::ClientJs => self.asset(ctx, "application/javascript; charset=utf-8", assets::CLIENT_JS, close),
+            Route::Demo if ctx.config.demo => self.asset(ctx, "text/html; charset=utf-8", assets::DEMO_HTML, close),
             _ => self.respond(ctx, "404 Not Found", "not found\n", close),
         }
         if close {
@@ -191,6 +193,22 @@ impl Conn {
             });
         }
         self.respond_json(ctx, "200 OK", format!("{{\"published\":{published}}}"), close, &[]);
+    }
+
+    /// Queues an embedded file.
+    fn asset(&mut self, ctx: &Ctx<'_>, content_type: &str, body: &str, close: bool) {
+        ctx.metrics.http_response("200");
+        let extra = [("Cache-Control", "no-cache")];
+        self.queue(response::response(
+            "200 OK",
+            content_type,
+            body.as_bytes(),
+            close,
+            &extra,
+        ));
+        if close {
+            self.linger(ctx, true);
+        }
     }
 
     /// Queues a JSON response; `close` ends the connection after it.

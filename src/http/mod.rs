@@ -5,6 +5,7 @@
 //! `--max-message-bytes`.
 
 pub mod api;
+pub mod assets;
 pub mod request;
 pub mod response;
 pub mod route;

@@ -18,6 +18,10 @@ pub enum Route {
     Metrics,
     /// `POST /api/publish`: backend publish.
     ApiPublish,
+    /// `GET /client.js`: the JavaScript client, embedded in the binary.
+    ClientJs,
+    /// `GET /`: the demo page, when `--demo` is on.
+    Demo,
     /// Anything else: 404.
     NotFound,
 }
@@ -32,6 +36,8 @@ impl Route {
             "/readyz" => Route::Readyz,
             "/metrics" => Route::Metrics,
             "/api/publish" => Route::ApiPublish,
+            "/client.js" => Route::ClientJs,
+            "/" | "/index.html" => Route::Demo,
             _ => Route::NotFound,
         }
     }
