@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::auth::{Principal, RoomPolicy};
 use crate::limits::{Admit, RateLimiter};
 use crate::metrics::DropReason;
-use crate::protocol::{frames, ErrorCode, Op, OpError, Request};
+use crate::protocol::{binary, frames, ErrorCode, Op, OpError, Request};
 use crate::rooms::{valid_room, Topic};
 use crate::ws::CloseCode;
 
@@ -113,7 +113,7 @@ impl Session {
         if !self.admit(ctx) {
             return ControlFlow::Continue(());
         }
-        let action = match binary_room(payload) {
+        let action = match binary::room_of(payload) {
             Err(code) => fail(None, code, "binary frames start with [u8 n][n bytes of room name]"),
             Ok(room) if !self.policy.allows(room) => fail(None, ErrorCode::Forbidden, "room not allowed by token"),
             Ok(room) => {
@@ -222,28 +222,4 @@ fn push_name(names: &mut String, name: &str) -> std::ops::Range<usize> {
     let start = names.len();
     names.push_str(name);
     start..names.len()
-}
-
-/// The room named by a binary frame's header.
-fn binary_room(payload: &[u8]) -> Result<&str, ErrorCode> {
-    let n = *payload.first().ok_or(ErrorCode::BadRequest)? as usize;
-    let name = payload.get(1..1 + n).ok_or(ErrorCode::BadRequest)?;
-    match std::str::from_utf8(name) {
-        Ok(room) if valid_room(room) => Ok(room),
-        _ => Err(ErrorCode::InvalidRoom),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn binary_headers_are_checked() {
-        assert_eq!(binary_room(b"\x05lobbyPAYLOAD"), Ok("lobby"));
-        assert_eq!(binary_room(b"\x05lob"), Err(ErrorCode::BadRequest));
-        assert_eq!(binary_room(b""), Err(ErrorCode::BadRequest));
-        assert_eq!(binary_room(b"\x00rest"), Err(ErrorCode::InvalidRoom));
-        assert_eq!(binary_room(b"\x02\xff\xfe"), Err(ErrorCode::InvalidRoom));
-    }
 }

@@ -5,6 +5,7 @@
 //! client's `data` through byte for byte; encoding writes each server frame
 //! once, WebSocket header included, so a fan-out clones a `Bytes`.
 
+pub mod binary;
 pub mod error;
 pub mod frames;
 pub mod ops;

@@ -1,0 +1,28 @@
+//! Fuzzes the client op parser (simd-json on a scratch copy, plus the
+//! `data` splicer): no panic on any bytes, and whatever `data` range it
+//! reports must lie inside the input and itself be valid JSON.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use roomcast::protocol::{frames, Op, Parser};
+
+fuzz_target!(|data: &[u8]| {
+    let mut parser = Parser::new();
+    let _ = parser.parse(data, |req| {
+        let range = match req.op {
+            Op::Publish { data: r, room } => {
+                // Encoding the message must work for whatever passed parsing.
+                let frame = frames::message(room, "fuzz", &data[r.clone()]);
+                assert!(frame.len() > r.len());
+                Some(r)
+            }
+            Op::Send { data: r, .. } => Some(r),
+            _ => None,
+        };
+        if let Some(r) = range {
+            assert!(r.start <= r.end && r.end <= data.len());
+            let mut value = data[r].to_vec();
+            assert!(simd_json::to_borrowed_value(&mut value).is_ok(), "spliced data is not JSON");
+        }
+    });
+});
