@@ -255,3 +255,19 @@ fn the_outage_buffer_is_bounded_and_overflow_is_counted() {
     let start = Instant::now();
     assert!(start.elapsed() < TIMEOUT);
 }
+
+#[test]
+fn a_connected_but_silent_redis_is_detected_as_stalled() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let pid = redis.child.as_ref().unwrap().id().to_string();
+    // Frozen, Redis keeps its sockets open but answers nothing: only the
+    // probe can tell.
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    eventually("the stall to be detected", || get(&a, "/readyz").0 == 503);
+    let (status, body) = get(&a, "/healthz");
+    assert_eq!(status, 200);
+    assert!(body.starts_with("degraded: redis link"), "{body}");
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    eventually("the link to deliver again", || get(&a, "/readyz").0 == 200);
+}
