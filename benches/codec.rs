@@ -10,22 +10,7 @@ use roomcast::ws::{frame, Decoder, Event, OpCode};
 const SIZES: [usize; 5] = [16, 128, 1024, 16 * 1024, 64 * 1024];
 
 fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut out = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
-    out
+    frame::encode_client(true, opcode, payload, Some([0x12, 0x34, 0x56, 0x78]))
 }
 
 fn decode(c: &mut Criterion) {

@@ -16,6 +16,19 @@ fn sum(reg: &Registry, f: impl Fn(&ShardMetrics) -> u64) -> u64 {
     reg.shards.iter().map(|s| f(s)).sum()
 }
 
+/// A counter labelled by numeric codes; code 0 is the `other` bucket.
+fn by_code(out: &mut String, name: &str, help: &str, key: &str, codes: &[u16], value: impl Fn(usize) -> u64) {
+    header(out, name, "counter", help);
+    for (i, code) in codes.iter().enumerate() {
+        let label = if *code == 0 {
+            "other".to_string()
+        } else {
+            code.to_string()
+        };
+        let _ = writeln!(out, "{name}{{{key}=\"{label}\"}} {}", value(i));
+    }
+}
+
 /// Reads one counter out of a shard's block.
 type Read = fn(&ShardMetrics) -> u64;
 
@@ -75,42 +88,14 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
         }
         let _ = writeln!(out, "{DROPPED_TOTAL}{{reason=\"{}\"}} {n}", reason.label());
     }
-    header(
-        &mut out,
-        CLOSES_TOTAL,
-        "counter",
-        "WebSocket connections closed, by close code (1006: cut without a close frame).",
-    );
-    for (i, code) in CLOSE_CODES.iter().enumerate() {
-        let label = if *code == 0 {
-            "other".to_string()
-        } else {
-            code.to_string()
-        };
-        let _ = writeln!(
-            out,
-            "{CLOSES_TOTAL}{{code=\"{label}\"}} {}",
-            sum(reg, |s| s.closes[i].get())
-        );
-    }
-    header(
-        &mut out,
-        HTTP_RESPONSES_TOTAL,
-        "counter",
-        "Plain HTTP responses, by status.",
-    );
-    for (i, code) in HTTP_STATUSES.iter().enumerate() {
-        let label = if *code == 0 {
-            "other".to_string()
-        } else {
-            code.to_string()
-        };
-        let _ = writeln!(
-            out,
-            "{HTTP_RESPONSES_TOTAL}{{status=\"{label}\"}} {}",
-            sum(reg, |s| s.http_responses[i].get())
-        );
-    }
+    let help = "WebSocket connections closed, by close code (1006: cut without a close frame).";
+    by_code(&mut out, CLOSES_TOTAL, help, "code", &CLOSE_CODES, |i| {
+        sum(reg, |s| s.closes[i].get())
+    });
+    let help = "Plain HTTP responses, by status.";
+    by_code(&mut out, HTTP_RESPONSES_TOTAL, help, "status", &HTTP_STATUSES, |i| {
+        sum(reg, |s| s.http_responses[i].get())
+    });
     header(
         &mut out,
         RESIDENT_MEMORY_BYTES,

@@ -113,6 +113,34 @@ pub fn encode_close(code: CloseCode, reason: &str) -> Bytes {
     encode(OpCode::Close, &payload[..2 + end])
 }
 
+/// Encodes a client frame: masked with `mask`, or unmasked (illegal from a
+/// client) with `None`. The opcode is raw so that reserved ones can be made.
+/// roomcast never sends these; tests, benches and the load generator do.
+pub fn encode_client(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAX_CLIENT_HEADER + payload.len());
+    out.push(if fin { 0x80 } else { 0 } | opcode);
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(m | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(m | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(m | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(mask) => {
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,27 +172,7 @@ pub fn raw_upgrade(server: &Server, path: &str) -> TcpStream {
 
 /// Encodes a client frame; `masked` false makes an illegal unmasked frame.
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mask = [0xa1, 0x5e, 0x03, 0x7c];
-    let m = if masked { 0x80 } else { 0 };
-    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(m | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(m | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(m | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if masked {
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
+    roomcast::ws::frame::encode_client(fin, opcode, payload, masked.then_some([0xa1, 0x5e, 0x03, 0x7c]))
 }
 
 /// A frame the server sent.
