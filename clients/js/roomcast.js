@@ -1,2 +1,507 @@
-// roomcast.js: the browser and Node client (being written; see issue 7).
-export class Roomcast {}
+// roomcast.js — the JavaScript client of roomcast (browsers and Node >= 20).
+// One dependency-free ES module; the wire contract is docs/protocol.md and
+// the API is described in clients/js/README.md.
+
+const DEFAULTS = {
+  heartbeatSecs: 30,
+  backoffBaseMs: 500,
+  backoffCapMs: 30000,
+  maxReconnectAttempts: Infinity,
+  maxQueue: 100,
+};
+
+/** An error with a machine-readable `code`: the server's error code
+ * (`invalid_room`, `forbidden`, ...) or one of the client's own
+ * (`queue_full`, `disconnected`, `closed`, `cancelled`, `bad_data`,
+ * `token`, `unauthorized`). */
+export class RoomcastError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   */
+  constructor(code, message) {
+    super(message);
+    this.name = 'RoomcastError';
+    this.code = code;
+  }
+}
+
+/**
+ * Delay before reconnection attempt number `attempt` (0 for the first):
+ * exponential backoff with full jitter, uniform in [0, min(cap, base * 2^attempt)).
+ * @param {number} attempt
+ * @param {number} baseMs
+ * @param {number} capMs
+ * @param {() => number} [random]
+ * @returns {number} milliseconds
+ */
+export function backoffDelay(attempt, baseMs, capMs, random = Math.random) {
+  return Math.floor(random() * Math.min(capMs, baseMs * 2 ** attempt));
+}
+
+/**
+ * A roomcast connection that reconnects by itself.
+ *
+ * States: `connecting` (fetching a token, opening the socket, waiting for
+ * the welcome, re-joining rooms), `open`, `reconnecting` (waiting out the
+ * backoff) and `closed` (for good: after `close()`, a refused token, or
+ * too many attempts).
+ */
+export class Roomcast {
+  /**
+   * Connects at once (asynchronously: listeners added right after the
+   * constructor see every event).
+   * @param {string} url `ws://host:port/ws`; in a browser also `/ws` or an http(s) URL.
+   * @param {object} [options]
+   * @param {string | (() => string | Promise<string>)} [options.token] a JWT, or a function
+   *   called before every connection attempt to fetch a fresh one.
+   * @param {Function} [options.WebSocket] a WebSocket constructor (default: `globalThis.WebSocket`;
+   *   Node 20 has none, pass e.g. the `ws` package's).
+   * @param {number} [options.heartbeatSecs=30] the server's `--heartbeat-secs`: the connection is
+   *   presumed dead after two of these without a frame.
+   * @param {number} [options.backoffBaseMs=500] first reconnection delay bound.
+   * @param {number} [options.backoffCapMs=30000] largest reconnection delay bound.
+   * @param {number} [options.maxReconnectAttempts=Infinity] consecutive failed attempts before giving up.
+   * @param {number} [options.maxQueue=100] publishes and sends held while offline.
+   */
+  constructor(url, options = {}) {
+    this._opts = { ...DEFAULTS, ...options };
+    this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof this._WebSocket !== 'function') {
+      throw new TypeError(
+        'roomcast: no WebSocket implementation; pass one as { WebSocket } (Node 20 has none: use the ws package)',
+      );
+    }
+    this._url = resolveUrl(url);
+    /** The user the server says we are (from the welcome), or null. */
+    this.user = null;
+    /** This connection's number on its node (from the welcome), or null. */
+    this.connId = null;
+    this._state = 'connecting';
+    this._listeners = new Map();
+    this._rooms = new Set(); // rooms to be in, re-joined on every connection
+    this._joinWaiters = new Map(); // room -> [{resolve, reject}] until a join of it is acked
+    this._pending = new Map(); // request id -> {resolve, reject}, sent on this socket
+    this._queue = []; // [{body, resolve, reject}] publishes and sends made while not open
+    this._nextId = 1;
+    this._ws = null;
+    this._welcomed = false;
+    this._opened = false; // ever opened: later opens are reconnections
+    this._attempt = 0;
+    this._token = undefined; // the token of the current or last attempt
+    this._freshToken = undefined; // a token fetched after a 4001, for the next attempt
+    this._retryTimer = null;
+    this._heartbeatTimer = null;
+    this._lastFrameAt = 0;
+    this._probed = false;
+    this._closeReason = null;
+    this._retryTimer = setTimeout(() => this._connect(), 0);
+  }
+
+  /** `connecting`, `open`, `reconnecting` or `closed`. */
+  get state() {
+    return this._state;
+  }
+
+  /** The rooms this client is in or will re-join on reconnection. */
+  get rooms() {
+    return [...this._rooms];
+  }
+
+  /**
+   * Adds a listener. Events: `open` ({user, conn, reconnected}) once the
+   * welcome has arrived and every room is re-joined; `message` ({room, from,
+   * data}; binary publishes give {room, data: Uint8Array, binary: true});
+   * `direct` ({from, data}); `close` ({code, reason, willReconnect, delayMs,
+   * attempt}) whenever a socket closes or an attempt fails; `error`
+   * (a RoomcastError not tied to a request).
+   * @param {'open' | 'message' | 'direct' | 'close' | 'error'} event
+   * @param {Function} fn
+   * @returns {() => void} a function that removes the listener
+   */
+  on(event, fn) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(fn);
+    return () => this.off(event, fn);
+  }
+
+  /**
+   * Removes a listener added with `on`.
+   * @param {string} event
+   * @param {Function} fn
+   */
+  off(event, fn) {
+    this._listeners.get(event)?.delete(fn);
+  }
+
+  /**
+   * Joins a room, now and after every reconnection. Resolves when the
+   * server acks the join (if offline, on the next connection); rejects with
+   * the server's error (`invalid_room`, `forbidden`, `too_large`), and then
+   * the room is forgotten.
+   * @param {string} room
+   * @returns {Promise<void>}
+   */
+  join(room) {
+    if (this._state === 'closed') return Promise.reject(this._closeReason);
+    this._rooms.add(room);
+    return new Promise((resolve, reject) => {
+      if (!this._joinWaiters.has(room)) this._joinWaiters.set(room, []);
+      this._joinWaiters.get(room).push({ resolve, reject });
+      if (this._welcomed) this._sendJoin(room);
+    });
+  }
+
+  /**
+   * Leaves a room (leaving one you are not in is fine). A join of it still
+   * waiting for a connection is rejected with `cancelled`.
+   * @param {string} room
+   * @returns {Promise<void>} resolved by the server's ack, or at once when offline
+   */
+  leave(room) {
+    if (this._state === 'closed') return Promise.reject(this._closeReason);
+    this._rooms.delete(room);
+    this._settleJoin(room, new RoomcastError('cancelled', `join of room "${room}" cancelled by leave()`));
+    if (!this._welcomed) return Promise.resolve();
+    return this._request(JSON.stringify({ op: 'leave', room })).catch((err) => {
+      // A lost connection leaves every room anyway.
+      if (err.code !== 'disconnected') throw err;
+    });
+  }
+
+  /**
+   * Publishes `data` (any JSON value) to every member of `room`. While
+   * offline it is queued (up to `maxQueue`) and sent after reconnection.
+   * @param {string} room
+   * @param {*} data
+   * @returns {Promise<void>} resolved by the server's ack; rejected with its
+   *   error code, `queue_full`, or `disconnected` when the connection was lost
+   *   before the ack (the message may or may not have been delivered).
+   */
+  publish(room, data) {
+    return this._data({ op: 'publish', room, data }, `room "${room}"`);
+  }
+
+  /**
+   * Sends `data` (any JSON value) to every connection of `user`. Queued
+   * while offline like `publish`. A user with no connection is acked too.
+   * @param {string} user
+   * @param {*} data
+   * @returns {Promise<void>}
+   */
+  send(user, data) {
+    return this._data({ op: 'send', user, data }, `user "${user}"`);
+  }
+
+  /**
+   * Closes the connection for good: no reconnection; every request still
+   * waiting is rejected with `closed`.
+   * @param {number} [code=1000] 1000 or 3000-4999 (what browsers allow)
+   * @param {string} [reason]
+   */
+  close(code = 1000, reason = 'client closed') {
+    if (this._state === 'closed') return;
+    const ws = this._ws;
+    this._shutdown(code, reason, 'the client was closed');
+    if (ws) ws.close(code, reason);
+  }
+
+  // -- connecting -----------------------------------------------------------
+
+  async _connect() {
+    this._retryTimer = null;
+    this._state = 'connecting';
+    let token;
+    try {
+      token = await this._nextToken();
+    } catch (err) {
+      if (this._state === 'closed') return;
+      this._emit('error', new RoomcastError('token', `roomcast: the token function failed: ${err?.message ?? err}`));
+      this._retry(1006, 'no token');
+      return;
+    }
+    if (this._state === 'closed') return;
+    this._token = token;
+    let ws;
+    try {
+      ws = new this._WebSocket(withToken(this._url, token));
+    } catch (err) {
+      this._emit('error', new RoomcastError('connect', `roomcast: cannot open ${this._url}: ${err?.message ?? err}`));
+      this._retry(1006, 'cannot open');
+      return;
+    }
+    this._ws = ws;
+    ws.binaryType = 'arraybuffer';
+    // Every handler checks that its socket is still the current one.
+    ws.onmessage = (ev) => ws === this._ws && this._onFrame(ev.data);
+    ws.onclose = (ev) => ws === this._ws && this._onSocketClosed(ev.code, ev.reason);
+    ws.onerror = () => {}; // a close event follows with what little there is to know
+    this._lastFrameAt = Date.now();
+    this._probed = false;
+    this._armHeartbeat(this._heartbeatMs());
+  }
+
+  async _nextToken() {
+    const { token } = this._opts;
+    if (this._freshToken !== undefined) {
+      const fresh = this._freshToken;
+      this._freshToken = undefined;
+      return fresh;
+    }
+    return typeof token === 'function' ? await token() : token;
+  }
+
+  _onFrame(data) {
+    this._lastFrameAt = Date.now();
+    this._probed = false;
+    if (typeof data !== 'string') {
+      this._onBinary(data);
+      return;
+    }
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      const err = new RoomcastError('bad_frame', `roomcast: the server sent invalid JSON: ${data.slice(0, 100)}`);
+      this._emit('error', err);
+      return;
+    }
+    switch (msg?.op) {
+      case 'welcome':
+        this._onWelcome(msg);
+        break;
+      case 'ack':
+        this._settle(msg.id, null);
+        break;
+      case 'error': {
+        const err = new RoomcastError(msg.code, `roomcast: ${msg.code}: ${msg.message}`);
+        if (msg.id === undefined || !this._pending.has(msg.id)) this._emit('error', err);
+        else this._settle(msg.id, err);
+        break;
+      }
+      case 'message':
+        this._emit('message', { room: msg.room, from: msg.from, data: msg.data });
+        break;
+      case 'direct':
+        this._emit('direct', { from: msg.from, data: msg.data });
+        break;
+      default: // ops of a newer server are ignored
+    }
+  }
+
+  _onBinary(data) {
+    if (!(data instanceof ArrayBuffer) && !ArrayBuffer.isView(data)) return;
+    const bytes =
+      data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const n = bytes[0] ?? 0;
+    const room = new TextDecoder().decode(bytes.subarray(1, 1 + n));
+    this._emit('message', { room, data: bytes.slice(1 + n), binary: true });
+  }
+
+  _onWelcome(msg) {
+    const ws = this._ws;
+    this.user = msg.user;
+    this.connId = msg.conn;
+    this._welcomed = true;
+    this._attempt = 0;
+    // Re-join every room, then send what was queued, then announce.
+    Promise.all([...this._rooms].map((room) => this._sendJoin(room))).then(() => {
+      if (ws !== this._ws || this._state === 'closed') return;
+      this._state = 'open';
+      const queued = this._queue.splice(0);
+      for (const q of queued) this._request(q.body).then(q.resolve, q.reject);
+      const reconnected = this._opened;
+      this._opened = true;
+      this._emit('open', { user: this.user, conn: this.connId, reconnected });
+    });
+  }
+
+  // Sends a join; always resolves (the outcome goes to the room's waiters).
+  _sendJoin(room) {
+    return this._request(JSON.stringify({ op: 'join', room })).then(
+      () => this._settleJoin(room, null),
+      (err) => {
+        // Lost connection: the waiters wait for the next one. Closed: already rejected.
+        if (err.code === 'disconnected' || this._state === 'closed') return;
+        this._rooms.delete(room);
+        // A failed re-join has no caller to reject: tell the 'error' listeners.
+        if (!this._settleJoin(room, err)) this._emit('error', err);
+      },
+    );
+  }
+
+  // Settles the room's waiting join promises; false if there were none.
+  _settleJoin(room, err) {
+    const waiters = this._joinWaiters.get(room) ?? [];
+    this._joinWaiters.delete(room);
+    for (const w of waiters) (err ? w.reject(err) : w.resolve());
+    return waiters.length > 0;
+  }
+
+  // -- closing and reconnecting ---------------------------------------------
+
+  _onSocketClosed(code, reason) {
+    this._state = 'reconnecting';
+    this._dropSocket(
+      new RoomcastError('disconnected', 'roomcast: the connection was lost before the server acknowledged the request'),
+    );
+    if (code === 4001) {
+      this._onUnauthorized(reason);
+      return;
+    }
+    this._retry(code, reason);
+  }
+
+  // Forgets the current socket and rejects what was in flight on it.
+  _dropSocket(err) {
+    clearTimeout(this._heartbeatTimer);
+    this._ws = null;
+    this._welcomed = false;
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const p of pending) p.reject(err);
+  }
+
+  async _onUnauthorized(reason) {
+    const refused = this._token;
+    const stop = () => this._shutdown(4001, reason, 'the server refused the token (4001)', 'unauthorized');
+    if (typeof this._opts.token !== 'function') return stop();
+    let fresh;
+    try {
+      fresh = await this._opts.token();
+    } catch (err) {
+      if (this._state === 'closed') return;
+      this._emit('error', new RoomcastError('token', `roomcast: the token function failed: ${err?.message ?? err}`));
+      return stop();
+    }
+    if (this._state === 'closed') return;
+    if (!fresh || fresh === refused) return stop();
+    this._freshToken = fresh;
+    this._retry(4001, reason);
+  }
+
+  _retry(code, reason) {
+    if (this._attempt >= this._opts.maxReconnectAttempts) {
+      this._shutdown(code, reason, `gave up after ${this._attempt} reconnection attempts`);
+      return;
+    }
+    const delayMs = backoffDelay(this._attempt, this._opts.backoffBaseMs, this._opts.backoffCapMs);
+    this._attempt += 1;
+    this._state = 'reconnecting';
+    this._emit('close', { code, reason, willReconnect: true, delayMs, attempt: this._attempt });
+    this._retryTimer = setTimeout(() => this._connect(), delayMs);
+  }
+
+  // Ends for good: rejects everything that waits and emits the last close.
+  _shutdown(code, reason, why, errCode = 'closed') {
+    this._state = 'closed';
+    clearTimeout(this._retryTimer);
+    const err = new RoomcastError(errCode, `roomcast: closed: ${why}`);
+    this._closeReason = err;
+    this._dropSocket(err);
+    for (const q of this._queue.splice(0)) q.reject(err);
+    for (const room of [...this._joinWaiters.keys()]) this._settleJoin(room, err);
+    this._emit('close', { code, reason, willReconnect: false });
+  }
+
+  // -- heartbeat ------------------------------------------------------------
+
+  _heartbeatMs() {
+    return this._opts.heartbeatSecs * 1000;
+  }
+
+  _armHeartbeat(ms) {
+    clearTimeout(this._heartbeatTimer);
+    this._heartbeatTimer = setTimeout(() => this._checkHeartbeat(), ms);
+  }
+
+  // After one interval of silence, asks the server for an answer (browsers
+  // hide its pings); after two, the connection is presumed dead.
+  _checkHeartbeat() {
+    const interval = this._heartbeatMs();
+    const idle = Date.now() - this._lastFrameAt;
+    if (idle >= 2 * interval) {
+      const ws = this._ws;
+      this._onSocketClosed(1006, `no frame from the server for ${Math.round(idle / 1000)} s`);
+      ws.close(4000, 'heartbeat timeout');
+      return;
+    }
+    if (idle >= interval && !this._probed && this._welcomed) {
+      this._probed = true;
+      // An invalid room: answered with an error, changes nothing.
+      this._request(JSON.stringify({ op: 'leave', room: '' })).catch(() => {});
+    }
+    this._armHeartbeat((idle >= interval ? 2 : 1) * interval - idle);
+  }
+
+  // -- requests -------------------------------------------------------------
+
+  _data(msg, target) {
+    if (this._state === 'closed') return Promise.reject(this._closeReason);
+    let body;
+    try {
+      if (msg.data === undefined) throw new Error('data is undefined');
+      body = JSON.stringify(msg);
+    } catch (err) {
+      return Promise.reject(new RoomcastError('bad_data', `roomcast: data for ${target} is not JSON: ${err.message}`));
+    }
+    if (this._state === 'open') return this._request(body);
+    if (this._queue.length >= this._opts.maxQueue) {
+      const why = `offline queue full (${this._opts.maxQueue} messages); ${msg.op} to ${target} dropped`;
+      return Promise.reject(new RoomcastError('queue_full', `roomcast: ${why}`));
+    }
+    return new Promise((resolve, reject) => this._queue.push({ body, resolve, reject }));
+  }
+
+  // Sends a JSON object (as text) with a fresh id; settled by its ack or error.
+  _request(body) {
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      this._pending.set(id, { resolve, reject });
+      this._ws.send(`${body.slice(0, -1)},"id":${id}}`);
+    });
+  }
+
+  _settle(id, err) {
+    const p = this._pending.get(id);
+    if (!p) return;
+    this._pending.delete(id);
+    if (err) p.reject(err);
+    else p.resolve();
+  }
+
+  // -- events ---------------------------------------------------------------
+
+  _emit(event, arg) {
+    for (const fn of [...(this._listeners.get(event) ?? [])]) {
+      try {
+        fn(arg);
+      } catch (err) {
+        // A throwing listener must not break the connection: report it apart
+        // (as EventTarget does: window.onerror in browsers, uncaughtException in Node).
+        if (typeof globalThis.reportError === 'function') globalThis.reportError(err);
+        else
+          queueMicrotask(() => {
+            throw err;
+          });
+      }
+    }
+  }
+}
+
+function resolveUrl(url) {
+  const u = new URL(url, globalThis.location?.href);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  else if (u.protocol === 'https:') u.protocol = 'wss:';
+  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') {
+    throw new TypeError(`roomcast: not a WebSocket URL: ${url}`);
+  }
+  return u.href;
+}
+
+function withToken(url, token) {
+  if (token === undefined || token === null || token === '') return url;
+  const u = new URL(url);
+  u.searchParams.set('token', String(token));
+  return u.href;
+}
