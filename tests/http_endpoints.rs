@@ -31,7 +31,8 @@ fn the_client_and_the_demo_are_served_from_the_binary() {
         "GET /client.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 200);
-    assert!(head.contains("application/javascript"), "{head}");
+    assert!(head.contains("text/javascript"), "{head}");
+    assert!(head.contains("Access-Control-Allow-Origin: *"), "{head}");
     assert_eq!(body, include_str!("../clients/js/roomcast.js"));
     let (status, _, body) = http(&server, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 200, "the demo is on in dev mode");

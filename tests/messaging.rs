@@ -100,8 +100,10 @@ fn every_error_code_and_the_connection_stays_open() {
         assert_eq!(e.get("id").and_then(|v| v.as_u64()), id, "{text} -> {e}");
         assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    // Still usable after all of that.
+    // Still usable after all of that; and the keepalive op.
     join_room(&mut ws, "fine", 99);
+    send_json(&mut ws, json!({"op":"ping","id":100}));
+    assert_eq!(recv_json(&mut ws), json!({"op":"ack","id":100}));
 }
 
 #[test]

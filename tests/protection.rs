@@ -19,6 +19,10 @@ fn messages_over_the_rate_are_refused_and_counted() {
     let replies: Vec<serde_json::Value> = (0..10).map(|_| recv_json(&mut ws)).collect();
     let acks = replies.iter().filter(|r| r["op"] == "ack").count();
     let limited = replies.iter().filter(|r| r["code"] == "rate_limited").count();
+    // Every reply names its request: refused ones too.
+    let mut ids: Vec<u64> = replies.iter().map(|r| r["id"].as_u64().expect("an id")).collect();
+    ids.sort();
+    assert_eq!(ids, (0..10).collect::<Vec<u64>>());
     // One token may refill while the burst is being sent.
     assert!((5..=6).contains(&acks), "{replies:?}");
     assert_eq!(acks + limited, 10, "{replies:?}");

@@ -428,8 +428,8 @@ export class Roomcast {
     }
     if (idle >= interval && !this._probed && this._welcomed) {
       this._probed = true;
-      // An invalid room: answered with an error, changes nothing.
-      this._request(JSON.stringify({ op: 'leave', room: '' })).catch(() => {});
+      // The protocol's keepalive: acked, changes nothing.
+      this._request(JSON.stringify({ op: 'ping' })).catch(() => {});
     }
     this._armHeartbeat((idle >= interval ? 2 : 1) * interval - idle);
   }

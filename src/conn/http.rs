@@ -150,7 +150,7 @@ impl Conn {
                     self.linger(ctx, true);
                 }
             }
-            Route::ClientJs => self.asset(ctx, "application/javascript; charset=utf-8", assets::CLIENT_JS, close),
+            Route::ClientJs => self.asset(ctx, "text/javascript; charset=utf-8", assets::CLIENT_JS, close),
             Route::Demo if ctx.config.demo => self.asset(ctx, "text/html; charset=utf-8", assets::DEMO_HTML, close),
             _ => self.respond(ctx, "404 Not Found", "not found\n", close),
         }
@@ -195,10 +195,11 @@ impl Conn {
         self.respond_json(ctx, "200 OK", format!("{{\"published\":{published}}}"), close, &[]);
     }
 
-    /// Queues an embedded file.
+    /// Queues an embedded file. Any origin may load it: it is public code,
+    /// and pages on other origins import the client as a module.
     fn asset(&mut self, ctx: &Ctx<'_>, content_type: &str, body: &str, close: bool) {
         ctx.metrics.http_response("200");
-        let extra = [("Cache-Control", "no-cache")];
+        let extra = [("Cache-Control", "no-cache"), ("Access-Control-Allow-Origin", "*")];
         self.queue(response::response(
             "200 OK",
             content_type,

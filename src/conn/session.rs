@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::auth::{Principal, RoomPolicy};
 use crate::limits::{Admit, RateLimiter};
 use crate::metrics::DropReason;
-use crate::protocol::{binary, frames, ErrorCode, Op, OpError, Request};
+use crate::protocol::{binary, frames, span, ErrorCode, Op, OpError, Request};
 use crate::rooms::{valid_room, Topic};
 use crate::ws::CloseCode;
 
@@ -63,7 +63,7 @@ impl Session {
     }
 
     /// Charges one inbound message to the rate limit; `false` if it must be dropped.
-    fn admit(&mut self, ctx: &mut Ctx<'_>) -> bool {
+    fn admit(&mut self, ctx: &mut Ctx<'_>, payload: &[u8]) -> bool {
         ctx.metrics.messages_received.add(1);
         match self
             .limiter
@@ -72,11 +72,11 @@ impl Session {
             Admit::Yes => true,
             Admit::Reject => {
                 ctx.metrics.drop(DropReason::RateLimited);
-                ctx.actions.push(fail(
-                    None,
-                    ErrorCode::RateLimited,
-                    "rate limit exceeded; message dropped",
-                ));
+                // The message is not parsed (that is the work being refused),
+                // but its id is cheap to find so the client knows which one.
+                let id = span::request_id(payload);
+                let message = "rate limit exceeded; message dropped";
+                ctx.actions.push(fail(id, ErrorCode::RateLimited, message));
                 false
             }
             Admit::Flood => {
@@ -92,7 +92,7 @@ impl Session {
 
     /// Handles one text message (a JSON op).
     pub fn on_text(&mut self, ctx: &mut Ctx<'_>, payload: &[u8]) -> ControlFlow<()> {
-        if !self.admit(ctx) {
+        if !self.admit(ctx, payload) {
             return ControlFlow::Continue(());
         }
         // The parser lives in the context; lend it out for the call.
@@ -110,7 +110,7 @@ impl Session {
     /// Handles one binary message: `[u8 n][n bytes room][payload]`, fanned
     /// out unchanged, header included.
     pub fn on_binary(&mut self, ctx: &mut Ctx<'_>, payload: &[u8]) -> ControlFlow<()> {
-        if !self.admit(ctx) {
+        if !self.admit(ctx, payload) {
             return ControlFlow::Continue(());
         }
         let action = match binary::room_of(payload) {
@@ -190,6 +190,7 @@ impl Session {
                 }
             }
             Op::Refresh { token } => return self.refresh(ctx, id, token),
+            Op::Ping => return id.map(|id| Action::Reply(frames::ack(id))),
         };
         Some(action)
     }

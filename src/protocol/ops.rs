@@ -40,6 +40,9 @@ pub enum Op<'a> {
         /// Where the raw `data` value sits in the original payload.
         data: Range<usize>,
     },
+    /// Ask for an ack and nothing else: an application-level keepalive for
+    /// clients (browsers) that cannot see WebSocket pings.
+    Ping,
     /// Replace the connection's token with a newer one for the same user.
     Refresh {
         /// The new JWT.
@@ -151,6 +154,7 @@ impl Parser {
             "refresh" => Op::Refresh {
                 token: str_field(&value, "token", id)?,
             },
+            "ping" => Op::Ping,
             _ => return Err(OpError::new(id, ErrorCode::UnknownOp, "unknown op")),
         };
         Ok(f(Request { id, op }))
@@ -195,6 +199,15 @@ mod tests {
         .unwrap();
         p.parse(br#"{"op":"refresh","token":"t"}"#, |r| {
             assert_eq!(r.op, Op::Refresh { token: "t" })
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn ping_is_an_op() {
+        let mut p = Parser::new();
+        p.parse(br#"{"op":"ping","id":5}"#, |r| {
+            assert_eq!((r.op, r.id), (Op::Ping, Some(5)))
         })
         .unwrap();
     }

@@ -73,6 +73,9 @@ fn skip_value(b: &[u8], i: usize) -> usize {
 
 /// Whether the JSON string literal `lit` (quotes included) decodes to `key`.
 fn key_is(lit: &[u8], key: &str) -> bool {
+    if lit.len() < 2 {
+        return false; // An unterminated string at the end of the input.
+    }
     let inner = &lit[1..lit.len() - 1];
     if !inner.contains(&b'\\') {
         return inner == key.as_bytes();
@@ -116,6 +119,18 @@ pub fn field(json: &[u8], key: &str) -> Result<Option<Range<usize>>, DuplicateKe
     }
 }
 
+/// The `id` of a request that was not parsed (e.g. refused by the rate
+/// limit), if the text looks like an object with a plain integer `id`.
+/// Works on any bytes: invalid JSON simply yields `None`.
+pub fn request_id(text: &[u8]) -> Option<u64> {
+    let range = field(text, "id").ok()??;
+    let raw = text.get(range)?;
+    if raw.is_empty() || raw.len() > 20 || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +160,20 @@ mod tests {
     #[test]
     fn escaped_keys_are_decoded() {
         assert_eq!(data_of(r#"{"d\u0061ta":"x"}"#), Some(r#""x""#));
+    }
+
+    #[test]
+    fn request_ids_are_found_without_parsing() {
+        assert_eq!(
+            request_id(br#"{"op":"publish","room":"r","data":{"id":9},"id":42}"#),
+            Some(42)
+        );
+        assert_eq!(request_id(br#"{"op":"join"}"#), None);
+        assert_eq!(request_id(br#"{"id":"x"}"#), None);
+        assert_eq!(request_id(br#"{"id":-1}"#), None);
+        for junk in [&b"{"[..], b"{\"", b"{\"id", b"{\"id\":", b"\"", b"{\"a\":[", b"[1"] {
+            assert_eq!(request_id(junk), None);
+        }
     }
 
     #[test]
