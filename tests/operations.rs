@@ -244,9 +244,11 @@ fn print_config_round_trips_through_config() {
 #[test]
 fn scraping_with_5000_connections_open_is_fast() {
     let server = Server::start(&["--shards", "2"]);
-    // Connect from 10 threads: on this loopback an occasional SYN is dropped
-    // and retried after 1 s, and in parallel those waits overlap.
+    // Connect from 10 threads at once, like a reconnect storm: the accept
+    // backlog must absorb it (with the default 128 this took ~10 s of SYN
+    // retries instead of well under one).
     let addr = server.addr;
+    let connecting = Instant::now();
     let workers: Vec<_> = (0..10)
         .map(|_| {
             std::thread::spawn(move || {
@@ -274,6 +276,10 @@ fn scraping_with_5000_connections_open_is_fast() {
     let start = Instant::now();
     let (status, body) = get(&server, "/metrics");
     let took = start.elapsed();
+    assert!(
+        connecting.elapsed() < Duration::from_secs(5),
+        "a connection storm stalled"
+    );
     assert_eq!(status, 200);
     assert!(body.contains("roomcast_connections 5000"));
     assert!(took < Duration::from_millis(250), "scrape took {took:?}");

@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::TcpListener;
 use mio::Waker;
 
 use crate::auth::Authenticator;
@@ -87,7 +86,7 @@ impl Node {
             }
             None => None,
         };
-        let listener = TcpListener::bind(config.listen)?;
+        let listener = crate::net::listener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
         let registry = Registry::new(config.shards);
         let open = Arc::new(AtomicUsize::new(0));
