@@ -118,13 +118,17 @@ def main():
     ap.add_argument("--scenarios", default=" ".join(SCENARIOS))
     ap.add_argument("--peers", default=os.path.join(ROOT, "..", "shared", "peers"))
     ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
-    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--no-build", action="store_true", help="use already built binaries and peers")
+    ap.add_argument("--peers-in-place", action="store_true",
+                    help="use --peers as is (a writable, already built copy) instead of copying it")
     a = ap.parse_args()
     targets = a.targets.split()
     scenarios = a.scenarios.split()
     work = tempfile.mkdtemp(prefix="roomcast-peers-")
-    peers_dir = os.path.join(work, "peers")
-    shutil.copytree(a.peers, peers_dir)  # shared/ is read-only where CI runs
+    peers_dir = a.peers
+    if not a.peers_in_place:
+        peers_dir = os.path.join(work, "peers")
+        shutil.copytree(a.peers, peers_dir)  # shared/ is read-only where CI runs
     if not a.no_build:
         build(peers_dir, targets)
     results = {}

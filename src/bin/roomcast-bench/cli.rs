@@ -60,6 +60,10 @@ enum Scenario {
         /// Seconds allowed to connect, and again to confirm joins.
         #[arg(long, default_value_t = 10.0)]
         join_timeout: f64,
+        /// Connect the publishers here instead of --url (another node of a
+        /// cluster: cross-node delivery).
+        #[arg(long)]
+        pub_url: Option<String>,
     },
     /// Open N connections, hold them, report the server's memory per connection.
     Conns {
@@ -160,6 +164,7 @@ impl Cli {
                 secs: d,
                 window,
                 join_timeout,
+                pub_url,
             } => {
                 if pubs > usize::from(u16::MAX) {
                     return Err("--pubs must be at most 65535".into());
@@ -173,6 +178,10 @@ impl Cli {
                     secs: secs("secs", d)?.as_secs_f64(),
                     window: positive("window", window as usize)? as u64,
                     join_timeout: secs("join-timeout", join_timeout)?,
+                    pub_target: match pub_url {
+                        Some(u) => Some(Target::parse(&u, common.token.as_deref())?),
+                        None => None,
+                    },
                 };
                 Command::Fanout(target(&common)?, cfg)
             }

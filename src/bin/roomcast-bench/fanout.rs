@@ -48,6 +48,8 @@ pub struct Config {
     pub window: u64,
     /// Limit for connecting, and again for confirming joins.
     pub join_timeout: Duration,
+    /// Where publishers connect, if not to the subscribers' server.
+    pub pub_target: Option<Target>,
 }
 
 /// Where the run is; decides whether a connection's end is an error.
@@ -216,7 +218,11 @@ pub fn run(target: Target, cfg: &Config) -> Result<Report, String> {
     let mut started = 0;
     while st.open + st.failed < total {
         while started < total && started - (st.open + st.failed) < MAX_CONNECTING {
-            match pool.connect(started) {
+            let connected = match (&cfg.pub_target, started >= cfg.subs) {
+                (Some(t), true) => pool.connect_to(started, t),
+                _ => pool.connect(started),
+            };
+            match connected {
                 Ok(key) if started >= cfg.subs => pubs[started - cfg.subs].key = key,
                 Ok(_) => {}
                 Err(e) => {

@@ -53,9 +53,15 @@ impl Pool {
 
     /// Starts a connection carrying `tag`; returns its key.
     pub fn connect(&mut self, tag: usize) -> io::Result<usize> {
+        let target = self.target.clone();
+        self.connect_to(tag, &target)
+    }
+
+    /// Starts a connection carrying `tag` to another server than the pool's.
+    pub fn connect_to(&mut self, tag: usize, target: &Target) -> io::Result<usize> {
         let entry = self.clients.vacant_entry();
         let key = entry.key();
-        let mut client = Client::connect(self.target.addr, &self.target.host, &self.target.path, tag)?;
+        let mut client = Client::connect(target.addr, &target.host, &target.path, tag)?;
         self.poll
             .registry()
             .register(client.stream_mut(), Token(key), Interest::READABLE | Interest::WRITABLE)?;
