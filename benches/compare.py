@@ -94,7 +94,7 @@ SCENARIOS = {
     "fanout_100x10": ("fan-out, 100 subscribers, 10 publishers (deliveries/s)", "deliveries_per_s",
                       lambda url, secs, pid: ["fanout", "--url", url, "--subs", "100", "--pubs", "10",
                                               "--rooms", "1", "--size", "64", "--rate", "0", "--secs", str(secs)]),
-    "idle_10000": ("10 000 idle connections in a room, server RSS per connection (bytes)", "rss_per_conn_bytes",
+    "idle_10000": ("10 000 idle connections in a room, server RSS per connection", "rss_per_conn_bytes",
                    lambda url, secs, pid: ["conns", "--url", url, "--n", "10000", "--hold", "2",
                                            "--room", "idle", "--pid", str(pid)]),
 }
