@@ -127,12 +127,8 @@ pub fn run(target: Target, cfg: &Config) -> Result<Report, String> {
     let rss_held = rss(cfg.pid);
 
     st.phase = Phase::Closing;
-    pool.close_all();
-    let close_end = Instant::now() + CLOSE_WAIT;
-    while pool.len() > 0 && Instant::now() < close_end {
-        pool.turn(Some(Duration::from_millis(10)), |_, tag, ev, w| st.on(tag, ev, w))
-            .map_err(io_err)?;
-    }
+    pool.close_within(CLOSE_WAIT, |_, tag, ev, w| st.on(tag, ev, w))
+        .map_err(io_err)?;
 
     let mut r = Report::new("conns");
     r.int("n", cfg.n as u64)

@@ -121,6 +121,20 @@ impl Pool {
         self.clients.try_remove(key);
     }
 
+    /// Starts the close handshake on every connection and keeps turning
+    /// until all are gone or `within` passes (a run's polite goodbye).
+    pub fn close_within<F>(&mut self, within: Duration, mut f: F) -> io::Result<()>
+    where
+        F: FnMut(usize, usize, Event<'_>, &mut Writer<'_>),
+    {
+        self.close_all();
+        let end = Instant::now() + within;
+        while self.len() > 0 && Instant::now() < end {
+            self.turn(Some(Duration::from_millis(5)), &mut f)?;
+        }
+        Ok(())
+    }
+
     /// One loop turn: flush, wait up to `timeout`, dispatch. `f` gets each
     /// connection's key, tag, event and a writer for replies on that connection.
     pub fn turn<F>(&mut self, timeout: Option<Duration>, mut f: F) -> io::Result<()>

@@ -225,12 +225,8 @@ pub fn run(target: Target, cfg: &Config) -> Result<Report, String> {
     let secs = (pool.io.now_ns() - t0) as f64 / 1e9;
 
     st.phase = Phase::Closing;
-    pool.close_all();
-    let close_end = Instant::now() + CLOSE_WAIT;
-    while pool.len() > 0 && Instant::now() < close_end {
-        pool.turn(Some(Duration::from_millis(5)), |_, tag, ev, w| st.on(tag, ev, w))
-            .map_err(io_err)?;
-    }
+    pool.close_within(CLOSE_WAIT, |_, tag, ev, w| st.on(tag, ev, w))
+        .map_err(io_err)?;
 
     let mut r = Report::new("rtt");
     r.int("clients", n as u64)
