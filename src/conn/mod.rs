@@ -402,6 +402,7 @@ impl Conn {
 
     /// The periodic sweep: timeouts and heartbeats.
     pub fn tick(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        self.outbox.trim();
         match self.phase {
             Phase::Http { .. } => {
                 if ctx.now >= self.deadline {

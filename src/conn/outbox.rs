@@ -12,6 +12,8 @@ use bytes::{Buf, Bytes};
 
 /// Frames passed to one `writev`; Linux accepts up to 1024 (IOV_MAX).
 const MAX_IOVECS: usize = 64;
+/// Ring capacity an idle connection may keep.
+const KEEP_FRAMES: usize = 16;
 
 /// Outgoing frames of one connection.
 #[derive(Debug, Default)]
@@ -52,6 +54,16 @@ impl Outbox {
         self.bytes = 0;
     }
 
+    /// Releases a ring that a burst grew, once it is empty. Called from the
+    /// shard's periodic sweep, not after every flush: a busy connection keeps
+    /// its capacity (regrowing it each loop turn showed up as `realloc` in
+    /// the fan-out profile), an idle one gives it back within a sweep.
+    pub fn trim(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > KEEP_FRAMES {
+            self.frames = VecDeque::new();
+        }
+    }
+
     /// Writes until empty or `WouldBlock`. Other errors are returned as is.
     pub fn flush<W: Write>(&mut self, out: &mut W) -> io::Result<Flushed> {
         let mut written = 0;
@@ -72,10 +84,6 @@ impl Outbox {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-        }
-        if self.frames.is_empty() && self.frames.capacity() > 64 {
-            // A burst grew the ring; an idle connection should not keep it.
-            self.frames = VecDeque::new();
         }
         Ok(Flushed {
             written,
@@ -158,6 +166,24 @@ mod tests {
             }
         );
         assert_eq!(o.len_bytes(), 0);
+    }
+
+    #[test]
+    fn capacity_is_kept_while_busy_and_released_when_trimmed_idle() {
+        let mut o = Outbox::default();
+        for _ in 0..1000 {
+            o.push(Bytes::from_static(b"x"));
+        }
+        let mut w = Trickle {
+            got: vec![],
+            cap: usize::MAX,
+            calls: 0,
+            budget: usize::MAX,
+        };
+        o.flush(&mut w).unwrap();
+        assert!(o.frames.capacity() >= 1000, "kept for the next burst");
+        o.trim();
+        assert_eq!(o.frames.capacity(), 0);
     }
 
     #[test]
