@@ -144,3 +144,16 @@ fn metrics_are_prometheus_text() {
     assert!(body.contains("# TYPE roomcast_connections gauge"));
     assert!(body.contains("roomcast_shard_connections{shard=\"1\"} 0"));
 }
+
+#[test]
+fn probes_answer_get_only() {
+    let server = Server::start(&[]);
+    for method in ["HEAD", "POST", "DELETE"] {
+        let (status, head, _) = http(
+            &server,
+            &format!("{method} /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(status, 405, "{method}: {head}");
+        assert!(head.contains("Allow: GET"), "{head}");
+    }
+}

@@ -116,7 +116,8 @@ impl Conn {
             self.api_publish(ctx, &req, body, close);
             return if close { Served::Close } else { Served::KeepAlive };
         }
-        if req.method != "GET" && req.method != "HEAD" && !matches!(route, Route::NotFound | Route::ApiPublish) {
+        // HEAD is refused rather than answered with a body it must not carry.
+        if req.method != "GET" && !matches!(route, Route::NotFound | Route::ApiPublish) {
             ctx.metrics.http_response("405");
             let body = b"method not allowed\n";
             self.queue(response::response(
