@@ -10,6 +10,8 @@
 //!  shard::Shard (one thread each): mio::Poll + Slab<conn::Conn>
 //!        conn::Conn: HTTP head (http::) ─▶ upgrade (ws::handshake)
 //!                    ─▶ frames (ws::Decoder) ─▶ endpoint ─▶ conn::outbox (writev)
+//!        shards ◀──(Interest/Confirm, Deliver batches)──▶ shards
+//!        shards ◀──────────────▶ cluster:: (two Redis link threads) ◀──▶ Redis
 //! ```
 //!
 //! - [`config`]: flags, environment and TOML resolved into a [`config::Config`].
@@ -24,6 +26,7 @@
 //! - [`protocol`]: client ops in, server frames out (encoded once).
 //! - [`rooms`]: room naming and each shard's topic index.
 //! - [`limits`]: per-connection rate limits.
+//! - [`cluster`]: the Redis link between nodes.
 //!
 //! `docs/architecture.md` tells the same story at length.
 
@@ -31,18 +34,18 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod protocol;
+pub mod rooms;
 pub mod shard;
 pub mod ws;
 
 pub use config::Config;
 pub use node::Node;
-pub mod cluster;
-pub mod limits;
-pub mod protocol;
-pub mod rooms;
