@@ -397,9 +397,9 @@ impl Subscriber {
     }
 
     fn on_interest(&mut self, msg: Interest) {
-        tracing::debug!(topic = ?msg.topic, on = msg.on, shard = msg.shard, up = self.link.as_ref().is_some_and(|l| l.connected), "redis link: interest");
         let name = super::channel(&self.prefix, &msg.topic);
         let up = self.link.as_ref().is_some_and(|l| l.connected);
+        tracing::debug!(topic = ?msg.topic, on = msg.on, shard = msg.shard, up, "redis link: interest");
         let bit = 1u64 << msg.shard;
         let mut out = Vec::new();
         let chan = self.chans.entry(name.clone()).or_insert_with(|| Chan {

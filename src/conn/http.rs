@@ -97,13 +97,25 @@ impl Conn {
         }
     }
 
-    /// Queues a plain response; `close` ends the connection after it.
-    fn respond(&mut self, ctx: &Ctx<'_>, status: &str, body: &str, close: bool) {
+    /// Queues a complete response, counts its status, and with `close`
+    /// ends the connection after it. Every plain HTTP answer goes through here.
+    fn send(&mut self, ctx: &Ctx<'_>, status: &str, bytes: bytes::Bytes, close: bool) {
         ctx.metrics.http_response(status);
-        self.queue(response::text(status, body, close));
+        self.queue(bytes);
         if close {
             self.linger(ctx, true);
         }
+    }
+
+    /// Queues a plain-text response.
+    fn respond(&mut self, ctx: &Ctx<'_>, status: &str, body: &str, close: bool) {
+        self.send(ctx, status, response::text(status, body, close), close);
+    }
+
+    /// Queues a JSON response.
+    fn respond_json(&mut self, ctx: &Ctx<'_>, status: &str, body: String, close: bool, extra: &[(&str, &str)]) {
+        let bytes = response::response(status, "application/json", body.as_bytes(), close, extra);
+        self.send(ctx, status, bytes, close);
     }
 
     fn serve_request(&mut self, ctx: &mut Ctx<'_>, req: Request, body: &[u8]) -> Served {
@@ -118,16 +130,14 @@ impl Conn {
         }
         // HEAD is refused rather than answered with a body it must not carry.
         if req.method != "GET" && !matches!(route, Route::NotFound | Route::ApiPublish) {
-            ctx.metrics.http_response("405");
+            let status = "405 Method Not Allowed";
             let body = b"method not allowed\n";
-            self.queue(response::response(
-                "405 Method Not Allowed",
-                "text/plain",
-                body,
+            self.send(
+                ctx,
+                status,
+                response::response(status, "text/plain", body, true, &[("Allow", "GET")]),
                 true,
-                &[("Allow", "GET")],
-            ));
-            self.linger(ctx, true);
+            );
             return Served::Close;
         }
         match route {
@@ -143,13 +153,14 @@ impl Conn {
                 _ => self.respond(ctx, "200 OK", "ready\n", close),
             },
             Route::Metrics => {
-                ctx.metrics.http_response("200");
                 let text = metrics::render(ctx.registry, ctx.link);
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
-                self.queue(response::response("200 OK", ct, text.as_bytes(), close, &[]));
-                if close {
-                    self.linger(ctx, true);
-                }
+                self.send(
+                    ctx,
+                    "200 OK",
+                    response::response("200 OK", ct, text.as_bytes(), close, &[]),
+                    close,
+                );
             }
             Route::ClientJs => self.asset(ctx, "text/javascript; charset=utf-8", assets::CLIENT_JS, close),
             Route::Demo if ctx.config.demo => self.asset(ctx, "text/html; charset=utf-8", assets::DEMO_HTML, close),
@@ -199,33 +210,13 @@ impl Conn {
     /// Queues an embedded file. Any origin may load it: it is public code,
     /// and pages on other origins import the client as a module.
     fn asset(&mut self, ctx: &Ctx<'_>, content_type: &str, body: &str, close: bool) {
-        ctx.metrics.http_response("200");
         let extra = [("Cache-Control", "no-cache"), ("Access-Control-Allow-Origin", "*")];
-        self.queue(response::response(
+        self.send(
+            ctx,
             "200 OK",
-            content_type,
-            body.as_bytes(),
+            response::response("200 OK", content_type, body.as_bytes(), close, &extra),
             close,
-            &extra,
-        ));
-        if close {
-            self.linger(ctx, true);
-        }
-    }
-
-    /// Queues a JSON response; `close` ends the connection after it.
-    fn respond_json(&mut self, ctx: &Ctx<'_>, status: &str, body: String, close: bool, extra: &[(&str, &str)]) {
-        ctx.metrics.http_response(status);
-        self.queue(response::response(
-            status,
-            "application/json",
-            body.as_bytes(),
-            close,
-            extra,
-        ));
-        if close {
-            self.linger(ctx, true);
-        }
+        );
     }
 
     fn upgrade(&mut self, ctx: &mut Ctx<'_>, route: Route, req: &Request) -> Served {
@@ -233,9 +224,7 @@ impl Conn {
             Ok(resp) => resp,
             Err(rejection) => {
                 tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, reason = rejection.reason, "upgrade refused");
-                ctx.metrics.http_response(rejection.status);
-                self.queue(rejection.response());
-                self.linger(ctx, true);
+                self.send(ctx, rejection.status, rejection.response(), true);
                 return Served::Close;
             }
         };

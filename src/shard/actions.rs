@@ -173,12 +173,7 @@ impl Shard {
                     self.dirty.push((slot, conn));
                 }
                 // The welcome may have replayed held input into new actions.
-                if !self.work.actions.is_empty() {
-                    let pending = std::mem::take(&mut self.work.actions);
-                    for action in pending {
-                        self.apply(slot, conn, action, now, unix);
-                    }
-                }
+                self.apply_actions(slot, now, unix);
                 self.settle(slot, conn, verdict, now, unix);
             }
         }
