@@ -22,6 +22,7 @@ fn publish(c: &mut Criterion) {
             let mut parser = Parser::new();
             let mut outboxes: Vec<Outbox> = (0..recipients).map(|_| Outbox::default()).collect();
             let mut sink = std::io::sink();
+            let mut stage = Vec::with_capacity(roomcast::conn::outbox::STAGE_BYTES);
             group.throughput(Throughput::Elements(recipients as u64));
             let id = BenchmarkId::new(format!("{recipients}_recipients"), size);
             group.bench_with_input(id, &size, |b, _| {
@@ -36,7 +37,7 @@ fn publish(c: &mut Criterion) {
                         outbox.push(frame.clone());
                     }
                     for outbox in outboxes.iter_mut() {
-                        black_box(outbox.flush(&mut sink).unwrap());
+                        black_box(outbox.flush(&mut sink, &mut stage).unwrap());
                     }
                 })
             });

@@ -50,6 +50,8 @@ pub struct Ctx<'a> {
     pub registry: &'a Registry,
     /// The shard's read buffer, shared by all its connections.
     pub scratch: &'a mut [u8],
+    /// The shard's staging buffer for writes (`Outbox::flush`).
+    pub stage: &'a mut Vec<u8>,
     /// Connections the node holds against `--max-connections`.
     pub open: &'a AtomicUsize,
     /// Seconds since the Unix epoch at this loop iteration (token expiry).
@@ -225,7 +227,7 @@ impl Conn {
         self.close_code = Some(CloseCode::SLOW_CONSUMER);
         self.outbox
             .push(frame::encode_close(CloseCode::SLOW_CONSUMER, "slow consumer"));
-        if let Ok(f) = self.outbox.flush(&mut self.stream) {
+        if let Ok(f) = self.outbox.flush(&mut self.stream, ctx.stage) {
             ctx.metrics.bytes_sent.add(f.written as u64);
         }
         tracing::info!(shard = ctx.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
@@ -350,7 +352,7 @@ impl Conn {
         if self.outbox.is_empty() && !matches!(self.phase, Phase::Linger { shut: false, .. }) {
             return Verdict::Keep;
         }
-        match self.outbox.flush(&mut self.stream) {
+        match self.outbox.flush(&mut self.stream, ctx.stage) {
             Ok(f) => ctx.metrics.bytes_sent.add(f.written as u64),
             Err(e) => return self.cut(ctx, &e),
         }

@@ -60,6 +60,7 @@ pub struct Shared {
 #[derive(Debug)]
 struct Work {
     scratch: Vec<u8>,
+    stage: Vec<u8>,
     parser: Parser,
     actions: Vec<Action>,
     names: String,
@@ -108,6 +109,7 @@ macro_rules! ctx {
             node_id: &$self.shared.node_id,
             shards: $self.out.shards(),
             scratch: &mut $self.work.scratch,
+            stage: &mut $self.work.stage,
             parser: &mut $self.work.parser,
             actions: &mut $self.work.actions,
             names: &mut $self.work.names,
@@ -141,6 +143,7 @@ impl Shard {
             link_state: None,
             work: Work {
                 scratch: vec![0; SCRATCH_BYTES],
+                stage: Vec::with_capacity(crate::conn::outbox::STAGE_BYTES),
                 parser: Parser::new(),
                 actions: Vec::new(),
                 names: String::new(),
