@@ -1,7 +1,8 @@
 //! The publish hot path: parse the client's op, encode the message frame
 //! once, queue it to N recipients' outboxes and flush each (into a sink, so
 //! no syscall is measured). Per-recipient cost must not grow with the
-//! payload: each recipient gets a refcount, not a copy.
+//! payload: each recipient gets a reference (the frame's index in the
+//! shard's turn), not a copy.
 //! Run: `cargo bench --bench publish`.
 
 use std::hint::black_box;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use roomcast::conn::outbox::Outbox;
+use roomcast::conn::turn::TurnFrames;
 use roomcast::protocol::{frames, Op, Parser};
 use roomcast::rooms::Topic;
 
@@ -23,6 +25,7 @@ fn publish(c: &mut Criterion) {
             let mut outboxes: Vec<Outbox> = (0..recipients).map(|_| Outbox::default()).collect();
             let mut sink = std::io::sink();
             let mut stage = Vec::with_capacity(roomcast::conn::outbox::STAGE_BYTES);
+            let mut turn = TurnFrames::default();
             group.throughput(Throughput::Elements(recipients as u64));
             let id = BenchmarkId::new(format!("{recipients}_recipients"), size);
             group.bench_with_input(id, &size, |b, _| {
@@ -33,12 +36,14 @@ fn publish(c: &mut Criterion) {
                             _ => unreachable!(),
                         })
                         .unwrap();
+                    let at = turn.push(&frame);
                     for outbox in outboxes.iter_mut() {
-                        outbox.push(frame.clone());
+                        outbox.push_turn(at, frame.len());
                     }
                     for outbox in outboxes.iter_mut() {
-                        black_box(outbox.flush(&mut sink, &mut stage).unwrap());
+                        black_box(outbox.flush(&mut sink, &mut stage, &turn).unwrap());
                     }
+                    turn.clear();
                 })
             });
         }

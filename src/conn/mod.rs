@@ -11,6 +11,7 @@ pub mod action;
 mod http;
 pub mod outbox;
 pub mod session;
+pub mod turn;
 mod ws;
 
 use std::io::{self, Read, Write};
@@ -31,6 +32,7 @@ use crate::ws::{frame, CloseCode, Decoder, OpCode};
 pub use action::Action;
 use outbox::Outbox;
 use session::Session;
+use turn::{TurnFrame, TurnFrames};
 
 /// Reads per readiness event before other connections get a turn; the
 /// shard comes back to this one on its next loop iteration.
@@ -52,6 +54,8 @@ pub struct Ctx<'a> {
     pub scratch: &'a mut [u8],
     /// The shard's staging buffer for writes (`Outbox::flush`).
     pub stage: &'a mut Vec<u8>,
+    /// The frames fanned out this turn, which outboxes queue by index.
+    pub turn: &'a TurnFrames,
     /// Connections the node holds against `--max-connections`.
     pub open: &'a AtomicUsize,
     /// Seconds since the Unix epoch at this loop iteration (token expiry).
@@ -173,17 +177,19 @@ impl Conn {
         }
     }
 
-    /// Queues a frame from someone else; `false` when it would take the
-    /// outbox past `cap`: the caller cuts this slow consumer.
+    /// Queues frame `at` of this turn (`len` bytes) from someone else;
+    /// `false` when it would take the outbox past `cap`: the caller cuts
+    /// this slow consumer. The caller also marks the connection dirty, so
+    /// that `flush_dirty` runs before the turn ends.
     #[inline]
-    pub fn push_foreign(&mut self, frame: Bytes, cap: usize) -> bool {
+    pub fn push_foreign(&mut self, at: TurnFrame, len: usize, cap: usize) -> bool {
         if !self.accepts_frames() {
             return true;
         }
-        if self.outbox.len_bytes() + frame.len() > cap {
+        if self.outbox.len_bytes() + len > cap {
             return false;
         }
-        self.outbox.push(frame);
+        self.outbox.push_turn(at, len);
         true
     }
 
@@ -193,10 +199,15 @@ impl Conn {
         !std::mem::replace(&mut self.dirty, true)
     }
 
-    /// Flushes a connection from the shard's dirty list.
+    /// Flushes a connection from the shard's dirty list at the end of the
+    /// turn; what is left keeps its frames past the turn.
     pub fn flush_dirty(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         self.dirty = false;
-        self.flush(ctx)
+        let verdict = self.flush(ctx);
+        if !self.outbox.is_empty() {
+            self.outbox.detach(ctx.turn);
+        }
+        verdict
     }
 
     /// Queues the welcome (the user topic is ready on every shard), resumes
@@ -227,7 +238,7 @@ impl Conn {
         self.close_code = Some(CloseCode::SLOW_CONSUMER);
         self.outbox
             .push(frame::encode_close(CloseCode::SLOW_CONSUMER, "slow consumer"));
-        if let Ok(f) = self.outbox.flush(&mut self.stream, ctx.stage) {
+        if let Ok(f) = self.outbox.flush(&mut self.stream, ctx.stage, ctx.turn) {
             ctx.metrics.bytes_sent.add(f.written as u64);
         }
         tracing::info!(shard = ctx.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
@@ -352,9 +363,16 @@ impl Conn {
         if self.outbox.is_empty() && !matches!(self.phase, Phase::Linger { shut: false, .. }) {
             return Verdict::Keep;
         }
-        match self.outbox.flush(&mut self.stream, ctx.stage) {
+        match self.outbox.flush(&mut self.stream, ctx.stage, ctx.turn) {
             Ok(f) => ctx.metrics.bytes_sent.add(f.written as u64),
-            Err(e) => return self.cut(ctx, &e),
+            Err(e) => {
+                // `Other` is never a socket's error: the outbox refused its
+                // own state (a turn index that outlived its turn), a bug.
+                if e.kind() == io::ErrorKind::Other {
+                    tracing::error!(shard = ctx.shard, conn = self.id, error = %e, "outbox invariant broken; connection cut");
+                }
+                return self.cut(ctx, &e);
+            }
         }
         let resume = self.read_paused && self.outbox.len_bytes() <= pause_limit(ctx.config) / 2;
         if resume {

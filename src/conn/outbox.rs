@@ -1,9 +1,11 @@
 //! A connection's queue of outgoing frames, written with vectored writes.
 //!
 //! Frames are `Bytes`, so a frame fanned out to many connections sits in each
-//! outbox as a refcount, not a copy. `flush` hands the kernel up to
-//! `MAX_IOVECS` frames per `writev` and loops until the queue is empty or the
-//! socket says `WouldBlock`: many frames, one syscall.
+//! outbox as a reference, not a copy: during the turn it was fanned out in,
+//! as an index into the shard's `TurnFrames`; after it, as a `Bytes` clone.
+//! `flush` hands the kernel up to `MAX_IOVECS` segments per `writev` and
+//! loops until the queue is empty or the socket says `WouldBlock`: many
+//! frames, one syscall.
 //!
 //! Runs of small frames are first copied into the shard's staging buffer and
 //! handed to the kernel as one segment. The kernel copies every byte of a
@@ -18,7 +20,9 @@ use std::io::{self, IoSlice, Write};
 
 use bytes::{Buf, Bytes};
 
-/// Frames passed to one `writev`; Linux accepts up to 1024 (IOV_MAX).
+use super::turn::{TurnFrame, TurnFrames};
+
+/// Segments passed to one `writev`; Linux accepts up to 1024 (IOV_MAX).
 const MAX_IOVECS: usize = 64;
 /// Ring capacity an idle connection may keep.
 const KEEP_FRAMES: usize = 16;
@@ -35,11 +39,23 @@ enum Segment {
     Frame(usize),
 }
 
+/// A queued frame.
+#[derive(Debug)]
+enum Entry {
+    /// A frame the outbox holds a reference to.
+    Held(Bytes),
+    /// A frame of the current turn, from byte `skip` on.
+    Turn { at: TurnFrame, skip: u32 },
+}
+
 /// Outgoing frames of one connection.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Entry>,
     bytes: usize,
+    /// Entries pushed since the last `detach`: every `Turn` entry is among
+    /// the last this many.
+    fresh: usize,
 }
 
 /// What a flush achieved.
@@ -51,11 +67,48 @@ pub struct Flushed {
     pub drained: bool,
 }
 
+/// The bytes of `entry` still to be written.
+#[inline]
+fn bytes_of<'a>(entry: &'a Entry, turn: &'a TurnFrames) -> io::Result<&'a [u8]> {
+    match entry {
+        Entry::Held(b) => Ok(b),
+        Entry::Turn { at, skip } => match turn.get(*at) {
+            Some(b) => Ok(&b[*skip as usize..]),
+            None => Err(io::Error::other("a frame index outlived its turn")),
+        },
+    }
+}
+
 impl Outbox {
     /// Queues a frame at the back.
     pub fn push(&mut self, frame: Bytes) {
         self.bytes += frame.len();
-        self.frames.push_back(frame);
+        self.fresh += 1;
+        self.frames.push_back(Entry::Held(frame));
+    }
+
+    /// Queues frame `at` of the current turn, `len` bytes long; `detach`
+    /// must run before the turn ends if it is not written by then.
+    #[inline]
+    pub fn push_turn(&mut self, at: TurnFrame, len: usize) {
+        self.bytes += len;
+        self.fresh += 1;
+        self.frames.push_back(Entry::Turn { at, skip: 0 });
+    }
+
+    /// Turns this turn's indexes into references of their own, so that the
+    /// frames outlive the turn. Costs one clone per frame still queued.
+    pub fn detach(&mut self, turn: &TurnFrames) {
+        let fresh = std::mem::take(&mut self.fresh).min(self.frames.len());
+        let from = self.frames.len() - fresh;
+        for entry in self.frames.range_mut(from..) {
+            if let Entry::Turn { at, skip } = *entry {
+                // A stale index stays as it is: `flush` refuses it.
+                if let Some(b) = turn.get(at) {
+                    *entry = Entry::Held(b.slice(skip as usize..));
+                }
+            }
+        }
     }
 
     /// Bytes waiting to be written (roomcast's queue, not the kernel's).
@@ -72,6 +125,7 @@ impl Outbox {
     pub fn clear(&mut self) {
         self.frames = VecDeque::new();
         self.bytes = 0;
+        self.fresh = 0;
     }
 
     /// Releases a ring that a burst grew, once it is empty. Called from the
@@ -88,24 +142,25 @@ impl Outbox {
     ///
     /// `stage` is scratch space for runs of small frames; only its spare
     /// capacity is used (it is never grown), so an empty `Vec` turns staging
-    /// off. Its contents on return are meaningless.
-    pub fn flush<W: Write>(&mut self, out: &mut W, stage: &mut Vec<u8>) -> io::Result<Flushed> {
+    /// off. Its contents on return are meaningless. `turn` resolves the
+    /// current turn's frames.
+    pub fn flush<W: Write>(&mut self, out: &mut W, stage: &mut Vec<u8>, turn: &TurnFrames) -> io::Result<Flushed> {
         let mut written = 0;
         while !self.frames.is_empty() {
             let mut segments = [Segment::Frame(0); MAX_IOVECS];
-            let n = self.plan(stage, &mut segments);
+            let n = self.plan(stage, &mut segments, turn)?;
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             for (slice, segment) in slices.iter_mut().zip(&segments[..n]) {
                 *slice = match *segment {
                     Segment::Staged(start, end) => IoSlice::new(&stage[start..end]),
-                    Segment::Frame(i) => IoSlice::new(&self.frames[i]),
+                    Segment::Frame(i) => IoSlice::new(bytes_of(&self.frames[i], turn)?),
                 };
             }
             match out.write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(k) => {
                     written += k;
-                    self.consume(k);
+                    self.consume(k, turn)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -121,12 +176,13 @@ impl Outbox {
     /// Lays out the next `writev` from the front of the queue: consecutive
     /// small frames are copied into `stage` and become one segment. Returns
     /// the number of segments (at least one: the queue is not empty).
-    fn plan(&self, stage: &mut Vec<u8>, segments: &mut [Segment; MAX_IOVECS]) -> usize {
+    fn plan(&self, stage: &mut Vec<u8>, segments: &mut [Segment; MAX_IOVECS], turn: &TurnFrames) -> io::Result<usize> {
         stage.clear();
         // A lone frame goes out as it is: copying it would gain nothing.
         let staging = self.frames.len() > 1;
         let mut n = 0;
-        for (i, frame) in self.frames.iter().enumerate() {
+        for (i, entry) in self.frames.iter().enumerate() {
+            let frame = bytes_of(entry, turn)?;
             let small = staging && frame.len() <= STAGE_FRAME_MAX;
             if small && stage.len() + frame.len() <= stage.capacity() {
                 let start = stage.len();
@@ -150,22 +206,31 @@ impl Outbox {
             }
             n += 1;
         }
-        n
+        Ok(n)
     }
 
     /// Removes `k` written bytes from the front.
-    fn consume(&mut self, mut k: usize) {
+    fn consume(&mut self, mut k: usize, turn: &TurnFrames) -> io::Result<()> {
         self.bytes -= k;
         while k > 0 {
-            let front = self.frames.front_mut().expect("wrote more than queued");
-            if front.len() <= k {
-                k -= front.len();
+            let Some(front) = self.frames.front_mut() else {
+                return Err(io::Error::other("the kernel took more bytes than were queued"));
+            };
+            let len = bytes_of(front, turn)?.len();
+            if len <= k {
+                k -= len;
                 self.frames.pop_front();
             } else {
-                front.advance(k);
+                match front {
+                    Entry::Held(b) => b.advance(k),
+                    // `k < len <= u32::MAX`: the frame itself is in the turn.
+                    Entry::Turn { skip, .. } => *skip += k as u32,
+                }
                 k = 0;
             }
         }
+        self.fresh = self.fresh.min(self.frames.len());
+        Ok(())
     }
 }
 
@@ -228,7 +293,7 @@ mod tests {
             o.push(Bytes::from(vec![i; 3]));
         }
         let mut w = Trickle::new(usize::MAX, usize::MAX);
-        let f = o.flush(&mut w, &mut Vec::new()).unwrap();
+        let f = o.flush(&mut w, &mut Vec::new(), &TurnFrames::default()).unwrap();
         assert_eq!(w.calls, 1);
         assert_eq!(
             f,
@@ -247,7 +312,7 @@ mod tests {
             o.push(Bytes::from_static(b"x"));
         }
         let mut w = Trickle::new(usize::MAX, usize::MAX);
-        o.flush(&mut w, &mut Vec::new()).unwrap();
+        o.flush(&mut w, &mut Vec::new(), &TurnFrames::default()).unwrap();
         assert!(o.frames.capacity() >= 1000, "kept for the next burst");
         o.trim();
         assert_eq!(o.frames.capacity(), 0);
@@ -259,7 +324,7 @@ mod tests {
         o.push(Bytes::from_static(b"hello "));
         o.push(Bytes::from_static(b"world"));
         let mut w = Trickle::new(4, 7);
-        let f = o.flush(&mut w, &mut Vec::new()).unwrap();
+        let f = o.flush(&mut w, &mut Vec::new(), &TurnFrames::default()).unwrap();
         assert_eq!(
             f,
             Flushed {
@@ -269,7 +334,11 @@ mod tests {
         );
         assert_eq!(o.len_bytes(), 4);
         w.budget = usize::MAX;
-        assert!(o.flush(&mut w, &mut Vec::new()).unwrap().drained);
+        assert!(
+            o.flush(&mut w, &mut Vec::new(), &TurnFrames::default())
+                .unwrap()
+                .drained
+        );
         assert_eq!(w.got, b"hello world");
     }
 
@@ -288,7 +357,7 @@ mod tests {
         }
         let mut w = Trickle::new(usize::MAX, usize::MAX);
         let mut stage = stage();
-        assert!(o.flush(&mut w, &mut stage).unwrap().drained);
+        assert!(o.flush(&mut w, &mut stage, &TurnFrames::default()).unwrap().drained);
         assert_eq!(w.segments, vec![1], "200 frames, one segment, one call");
         assert_eq!(w.got, want);
         assert_eq!(stage.capacity(), STAGE_BYTES, "the stage is never grown");
@@ -309,7 +378,7 @@ mod tests {
             o.push(Bytes::from(f));
         }
         let mut w = Trickle::new(usize::MAX, usize::MAX);
-        assert!(o.flush(&mut w, &mut stage()).unwrap().drained);
+        assert!(o.flush(&mut w, &mut stage(), &TurnFrames::default()).unwrap().drained);
         assert_eq!(w.segments, vec![3], "staged run, large frame, staged run");
         assert_eq!(w.got, want);
     }
@@ -325,7 +394,7 @@ mod tests {
             o.push(Bytes::from(f));
         }
         let mut w = Trickle::new(usize::MAX, usize::MAX);
-        assert!(o.flush(&mut w, &mut stage()).unwrap().drained);
+        assert!(o.flush(&mut w, &mut stage(), &TurnFrames::default()).unwrap().drained);
         assert!(w.segments.iter().all(|&n| n <= MAX_IOVECS));
         assert_eq!(w.got, want);
     }
@@ -343,9 +412,60 @@ mod tests {
         // The kernel takes 13 bytes a call: every cut lands mid-frame.
         let mut w = Trickle::new(13, usize::MAX);
         let mut stage = stage();
-        let f = o.flush(&mut w, &mut stage).unwrap();
+        let f = o.flush(&mut w, &mut stage, &TurnFrames::default()).unwrap();
         assert_eq!(f.written, total);
         assert_eq!(w.got, want);
         assert_eq!(o.len_bytes(), 0);
+    }
+
+    #[test]
+    fn turn_frames_detached_before_the_turn_ends_outlive_it() {
+        let mut turn = TurnFrames::default();
+        let mut o = Outbox::default();
+        let mut want = Vec::new();
+        for i in 0..20u8 {
+            let f = Bytes::from(vec![i; 50]);
+            want.extend_from_slice(&f);
+            let at = turn.push(&f);
+            o.push_turn(at, f.len());
+        }
+        // The socket takes 333 bytes: the cut lands inside frame 6.
+        let mut w = Trickle::new(usize::MAX, 333);
+        o.flush(&mut w, &mut stage(), &turn).unwrap();
+        o.detach(&turn);
+        turn.clear();
+        // The next turn reuses the same indexes for other frames.
+        for _ in 0..20 {
+            turn.push(&Bytes::from_static(b"wrong frame"));
+        }
+        w.budget = usize::MAX;
+        assert!(o.flush(&mut w, &mut stage(), &turn).unwrap().drained);
+        assert_eq!(w.got, want);
+    }
+
+    #[test]
+    fn an_index_not_detached_fails_the_flush_instead_of_sending_another_frame() {
+        let mut turn = TurnFrames::default();
+        let mut o = Outbox::default();
+        let f = Bytes::from_static(b"secret");
+        o.push_turn(turn.push(&f), f.len());
+        turn.clear();
+        turn.push(&Bytes::from_static(b"other!"));
+        let mut w = Trickle::new(usize::MAX, usize::MAX);
+        assert!(o.flush(&mut w, &mut stage(), &turn).is_err());
+        assert!(w.got.is_empty());
+    }
+
+    #[test]
+    fn detach_only_visits_entries_pushed_since_the_last_one() {
+        let turn = TurnFrames::default();
+        let mut o = Outbox::default();
+        for _ in 0..1000 {
+            o.push(Bytes::from_static(b"old"));
+        }
+        o.detach(&turn);
+        assert_eq!(o.fresh, 0);
+        o.push(Bytes::from_static(b"new"));
+        assert_eq!(o.fresh, 1);
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::conn::turn::TurnFrame;
 use crate::conn::{Action, Conn};
 use crate::protocol::{frames, ErrorCode, OpError};
 use crate::rooms::{Joined, Left, Topic, TopicRef, Waiter};
@@ -190,7 +191,16 @@ impl Shard {
             return;
         };
         let cap = self.shared.config.max_queue_bytes;
-        deliver(&mut self.conns, members, frame, cap, &mut self.dirty, &mut self.kill);
+        let at = self.turn.push(frame);
+        deliver(
+            &mut self.conns,
+            members,
+            at,
+            frame.len(),
+            cap,
+            &mut self.dirty,
+            &mut self.kill,
+        );
         self.metrics.deliveries.add(members.len() as u64);
         if remote != 0 {
             self.out.deliver(remote, owned, frame);
@@ -203,10 +213,12 @@ impl Shard {
         let Some((_, members, _)) = self.rooms.lookup(topic.as_ref()) else {
             return;
         };
+        let at = self.turn.push(frame);
         deliver(
             &mut self.conns,
             members,
-            frame,
+            at,
+            frame.len(),
             self.shared.config.max_queue_bytes,
             &mut self.dirty,
             &mut self.kill,
@@ -215,12 +227,14 @@ impl Shard {
     }
 }
 
-/// The fan-out loop: one refcount and one queue push per member.
+/// The fan-out loop: one queue push of the frame's turn index per member
+/// (no reference count: see `conn::turn`).
 #[inline]
 fn deliver(
     conns: &mut slab::Slab<Conn>,
     members: &[u32],
-    frame: &Bytes,
+    at: TurnFrame,
+    len: usize,
     cap: usize,
     dirty: &mut Vec<(usize, u64)>,
     kill: &mut Vec<(usize, u64)>,
@@ -228,7 +242,7 @@ fn deliver(
     for &slot in members {
         let slot = slot as usize;
         let Some(conn) = conns.get_mut(slot) else { continue };
-        if !conn.push_foreign(frame.clone(), cap) {
+        if !conn.push_foreign(at, len, cap) {
             kill.push((slot, conn.id()));
         } else if conn.mark_dirty() {
             dirty.push((slot, conn.id()));

@@ -25,6 +25,7 @@ use slab::Slab;
 use crate::auth::Authenticator;
 use crate::cluster::{LinkHandle, LinkState};
 use crate::config::Config;
+use crate::conn::turn::TurnFrames;
 use crate::conn::{Action, Conn, Ctx, Verdict};
 use crate::metrics::{Registry as MetricsRegistry, ShardMetrics};
 use crate::protocol::Parser;
@@ -77,6 +78,8 @@ pub struct Shard {
     rooms: Registry,
     out: Outbound,
     work: Work,
+    /// The frames fanned out this turn; outboxes queue their indexes.
+    turn: TurnFrames,
     /// Connections with frames queued this turn: (slot, id).
     dirty: Vec<(usize, u64)>,
     /// Slow consumers to cut at the end of the turn.
@@ -110,6 +113,7 @@ macro_rules! ctx {
             shards: $self.out.shards(),
             scratch: &mut $self.work.scratch,
             stage: &mut $self.work.stage,
+            turn: &$self.turn,
             parser: &mut $self.work.parser,
             actions: &mut $self.work.actions,
             names: &mut $self.work.names,
@@ -148,6 +152,7 @@ impl Shard {
                 actions: Vec::new(),
                 names: String::new(),
             },
+            turn: TurnFrames::default(),
             dirty: Vec::new(),
             kill: Vec::new(),
             again: Vec::new(),
@@ -382,6 +387,8 @@ impl Shard {
         }
         // Control messages from connections removed just above.
         self.out.flush(&self.metrics);
+        // Every outbox still holding this turn's frames was detached above.
+        self.turn.clear();
         self.work.names.clear();
         self.shared_gauges();
     }
