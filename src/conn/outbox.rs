@@ -44,8 +44,19 @@ enum Segment {
 enum Entry {
     /// A frame the outbox holds a reference to.
     Held(Bytes),
-    /// A frame of the current turn, from byte `skip` on.
-    Turn { at: TurnFrame, skip: u32 },
+    /// A frame of the current turn, `len` bytes long, from byte `skip` on.
+    Turn { at: TurnFrame, skip: u32, len: u32 },
+}
+
+impl Entry {
+    /// Bytes still to be written, without resolving a turn index.
+    #[inline]
+    fn remaining(&self) -> usize {
+        match self {
+            Entry::Held(b) => b.len(),
+            Entry::Turn { skip, len, .. } => (len - skip) as usize,
+        }
+    }
 }
 
 /// Outgoing frames of one connection.
@@ -68,15 +79,20 @@ pub struct Flushed {
 }
 
 /// The bytes of `entry` still to be written.
-#[inline]
+#[inline(always)]
 fn bytes_of<'a>(entry: &'a Entry, turn: &'a TurnFrames) -> io::Result<&'a [u8]> {
     match entry {
         Entry::Held(b) => Ok(b),
-        Entry::Turn { at, skip } => match turn.get(*at) {
+        Entry::Turn { at, skip, .. } => match turn.get(*at) {
             Some(b) => Ok(&b[*skip as usize..]),
-            None => Err(io::Error::other("a frame index outlived its turn")),
+            None => Err(stale()),
         },
     }
+}
+
+#[cold]
+fn stale() -> io::Error {
+    io::Error::other("a frame index outlived its turn")
 }
 
 impl Outbox {
@@ -87,13 +103,18 @@ impl Outbox {
         self.frames.push_back(Entry::Held(frame));
     }
 
-    /// Queues frame `at` of the current turn, `len` bytes long; `detach`
-    /// must run before the turn ends if it is not written by then.
+    /// Queues frame `at` of the current turn, `len` bytes long (frames are
+    /// capped far below 4 GiB); `detach` must run before the turn ends if it
+    /// is not written by then.
     #[inline]
     pub fn push_turn(&mut self, at: TurnFrame, len: usize) {
         self.bytes += len;
         self.fresh += 1;
-        self.frames.push_back(Entry::Turn { at, skip: 0 });
+        self.frames.push_back(Entry::Turn {
+            at,
+            skip: 0,
+            len: len as u32,
+        });
     }
 
     /// Turns this turn's indexes into references of their own, so that the
@@ -102,7 +123,7 @@ impl Outbox {
         let fresh = std::mem::take(&mut self.fresh).min(self.frames.len());
         let from = self.frames.len() - fresh;
         for entry in self.frames.range_mut(from..) {
-            if let Entry::Turn { at, skip } = *entry {
+            if let Entry::Turn { at, skip, .. } = *entry {
                 // A stale index stays as it is: `flush` refuses it.
                 if let Some(b) = turn.get(at) {
                     *entry = Entry::Held(b.slice(skip as usize..));
@@ -160,7 +181,7 @@ impl Outbox {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(k) => {
                     written += k;
-                    self.consume(k, turn)?;
+                    self.consume(k)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -210,13 +231,13 @@ impl Outbox {
     }
 
     /// Removes `k` written bytes from the front.
-    fn consume(&mut self, mut k: usize, turn: &TurnFrames) -> io::Result<()> {
+    fn consume(&mut self, mut k: usize) -> io::Result<()> {
         self.bytes -= k;
         while k > 0 {
             let Some(front) = self.frames.front_mut() else {
                 return Err(io::Error::other("the kernel took more bytes than were queued"));
             };
-            let len = bytes_of(front, turn)?.len();
+            let len = front.remaining();
             if len <= k {
                 k -= len;
                 self.frames.pop_front();
