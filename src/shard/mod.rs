@@ -86,6 +86,8 @@ pub struct Shard {
     kill: Vec<(usize, u64)>,
     /// Connections to read again next turn: (slot, id) so a reused slot is skipped.
     again: Vec<(usize, u64)>,
+    /// The sweep's list of slots, kept to avoid an allocation every sweep.
+    swept: Vec<usize>,
     next_id: u64,
     next_sweep: Instant,
     /// Health of the Redis link, for `/healthz` and `/readyz`.
@@ -156,6 +158,7 @@ impl Shard {
             dirty: Vec::new(),
             kill: Vec::new(),
             again: Vec::new(),
+            swept: Vec::new(),
             next_id: 1,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
             quiesced: false,
@@ -356,10 +359,13 @@ impl Shard {
 
     /// Timeouts and heartbeats for every connection.
     fn sweep(&mut self, now: Instant, unix: u64) {
-        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
-        for slot in slots {
+        let mut slots = std::mem::take(&mut self.swept);
+        slots.extend(self.conns.iter().map(|(slot, _)| slot));
+        for &slot in &slots {
             self.dispatch(slot, now, unix, |c, ctx| c.tick(ctx));
         }
+        slots.clear();
+        self.swept = slots;
     }
 
     /// End of a turn: cut slow consumers, flush every connection that got
