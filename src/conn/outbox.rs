@@ -168,16 +168,24 @@ impl Outbox {
     pub fn flush<W: Write>(&mut self, out: &mut W, stage: &mut Vec<u8>, turn: &TurnFrames) -> io::Result<Flushed> {
         let mut written = 0;
         while !self.frames.is_empty() {
-            let mut segments = [Segment::Frame(0); MAX_IOVECS];
-            let n = self.plan(stage, &mut segments, turn)?;
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            for (slice, segment) in slices.iter_mut().zip(&segments[..n]) {
-                *slice = match *segment {
-                    Segment::Staged(start, end) => IoSlice::new(&stage[start..end]),
-                    Segment::Frame(i) => IoSlice::new(bytes_of(&self.frames[i], turn)?),
-                };
-            }
-            match out.write_vectored(&slices[..n]) {
+            let sent = if self.frames.len() == 1 {
+                // The common case under light fan-out: one frame, no layout
+                // to build (zeroing the layout's arrays cost more than the
+                // rest of a flush into memory, see `benches/publish.rs`).
+                out.write_vectored(&[IoSlice::new(bytes_of(&self.frames[0], turn)?)])
+            } else {
+                let mut segments = [Segment::Frame(0); MAX_IOVECS];
+                let n = self.plan(stage, &mut segments, turn)?;
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                for (slice, segment) in slices.iter_mut().zip(&segments[..n]) {
+                    *slice = match *segment {
+                        Segment::Staged(start, end) => IoSlice::new(&stage[start..end]),
+                        Segment::Frame(i) => IoSlice::new(bytes_of(&self.frames[i], turn)?),
+                    };
+                }
+                out.write_vectored(&slices[..n])
+            };
+            match sent {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(k) => {
                     written += k;
