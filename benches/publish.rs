@@ -17,7 +17,7 @@ use roomcast::rooms::Topic;
 
 fn publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish");
-    for recipients in [1usize, 100, 10_000] {
+    for recipients in [1usize, 10, 1_000, 10_000] {
         for size in [16usize, 1024, 16 * 1024] {
             let data = format!("\"{}\"", "x".repeat(size));
             let op = format!(r#"{{"op":"publish","room":"lobby","data":{data},"id":1}}"#);

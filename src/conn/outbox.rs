@@ -497,4 +497,10 @@ mod tests {
         o.push(Bytes::from_static(b"new"));
         assert_eq!(o.fresh, 1);
     }
+
+    #[test]
+    fn a_queued_entry_is_no_bigger_than_a_bytes() {
+        // Idle connections keep a small ring of entries: keep them small.
+        assert_eq!(std::mem::size_of::<Entry>(), std::mem::size_of::<Bytes>());
+    }
 }

@@ -20,14 +20,15 @@ const KEEP_FRAMES: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TurnFrame {
     index: u32,
-    generation: u32,
+    generation: u64,
 }
 
 /// This turn's fanned-out frames, one reference each.
 #[derive(Debug, Default)]
 pub struct TurnFrames {
     frames: Vec<Bytes>,
-    generation: u32,
+    /// Turns ended so far; 64 bits never wrap in practice.
+    generation: u64,
 }
 
 impl TurnFrames {
@@ -53,7 +54,7 @@ impl TurnFrames {
     /// Ends the turn: drops its frames and invalidates its indexes.
     pub fn clear(&mut self) {
         self.frames.clear();
-        self.generation = self.generation.wrapping_add(1);
+        self.generation += 1;
         if self.frames.capacity() > KEEP_FRAMES {
             self.frames.shrink_to(KEEP_FRAMES);
         }
