@@ -14,6 +14,8 @@ use crate::metrics::DropReason;
 use crate::protocol::frames;
 use crate::ws::{handshake, CloseCode, Decoder};
 
+use crate::net::Ticket;
+
 use super::session::Session;
 use super::{Action, Conn, Ctx, Phase, Verdict};
 
@@ -236,7 +238,7 @@ impl Conn {
         };
         self.last_seen = ctx.now;
         self.last_ping = ctx.now;
-        if !self.counted {
+        if self.ticket != Some(Ticket::Counted) {
             // Over --max-connections: a browser can read a close code, not an
             // HTTP status, so finish the upgrade and close with 1013.
             ctx.metrics.drop(DropReason::ConnectionLimit);

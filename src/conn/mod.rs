@@ -16,11 +16,12 @@ mod ws;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 use mio::net::TcpStream;
+
+use crate::net::admission::{Admission, Ticket, REFUSING_HANDSHAKE};
 
 use crate::auth::Authenticator;
 use crate::cluster::LinkState;
@@ -57,7 +58,7 @@ pub struct Ctx<'a> {
     /// The frames fanned out this turn, which outboxes queue by index.
     pub turn: &'a TurnFrames,
     /// Connections the node holds against `--max-connections`.
-    pub open: &'a AtomicUsize,
+    pub admission: &'a Admission,
     /// Seconds since the Unix epoch at this loop iteration (token expiry).
     pub unix_now: u64,
     /// JWT verification; `None` in dev mode.
@@ -120,8 +121,9 @@ pub struct Conn {
     deadline: Instant,
     /// The first close code exchanged, recorded in metrics when removed.
     close_code: Option<CloseCode>,
-    /// Holds a slot in the node's `--max-connections` count.
-    counted: bool,
+    /// What the node admitted it as (`--max-connections`); given back when
+    /// it ends.
+    ticket: Option<Ticket>,
     /// Completed the upgrade (counted in the connection gauge).
     upgraded: bool,
     /// Reading stopped until the outbox drains (see `Conn::pause_limit`) or
@@ -137,9 +139,13 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A freshly accepted connection; `counted` is false when it is over
+    /// A freshly accepted connection; a `Refusing` ticket means it is over
     /// `--max-connections` and will be refused with 1013 after its upgrade.
-    pub fn new(stream: TcpStream, peer: SocketAddr, id: u64, counted: bool, ctx: &Ctx<'_>) -> Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, id: u64, ticket: Ticket, ctx: &Ctx<'_>) -> Conn {
+        let handshake = match ticket {
+            Ticket::Counted => ctx.config.handshake_timeout,
+            Ticket::Refusing => ctx.config.handshake_timeout.min(REFUSING_HANDSHAKE),
+        };
         Conn {
             stream,
             peer,
@@ -148,9 +154,9 @@ impl Conn {
             outbox: Outbox::default(),
             last_seen: ctx.now,
             last_ping: ctx.now,
-            deadline: ctx.now + ctx.config.handshake_timeout,
+            deadline: ctx.now + handshake,
             close_code: None,
-            counted,
+            ticket: Some(ticket),
             upgraded: false,
             read_paused: false,
             dirty: false,
@@ -472,9 +478,8 @@ impl Conn {
             ctx.metrics.connections.sub(1);
             ctx.metrics.close(self.close_code.unwrap_or(CloseCode::ABNORMAL).0);
         }
-        if self.counted {
-            ctx.open.fetch_sub(1, Ordering::Relaxed);
-            self.counted = false;
+        if let Some(ticket) = self.ticket.take() {
+            ctx.admission.release(ticket);
         }
         // Best effort: a failed flush of a dying socket has no one to tell.
         let _ = self.stream.flush();

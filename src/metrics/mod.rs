@@ -147,6 +147,9 @@ pub struct AcceptorMetrics {
     pub accepted: Counter,
     /// Connections refused because no shard inbox had room.
     pub channel_full: Counter,
+    /// Connections over `--max-connections` closed at accept (too many
+    /// were already waiting to be refused with 1013).
+    pub refused: Counter,
 }
 
 /// Every metrics block of a node; cheap to clone, read by scrapes.

@@ -83,6 +83,9 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
         if *reason == DropReason::ChannelFull {
             n += reg.acceptor.channel_full.get();
         }
+        if *reason == DropReason::ConnectionLimit {
+            n += reg.acceptor.refused.get();
+        }
         if *reason == DropReason::LinkBuffer {
             n += link.map_or(0, |l| l.dropped.load(Relaxed));
         }

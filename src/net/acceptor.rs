@@ -2,11 +2,12 @@
 //! shards round-robin, so load spreads evenly whatever the client addresses
 //! (see `docs/architecture.md` for why not `SO_REUSEPORT`).
 //!
-//! It also enforces `--max-connections`: a connection past the cap is still
-//! handed to a shard, marked uncounted, to be upgraded and closed with 1013.
+//! It also enforces `--max-connections` (`admission.rs`): a connection past
+//! the cap is handed to a shard to be upgraded and closed with 1013, or,
+//! when too many such are already held, closed at once.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::metrics::AcceptorMetrics;
+use crate::net::Admission;
 use crate::shard::{ShardHandle, ShardMsg};
 
 const LISTENER: Token = Token(0);
@@ -29,8 +31,7 @@ pub struct Acceptor {
     listener: TcpListener,
     shards: Vec<ShardHandle>,
     next: usize,
-    open: Arc<AtomicUsize>,
-    max_connections: usize,
+    admission: Arc<Admission>,
     stop: Arc<AtomicBool>,
     metrics: Arc<AcceptorMetrics>,
 }
@@ -40,8 +41,7 @@ impl Acceptor {
     pub fn new(
         mut listener: TcpListener,
         shards: Vec<ShardHandle>,
-        open: Arc<AtomicUsize>,
-        max_connections: usize,
+        admission: Arc<Admission>,
         stop: Arc<AtomicBool>,
         metrics: Arc<AcceptorMetrics>,
     ) -> io::Result<(Acceptor, Arc<Waker>)> {
@@ -53,8 +53,7 @@ impl Acceptor {
             listener,
             shards,
             next: 0,
-            open,
-            max_connections,
+            admission,
             stop,
             metrics,
         };
@@ -104,11 +103,13 @@ impl Acceptor {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
             }
-            let counted = self.open.fetch_add(1, Ordering::Relaxed) < self.max_connections;
-            if !counted {
-                self.open.fetch_sub(1, Ordering::Relaxed);
-            }
-            self.deal(ShardMsg::Accept { stream, peer, counted }, woken);
+            let Some(ticket) = self.admission.admit() else {
+                // Over the cap with enough already waiting to be refused.
+                self.metrics.refused.add(1);
+                tracing::debug!(peer = %peer, "over --max-connections: closed at accept");
+                continue;
+            };
+            self.deal(ShardMsg::Accept { stream, peer, ticket }, woken);
         }
     }
 
@@ -128,8 +129,8 @@ impl Acceptor {
         }
         // Every inbox is full: the shards are far behind. Refuse this one.
         self.metrics.channel_full.add(1);
-        if let ShardMsg::Accept { counted: true, .. } = msg {
-            self.open.fetch_sub(1, Ordering::Relaxed);
+        if let ShardMsg::Accept { ticket, .. } = msg {
+            self.admission.release(ticket);
         }
         tracing::warn!("every shard inbox is full; dropping a new connection");
     }

@@ -6,7 +6,7 @@ mod stats;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use mio::Waker;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics::Registry;
-use crate::net::Acceptor;
+use crate::net::{Acceptor, Admission};
 use crate::shard::{Shard, ShardHandle, ShardMsg, Shared};
 
 /// Why a node thread ended.
@@ -89,12 +89,12 @@ impl Node {
         let listener = crate::net::listener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
         let registry = Registry::new(config.shards);
-        let open = Arc::new(AtomicUsize::new(0));
+        let admission = Arc::new(Admission::new(config.max_connections));
         let node_id: Arc<str> = Arc::from(new_node_id());
         let shared = Shared {
             config: config.clone(),
             metrics: registry.clone(),
-            open: open.clone(),
+            admission: admission.clone(),
             auth,
             node_id: node_id.clone(),
         };
@@ -126,8 +126,7 @@ impl Node {
         let (acceptor, acceptor_waker) = Acceptor::new(
             listener,
             shards.clone(),
-            open,
-            config.max_connections,
+            admission,
             stop.clone(),
             registry.acceptor.clone(),
         )?;

@@ -11,20 +11,21 @@ use crossbeam_channel::{Sender, TrySendError};
 use mio::net::TcpStream;
 use mio::Waker;
 
+use crate::net::Ticket;
 use crate::rooms::Topic;
 
 /// Work for a shard.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// A socket the acceptor took; `counted` is false when it is over
+    /// A socket the acceptor took; a `Refusing` ticket means it is over
     /// `--max-connections` and must be refused with 1013.
     Accept {
         /// The accepted socket (non-blocking, `TCP_NODELAY` set).
         stream: TcpStream,
         /// The client's address.
         peer: SocketAddr,
-        /// Whether it holds a slot in the connection count.
-        counted: bool,
+        /// What it was admitted as.
+        ticket: Ticket,
     },
     /// Shard `from` got its first (`on`) or lost its last local member of
     /// `topic`. An `on` is answered with `Confirm`.

@@ -14,7 +14,6 @@ pub mod inbox;
 pub mod outbound;
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +27,7 @@ use crate::config::Config;
 use crate::conn::turn::TurnFrames;
 use crate::conn::{Action, Conn, Ctx, Verdict};
 use crate::metrics::{Registry as MetricsRegistry, ShardMetrics};
+use crate::net::{Admission, Ticket};
 use crate::protocol::Parser;
 use crate::rooms::Registry;
 pub use inbox::{ShardHandle, ShardMsg};
@@ -50,7 +50,7 @@ pub struct Shared {
     /// Every shard's metrics.
     pub metrics: MetricsRegistry,
     /// Connections held against `--max-connections`.
-    pub open: Arc<AtomicUsize>,
+    pub admission: Arc<Admission>,
     /// JWT verification; `None` in dev mode.
     pub auth: Option<Arc<Authenticator>>,
     /// This node's id.
@@ -109,7 +109,7 @@ macro_rules! ctx {
             config: &$self.shared.config,
             metrics: &$self.metrics,
             registry: &$self.shared.metrics,
-            open: &$self.shared.open,
+            admission: &$self.shared.admission,
             auth: $self.shared.auth.as_deref(),
             node_id: &$self.shared.node_id,
             shards: $self.out.shards(),
@@ -262,7 +262,7 @@ impl Shard {
     fn drain_inbox(&mut self, now: Instant, unix: u64) -> bool {
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
-                ShardMsg::Accept { stream, peer, counted } => self.adopt(stream, peer, counted, now, unix),
+                ShardMsg::Accept { stream, peer, ticket } => self.adopt(stream, peer, ticket, now, unix),
                 ShardMsg::Deliver(batch) => {
                     for (topic, frame) in &batch {
                         self.fan_out_local(topic, frame);
@@ -295,7 +295,7 @@ impl Shard {
         &mut self,
         stream: mio::net::TcpStream,
         peer: std::net::SocketAddr,
-        counted: bool,
+        ticket: Ticket,
         now: Instant,
         unix: u64,
     ) {
@@ -304,14 +304,12 @@ impl Shard {
         let slot = self.conns.vacant_key();
         let mut conn = {
             let ctx = ctx!(self, now, unix);
-            Conn::new(stream, peer, id, counted, &ctx)
+            Conn::new(stream, peer, id, ticket, &ctx)
         };
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self.poll.registry().register(conn.stream_mut(), Token(slot), interest) {
             tracing::warn!(shard = self.id, peer = %peer, error = %e, "cannot register connection");
-            if counted {
-                self.shared.open.fetch_sub(1, Ordering::Relaxed);
-            }
+            self.shared.admission.release(ticket);
             return;
         }
         self.conns.insert(conn);
