@@ -109,6 +109,7 @@ pub struct Registry {
     /// Subscriptions of each slot, indexed by slot.
     subs: Vec<Vec<Sub>>,
     next_seq: u64,
+    /// Rooms this shard counts for the node: see `counted_rooms`.
     rooms: usize,
     /// Confirmations expected besides the other shards' (the Redis link's).
     extra: usize,
@@ -138,9 +139,19 @@ impl Registry {
         self.extra = extra;
     }
 
-    /// Rooms with at least one member on this shard.
-    pub fn local_rooms(&self) -> usize {
+    /// Rooms this shard counts in the node's `roomcast_rooms`: those with
+    /// members here and, as far as this shard has heard, on no
+    /// lower-numbered shard. Summed over shards, every room with members
+    /// counts once (after the shards' interest messages have settled).
+    pub fn counted_rooms(&self) -> usize {
         self.rooms
+    }
+
+    /// Whether entry `e` is one of `counted_rooms`.
+    fn counts(&self, e: u32) -> bool {
+        let entry = &self.entries[e as usize];
+        let lower = (1u64 << self.shard) - 1;
+        matches!(entry.topic, Topic::Room(_)) && !entry.members.is_empty() && entry.remote & lower == 0
     }
 
     /// Topics this shard tracks (local members or remote interest).
@@ -185,13 +196,15 @@ impl Registry {
             return Joined::TooMany;
         }
         let e = self.entry_for(topic);
+        let counted = self.counts(e);
         let entry = &mut self.entries[e as usize];
         let pos = entry.members.len() as u32;
         entry.members.push(slot);
         self.subs[s].push(Sub { entry: e, pos });
-        if entry.members.len() == 1 && matches!(topic, Topic::Room(_)) {
+        if !counted && self.counts(e) {
             self.rooms += 1;
         }
+        let entry = &mut self.entries[e as usize];
         match &mut entry.announce {
             Announce::Confirmed => Joined::Ready,
             Announce::Pending { waiters, .. } => {
@@ -248,6 +261,7 @@ impl Registry {
 
     /// Takes `slot` out of one entry; the topic if no local member is left.
     fn remove_member(&mut self, slot: u32, sub: Sub) -> Option<Topic> {
+        let counted = self.counts(sub.entry);
         let entry = &mut self.entries[sub.entry as usize];
         debug_assert_eq!(entry.members[sub.pos as usize], slot);
         entry.members.swap_remove(sub.pos as usize);
@@ -259,7 +273,7 @@ impl Registry {
         if !entry.members.is_empty() {
             return None;
         }
-        if matches!(entry.topic, Topic::Room(_)) {
+        if counted {
             self.rooms -= 1;
         }
         entry.announce = Announce::None;
@@ -272,11 +286,17 @@ impl Registry {
     /// Another shard says it has (or no longer has) members of `topic`.
     pub fn set_remote(&mut self, topic: &Topic, shard: usize, on: bool) {
         let e = self.entry_for(topic);
+        let counted = self.counts(e);
         let entry = &mut self.entries[e as usize];
         if on {
             entry.remote |= 1 << shard;
         } else {
             entry.remote &= !(1 << shard);
+        }
+        match (counted, self.counts(e)) {
+            (false, true) => self.rooms += 1,
+            (true, false) => self.rooms -= 1,
+            _ => {}
         }
         self.free_if_unused(e);
     }

@@ -20,7 +20,7 @@ fn single_shard_joins_are_ready_at_once() {
     assert_eq!(r.join(1, &room("a"), ack(1)), Joined::Already);
     assert_eq!(r.join(2, &room("a"), ack(2)), Joined::Ready);
     assert_eq!(r.route(&room("a")).unwrap().0, &[1, 2]);
-    assert_eq!(r.local_rooms(), 1);
+    assert_eq!(r.counted_rooms(), 1);
 }
 
 #[test]
@@ -42,13 +42,13 @@ fn leaving_keeps_positions_consistent() {
     }
     assert_eq!(r.leave(2, &room("a")), Left::LastLocal);
     assert!(r.route(&room("a")).is_none(), "empty room is freed");
-    assert_eq!(r.local_rooms(), 1);
+    assert_eq!(r.counted_rooms(), 1);
     let mut last = Vec::new();
     for slot in 0..5 {
         r.leave_all(slot, |t| last.push(t));
     }
     assert_eq!(last, vec![room("b")]);
-    assert_eq!((r.local_rooms(), r.entries()), (0, 0));
+    assert_eq!((r.counted_rooms(), r.entries()), (0, 0));
 }
 
 #[test]
@@ -99,4 +99,22 @@ fn a_connection_cannot_join_more_than_its_cap() {
     assert_eq!(r.join(1, &room("b"), ack(1)), Joined::Ready);
     assert_eq!(r.join(1, &room("c"), ack(1)), Joined::TooMany);
     assert_eq!(r.join(1, &room("a"), ack(1)), Joined::Already);
+}
+
+#[test]
+fn a_room_on_several_shards_is_counted_by_the_lowest_one_only() {
+    let mut low = Registry::new(0, 2, 10);
+    let mut high = Registry::new(1, 2, 10);
+    high.join(1, &room("a"), ack(1));
+    assert_eq!(high.counted_rooms(), 1, "only shard 1 has members");
+    low.join(1, &room("a"), ack(1));
+    low.set_remote(&room("a"), 1, true);
+    high.set_remote(&room("a"), 0, true);
+    assert_eq!((low.counted_rooms(), high.counted_rooms()), (1, 0));
+    // Shard 0's member leaves: shard 1 counts the room again.
+    low.leave_all(1, |_| {});
+    high.set_remote(&room("a"), 0, false);
+    assert_eq!((low.counted_rooms(), high.counted_rooms()), (0, 1));
+    high.leave_all(1, |_| {});
+    assert_eq!(high.counted_rooms(), 0);
 }

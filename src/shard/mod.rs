@@ -399,7 +399,7 @@ impl Shard {
 
     /// Publishes this shard's room count for `/metrics`.
     fn shared_gauges(&self) {
-        let rooms = self.rooms.local_rooms() as u64;
+        let rooms = self.rooms.counted_rooms() as u64;
         let current = self.metrics.rooms.get();
         if rooms != current {
             self.metrics.rooms.add(rooms.wrapping_sub(current));
