@@ -375,15 +375,20 @@ mod tests {
         Vec::with_capacity(STAGE_BYTES)
     }
 
-    #[test]
-    fn small_frames_are_staged_into_one_segment() {
-        let mut o = Outbox::default();
+    /// Queues each frame as a held `Bytes`; returns what the socket must get.
+    fn fill(o: &mut Outbox, frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
         let mut want = Vec::new();
-        for i in 0..200u8 {
-            let f = vec![i; 100];
+        for f in frames {
             want.extend_from_slice(&f);
             o.push(Bytes::from(f));
         }
+        want
+    }
+
+    #[test]
+    fn small_frames_are_staged_into_one_segment() {
+        let mut o = Outbox::default();
+        let want = fill(&mut o, (0..200u8).map(|i| vec![i; 100]));
         let mut w = Trickle::new(usize::MAX, usize::MAX);
         let mut stage = stage();
         assert!(o.flush(&mut w, &mut stage, &TurnFrames::default()).unwrap().drained);
@@ -395,17 +400,14 @@ mod tests {
     #[test]
     fn large_frames_keep_their_own_segment_between_staged_runs() {
         let mut o = Outbox::default();
-        let mut want = Vec::new();
-        for f in [
+        let frames = [
             vec![1u8; 10],
             vec![2; 10],
             vec![3; STAGE_FRAME_MAX + 1],
             vec![4; 10],
             vec![5; 10],
-        ] {
-            want.extend_from_slice(&f);
-            o.push(Bytes::from(f));
-        }
+        ];
+        let want = fill(&mut o, frames);
         let mut w = Trickle::new(usize::MAX, usize::MAX);
         assert!(o.flush(&mut w, &mut stage(), &TurnFrames::default()).unwrap().drained);
         assert_eq!(w.segments, vec![3], "staged run, large frame, staged run");
@@ -415,13 +417,8 @@ mod tests {
     #[test]
     fn a_full_stage_spills_into_frame_segments_and_nothing_is_lost() {
         let mut o = Outbox::default();
-        let mut want = Vec::new();
         // 1 000 frames of 1 000 bytes: about 15 fit the stage per call.
-        for i in 0..1000u32 {
-            let f = vec![(i % 251) as u8; 1000];
-            want.extend_from_slice(&f);
-            o.push(Bytes::from(f));
-        }
+        let want = fill(&mut o, (0..1000u32).map(|i| vec![(i % 251) as u8; 1000]));
         let mut w = Trickle::new(usize::MAX, usize::MAX);
         assert!(o.flush(&mut w, &mut stage(), &TurnFrames::default()).unwrap().drained);
         assert!(w.segments.iter().all(|&n| n <= MAX_IOVECS));
@@ -431,12 +428,7 @@ mod tests {
     #[test]
     fn partial_writes_of_a_staged_run_resume_at_the_right_byte() {
         let mut o = Outbox::default();
-        let mut want = Vec::new();
-        for i in 0..50u8 {
-            let f = vec![i; 7 + i as usize];
-            want.extend_from_slice(&f);
-            o.push(Bytes::from(f));
-        }
+        let want = fill(&mut o, (0..50u8).map(|i| vec![i; 7 + i as usize]));
         let total = want.len();
         // The kernel takes 13 bytes a call: every cut lands mid-frame.
         let mut w = Trickle::new(13, usize::MAX);

@@ -9,12 +9,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::conn::turn::TurnFrame;
 use crate::conn::{Action, Conn};
 use crate::protocol::{frames, ErrorCode, OpError};
 use crate::rooms::{Joined, Left, Topic, TopicRef, Waiter};
 
-use super::{ctx, Shard, ShardMsg};
+use super::{ctx, Pending, Shard, ShardMsg};
 
 impl Shard {
     /// Applies the actions connection `slot` queued, in order, including any
@@ -41,7 +40,7 @@ impl Shard {
         let Some(conn) = self.conn(slot, id) else { return };
         conn.push_reply(frame);
         if conn.mark_dirty() {
-            self.dirty.push((slot, id));
+            self.pending.dirty.push((slot, id));
         }
     }
 
@@ -122,7 +121,7 @@ impl Shard {
                 let ctx = ctx!(self, now, unix);
                 conn.close_with(&ctx, code, reason);
                 if conn.mark_dirty() {
-                    self.dirty.push((slot, id));
+                    self.pending.dirty.push((slot, id));
                 }
             }
         }
@@ -171,7 +170,7 @@ impl Shard {
                     c.welcome(&mut ctx)
                 };
                 if c.mark_dirty() {
-                    self.dirty.push((slot, conn));
+                    self.pending.dirty.push((slot, conn));
                 }
                 // The welcome may have replayed held input into new actions.
                 self.apply_actions(slot, now, unix);
@@ -191,16 +190,7 @@ impl Shard {
             return;
         };
         let cap = self.shared.config.max_queue_bytes;
-        let at = self.turn.push(frame);
-        deliver(
-            &mut self.conns,
-            members,
-            at,
-            frame.len(),
-            cap,
-            &mut self.dirty,
-            &mut self.kill,
-        );
+        deliver(&mut self.conns, &mut self.pending, members, frame, cap);
         self.metrics.deliveries.add(members.len() as u64);
         if remote != 0 {
             self.out.deliver(remote, owned, frame);
@@ -213,39 +203,24 @@ impl Shard {
         let Some((_, members, _)) = self.rooms.lookup(topic.as_ref()) else {
             return;
         };
-        let at = self.turn.push(frame);
-        deliver(
-            &mut self.conns,
-            members,
-            at,
-            frame.len(),
-            self.shared.config.max_queue_bytes,
-            &mut self.dirty,
-            &mut self.kill,
-        );
+        let cap = self.shared.config.max_queue_bytes;
+        deliver(&mut self.conns, &mut self.pending, members, frame, cap);
         self.metrics.deliveries.add(members.len() as u64);
     }
 }
 
-/// The fan-out loop: one queue push of the frame's turn index per member
-/// (no reference count: see `conn::turn`).
+/// The fan-out loop: the frame joins this turn's log once, then each member
+/// gets one queue push of its index (no reference count: see `conn::turn`).
 #[inline]
-fn deliver(
-    conns: &mut slab::Slab<Conn>,
-    members: &[u32],
-    at: TurnFrame,
-    len: usize,
-    cap: usize,
-    dirty: &mut Vec<(usize, u64)>,
-    kill: &mut Vec<(usize, u64)>,
-) {
+fn deliver(conns: &mut slab::Slab<Conn>, pending: &mut Pending, members: &[u32], frame: &Bytes, cap: usize) {
+    let (at, len) = (pending.frames.push(frame), frame.len());
     for &slot in members {
         let slot = slot as usize;
         let Some(conn) = conns.get_mut(slot) else { continue };
         if !conn.push_foreign(at, len, cap) {
-            kill.push((slot, conn.id()));
+            pending.kill.push((slot, conn.id()));
         } else if conn.mark_dirty() {
-            dirty.push((slot, conn.id()));
+            pending.dirty.push((slot, conn.id()));
         }
     }
 }

@@ -67,6 +67,17 @@ struct Work {
     names: String,
 }
 
+/// What fan-out leaves for the end of the loop turn.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The frames fanned out this turn; outboxes queue their indexes.
+    frames: TurnFrames,
+    /// Connections with frames queued this turn: (slot, id).
+    dirty: Vec<(usize, u64)>,
+    /// Slow consumers to cut at the end of the turn: (slot, id).
+    kill: Vec<(usize, u64)>,
+}
+
 /// One event loop and its connections.
 pub struct Shard {
     id: usize,
@@ -78,12 +89,8 @@ pub struct Shard {
     rooms: Registry,
     out: Outbound,
     work: Work,
-    /// The frames fanned out this turn; outboxes queue their indexes.
-    turn: TurnFrames,
-    /// Connections with frames queued this turn: (slot, id).
-    dirty: Vec<(usize, u64)>,
-    /// Slow consumers to cut at the end of the turn.
-    kill: Vec<(usize, u64)>,
+    /// What this turn's fan-out left for its end.
+    pending: Pending,
     /// Connections to read again next turn: (slot, id) so a reused slot is skipped.
     again: Vec<(usize, u64)>,
     /// The sweep's list of slots, kept to avoid an allocation every sweep.
@@ -115,7 +122,7 @@ macro_rules! ctx {
             shards: $self.out.shards(),
             scratch: &mut $self.work.scratch,
             stage: &mut $self.work.stage,
-            turn: &$self.turn,
+            turn: &$self.pending.frames,
             parser: &mut $self.work.parser,
             actions: &mut $self.work.actions,
             names: &mut $self.work.names,
@@ -154,9 +161,7 @@ impl Shard {
                 actions: Vec::new(),
                 names: String::new(),
             },
-            turn: TurnFrames::default(),
-            dirty: Vec::new(),
-            kill: Vec::new(),
+            pending: Pending::default(),
             again: Vec::new(),
             swept: Vec::new(),
             next_id: 1,
@@ -369,7 +374,7 @@ impl Shard {
     /// End of a turn: cut slow consumers, flush every connection that got
     /// frames, and send this turn's batches to other shards.
     fn end_turn(&mut self, now: Instant, unix: u64) {
-        for (slot, id) in std::mem::take(&mut self.kill) {
+        for (slot, id) in std::mem::take(&mut self.pending.kill) {
             if let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) {
                 let mut ctx = ctx!(self, now, unix);
                 conn.cut_slow_consumer(&mut ctx);
@@ -379,7 +384,7 @@ impl Shard {
         // Batches go out before this turn's acks are written: once a client
         // has an ack, the publish is already in every other shard's inbox.
         self.out.flush(&self.metrics);
-        for (slot, id) in std::mem::take(&mut self.dirty) {
+        for (slot, id) in std::mem::take(&mut self.pending.dirty) {
             let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) else {
                 continue;
             };
@@ -392,7 +397,7 @@ impl Shard {
         // Control messages from connections removed just above.
         self.out.flush(&self.metrics);
         // Every outbox still holding this turn's frames was detached above.
-        self.turn.clear();
+        self.pending.frames.clear();
         self.work.names.clear();
         self.shared_gauges();
     }
