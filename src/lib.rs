@@ -16,7 +16,7 @@
 //!
 //! - [`config`]: flags, environment and TOML resolved into a [`config::Config`].
 //! - [`node`]: starts and stops the threads.
-//! - [`net`]: the acceptor.
+//! - [`net`]: the listener, the acceptor and admission against `--max-connections`.
 //! - [`shard`]: the event loop, its inbox and timer sweep.
 //! - [`conn`]: the connection state machine and its outbox.
 //! - [`http`]: request parsing, routes and plain responses.
