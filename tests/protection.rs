@@ -154,10 +154,14 @@ fn a_member_that_falls_far_behind_under_its_cap_later_gets_every_byte_in_order()
         sent < expected_bytes as f64 / 2.0,
         "{sent} of {expected_bytes} bytes already written: no backlog to test"
     );
+    eventually("the backlog to show in roomcast_queued_bytes", || {
+        metric(&server, "roomcast_queued_bytes") > expected_bytes as f64 / 2.0
+    });
     for n in 0..total {
         let m = recv_json(&mut member);
         assert_eq!(m["data"]["n"], n, "in order");
         assert_eq!(m["data"]["blob"], blob(n), "message {n} intact");
     }
+    eventually("the queue to drain", || metric(&server, "roomcast_queued_bytes") == 0.0);
     assert_eq!(metric(&server, "roomcast_dropped_total{reason=\"slow_consumer\"}"), 0.0);
 }

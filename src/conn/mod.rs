@@ -170,6 +170,11 @@ impl Conn {
         self.session.as_ref().map(|s| &s.user)
     }
 
+    /// Bytes waiting in the outbox.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox.len_bytes()
+    }
+
     /// Whether frames may still be queued (no close frame sent or received).
     pub fn accepts_frames(&self) -> bool {
         matches!(self.phase, Phase::Ws { close_sent: false, .. })

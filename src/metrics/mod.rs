@@ -81,6 +81,12 @@ impl Counter {
         self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
     }
 
+    /// Replaces the value (for gauges); same single-writer rule as [`Counter::add`].
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+
     /// The current value (any thread).
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
@@ -106,8 +112,11 @@ pub struct ShardMetrics {
     pub dropped: [Counter; DropReason::ALL.len()],
     /// WebSocket closes, indexed like [`CLOSE_CODES`].
     pub closes: [Counter; CLOSE_CODES.len()],
-    /// Rooms with at least one member on this shard (a gauge).
+    /// Rooms this shard counts for the node (a gauge, see
+    /// `rooms::Registry::counted_rooms`).
     pub rooms: Counter,
+    /// Bytes waiting in this shard's outboxes at the last sweep (a gauge).
+    pub queued_bytes: Counter,
     /// Tokens refused: at the upgrade, on `refresh`, or expired while connected.
     pub auth_failures: Counter,
     /// Plain HTTP responses, indexed like [`HTTP_STATUSES`].

@@ -9,9 +9,11 @@ pub const SHARD_CONNECTIONS: &str = "roomcast_shard_connections";
 pub const CONNECTIONS_TOTAL: &str = "roomcast_connections_total";
 /// Counter: TCP connections accepted (before any HTTP).
 pub const ACCEPTED_TOTAL: &str = "roomcast_accepted_total";
-/// Gauge: rooms with members, summed over shards (a room with members on
-/// several shards counts once per shard).
+/// Gauge: rooms with members on this node, each counted once.
 pub const ROOMS: &str = "roomcast_rooms";
+/// Gauge: bytes queued for clients in roomcast (not yet taken by the
+/// kernel), sampled every sweep.
+pub const QUEUED_BYTES: &str = "roomcast_queued_bytes";
 /// Counter: tokens refused (upgrade, refresh, expiry while connected).
 pub const AUTH_FAILURES_TOTAL: &str = "roomcast_auth_failures_total";
 /// Counter: data messages received from clients.

@@ -47,8 +47,11 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
     for (i, s) in reg.shards.iter().enumerate() {
         let _ = writeln!(out, "{SHARD_CONNECTIONS}{{shard=\"{i}\"}} {}", s.connections.get());
     }
-    header(&mut out, ROOMS, "gauge", "Rooms with members, summed over shards.");
+    header(&mut out, ROOMS, "gauge", "Rooms with members on this node.");
     let _ = writeln!(out, "{ROOMS} {}", sum(reg, |s| s.rooms.get()));
+    let help = "Bytes queued for clients, not yet taken by the kernel (sampled every 250 ms).";
+    header(&mut out, QUEUED_BYTES, "gauge", help);
+    let _ = writeln!(out, "{QUEUED_BYTES} {}", sum(reg, |s| s.queued_bytes.get()));
     let counters: [(&str, &str, Read); 6] = [
         (AUTH_FAILURES_TOTAL, "Tokens refused.", |s| s.auth_failures.get()),
         (CONNECTIONS_TOTAL, "WebSocket connections upgraded.", |s| {

@@ -360,7 +360,8 @@ impl Shard {
         }
     }
 
-    /// Timeouts and heartbeats for every connection.
+    /// Timeouts and heartbeats for every connection; samples the bytes
+    /// queued in their outboxes.
     fn sweep(&mut self, now: Instant, unix: u64) {
         let mut slots = std::mem::take(&mut self.swept);
         slots.extend(self.conns.iter().map(|(slot, _)| slot));
@@ -369,6 +370,8 @@ impl Shard {
         }
         slots.clear();
         self.swept = slots;
+        let queued = self.conns.iter().map(|(_, c)| c.queued_bytes()).sum::<usize>();
+        self.metrics.queued_bytes.set(queued as u64);
     }
 
     /// End of a turn: cut slow consumers, flush every connection that got
@@ -404,10 +407,6 @@ impl Shard {
 
     /// Publishes this shard's room count for `/metrics`.
     fn shared_gauges(&self) {
-        let rooms = self.rooms.counted_rooms() as u64;
-        let current = self.metrics.rooms.get();
-        if rooms != current {
-            self.metrics.rooms.add(rooms.wrapping_sub(current));
-        }
+        self.metrics.rooms.set(self.rooms.counted_rooms() as u64);
     }
 }
