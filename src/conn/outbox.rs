@@ -169,9 +169,10 @@ impl Outbox {
         let mut written = 0;
         while !self.frames.is_empty() {
             let sent = if self.frames.len() == 1 {
-                // The common case under light fan-out: one frame, no layout
-                // to build (zeroing the layout's arrays cost more than the
-                // rest of a flush into memory, see `benches/publish.rs`).
+                // The common case under light fan-out: one frame, nothing to
+                // stage, no layout to build (zeroing the layout's arrays cost
+                // more than the rest of a flush into memory, see
+                // `benches/publish.rs`).
                 out.write_vectored(&[IoSlice::new(bytes_of(&self.frames[0], turn)?)])
             } else {
                 let mut segments = [Segment::Frame(0); MAX_IOVECS];
@@ -203,17 +204,15 @@ impl Outbox {
     }
 
     /// Lays out the next `writev` from the front of the queue: consecutive
-    /// small frames are copied into `stage` and become one segment. Returns
-    /// the number of segments (at least one: the queue is not empty).
+    /// small frames are copied into `stage` and become one segment. Called
+    /// with at least two frames queued (`flush` writes a lone one as it is).
+    /// Returns the number of segments.
     fn plan(&self, stage: &mut Vec<u8>, segments: &mut [Segment; MAX_IOVECS], turn: &TurnFrames) -> io::Result<usize> {
         stage.clear();
-        // A lone frame goes out as it is: copying it would gain nothing.
-        let staging = self.frames.len() > 1;
         let mut n = 0;
         for (i, entry) in self.frames.iter().enumerate() {
             let frame = bytes_of(entry, turn)?;
-            let small = staging && frame.len() <= STAGE_FRAME_MAX;
-            if small && stage.len() + frame.len() <= stage.capacity() {
+            if frame.len() <= STAGE_FRAME_MAX && stage.len() + frame.len() <= stage.capacity() {
                 let start = stage.len();
                 stage.extend_from_slice(frame);
                 if let Some(Segment::Staged(_, end)) = segments[..n].last_mut() {

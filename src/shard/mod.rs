@@ -365,12 +365,15 @@ impl Shard {
     fn sweep(&mut self, now: Instant, unix: u64) {
         let mut slots = std::mem::take(&mut self.swept);
         slots.extend(self.conns.iter().map(|(slot, _)| slot));
+        let mut queued = 0;
         for &slot in &slots {
             self.dispatch(slot, now, unix, |c, ctx| c.tick(ctx));
+            // Nothing is adopted during a sweep: an empty slot is one the
+            // tick just removed.
+            queued += self.conns.get(slot).map_or(0, Conn::queued_bytes);
         }
         slots.clear();
         self.swept = slots;
-        let queued = self.conns.iter().map(|(_, c)| c.queued_bytes()).sum::<usize>();
         self.metrics.queued_bytes.set(queued as u64);
     }
 
