@@ -53,6 +53,20 @@ fn int(bytes: &[u8]) -> Result<i64, Malformed> {
         .ok_or(Malformed)
 }
 
+/// A bulk string's or array's length: `None` for RESP's null (a negative
+/// length), an error past `max`.
+fn length(head: &[u8], max: usize) -> Result<Option<usize>, Malformed> {
+    let n = int(head)?;
+    if n < 0 {
+        return Ok(None);
+    }
+    let n = n as usize;
+    if n > max {
+        return Err(Malformed);
+    }
+    Ok(Some(n))
+}
+
 /// Parses one value at the start of `buf`: `Ok(Some((value, used)))`, or
 /// `Ok(None)` if it is not all there yet.
 pub fn parse(buf: &[u8]) -> Result<Option<(Value, usize)>, Malformed> {
@@ -77,14 +91,9 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Value, usize)
         b'-' => Ok(Some((Value::Error(head.to_vec()), next))),
         b':' => Ok(Some((Value::Int(int(head)?), next))),
         b'$' => {
-            let n = int(head)?;
-            if n < 0 {
+            let Some(n) = length(head, MAX_BULK)? else {
                 return Ok(Some((Value::Bulk(None), next)));
-            }
-            let n = n as usize;
-            if n > MAX_BULK {
-                return Err(Malformed);
-            }
+            };
             if buf.len() < next + n + 2 {
                 return Ok(None);
             }
@@ -94,14 +103,9 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Value, usize)
             Ok(Some((Value::Bulk(Some(buf[next..next + n].to_vec())), next + n + 2)))
         }
         b'*' => {
-            let n = int(head)?;
-            if n < 0 {
+            let Some(n) = length(head, MAX_ARRAY)? else {
                 return Ok(Some((Value::Array(None), next)));
-            }
-            let n = n as usize;
-            if n > MAX_ARRAY {
-                return Err(Malformed);
-            }
+            };
             let mut items = Vec::with_capacity(n.min(16));
             let mut at = next;
             for _ in 0..n {
