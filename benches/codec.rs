@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::ops::ControlFlow;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use roomcast::ws::{frame, Decoder, Event, OpCode};
+use roomcast::internals::{frame, Decoder, Event, OpCode};
 
 const SIZES: [usize; 5] = [16, 128, 1024, 16 * 1024, 64 * 1024];
 

@@ -1,8 +1,9 @@
 //! The publish hot path: parse the client's op, encode the message frame
-//! once, queue it to N recipients' outboxes and flush each (into a sink, so
-//! no syscall is measured). Per-recipient cost must not grow with the
-//! payload: each recipient gets a reference (the frame's index in the
-//! shard's turn), not a copy.
+//! once, then the shard's real fan-out loop queues it to N recipients and
+//! the real end of the turn flushes each (into a sink, so no syscall is
+//! measured). Per-recipient cost must not grow with the payload: each
+//! recipient gets a reference (the frame's index in the shard's turn), not
+//! a copy.
 //! Run: `cargo bench --bench publish`.
 
 use std::hint::black_box;
@@ -10,22 +11,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use roomcast::conn::outbox::Outbox;
-use roomcast::conn::turn::TurnFrames;
-use roomcast::protocol::{frames, Op, Parser};
-use roomcast::rooms::Topic;
+use roomcast::internals::{frames, FanoutBench, Op, Parser, Topic};
 
 fn publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish");
     for recipients in [1usize, 10, 1_000, 10_000] {
+        let mut shard = FanoutBench::new(recipients);
         for size in [16usize, 1024, 16 * 1024] {
             let data = format!("\"{}\"", "x".repeat(size));
             let op = format!(r#"{{"op":"publish","room":"lobby","data":{data},"id":1}}"#);
             let mut parser = Parser::new();
-            let mut outboxes: Vec<Outbox> = (0..recipients).map(|_| Outbox::default()).collect();
-            let mut sink = std::io::sink();
-            let mut stage = Vec::with_capacity(roomcast::conn::outbox::STAGE_BYTES);
-            let mut turn = TurnFrames::default();
             group.throughput(Throughput::Elements(recipients as u64));
             let id = BenchmarkId::new(format!("{recipients}_recipients"), size);
             group.bench_with_input(id, &size, |b, _| {
@@ -36,14 +31,7 @@ fn publish(c: &mut Criterion) {
                             _ => unreachable!(),
                         })
                         .unwrap();
-                    let at = turn.push(&frame);
-                    for outbox in outboxes.iter_mut() {
-                        outbox.push_turn(at, frame.len());
-                    }
-                    for outbox in outboxes.iter_mut() {
-                        black_box(outbox.flush(&mut sink, &mut stage, &turn).unwrap());
-                    }
-                    turn.clear();
+                    shard.publish(black_box(&frame));
                 })
             });
         }

@@ -33,19 +33,36 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod cluster;
+mod auth;
+mod bus;
+mod cluster;
 pub mod config;
-pub mod conn;
-pub mod http;
-pub mod limits;
-pub mod metrics;
-pub mod net;
-pub mod node;
-pub mod protocol;
-pub mod rooms;
-pub mod shard;
-pub mod ws;
+mod conn;
+mod http;
+mod limits;
+mod metrics;
+mod net;
+mod node;
+mod protocol;
+mod rooms;
+mod shard;
+mod ws;
 
 pub use config::Config;
 pub use node::Node;
+
+/// The internals that benches, fuzz targets and tests drive directly. Not
+/// a stable API: everything else is private, so the compiler reports code
+/// nothing uses (quinn-proto's way).
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::cluster::resp;
+    pub use crate::http::request::{parse as parse_request, Parsed, MAX_HEAD_BYTES};
+    pub use crate::http::upgrade;
+    pub use crate::protocol::api::parse_publish;
+    pub use crate::protocol::binary::room_of;
+    pub use crate::protocol::{frames, Op, Parser};
+    pub use crate::rooms::{valid_room, Topic};
+    pub use crate::shard::bench::FanoutBench;
+    pub use crate::ws::{frame, Decoder, Event, OpCode};
+}

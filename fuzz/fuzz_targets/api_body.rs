@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roomcast::http::api::parse_publish;
+use roomcast::internals::parse_publish;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(items) = parse_publish(data, 4096) {

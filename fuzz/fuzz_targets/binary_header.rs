@@ -3,8 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roomcast::protocol::binary::room_of;
-use roomcast::rooms::valid_room;
+use roomcast::internals::{room_of, valid_room};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(room) = room_of(data) {

@@ -6,7 +6,7 @@
 use std::ops::ControlFlow;
 
 use libfuzzer_sys::fuzz_target;
-use roomcast::ws::{Decoder, Event};
+use roomcast::internals::{Decoder, Event};
 
 /// Decodes `data` in pieces whose sizes come from `cuts`; returns every
 /// event as (opcode, payload) and the close code of the error, if any.

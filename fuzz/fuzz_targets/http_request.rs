@@ -4,15 +4,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roomcast::http::request::{parse, Parsed, MAX_HEAD_BYTES};
-use roomcast::ws::handshake;
+use roomcast::internals::{parse_request as parse, upgrade, Parsed, MAX_HEAD_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     match parse(data) {
         Ok(Parsed::Complete(req, used)) => {
             assert!(used <= data.len() && used <= MAX_HEAD_BYTES);
             assert!(!req.path.contains('?'));
-            let _ = handshake::check(&req);
+            let _ = upgrade::check(&req);
             // Growing the input after a complete head never changes the head.
             if let Ok(Parsed::Complete(again, n)) = parse(&data[..used]) {
                 assert_eq!((again, n), (req, used));

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roomcast::protocol::{frames, Op, Parser};
+use roomcast::internals::{frames, Op, Parser};
 
 fuzz_target!(|data: &[u8]| {
     let mut parser = Parser::new();

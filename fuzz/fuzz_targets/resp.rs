@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roomcast::cluster::resp::parse;
+use roomcast::internals::resp::parse;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((_, used))) = parse(data) {

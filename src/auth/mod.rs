@@ -22,9 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{DecodingKey, Validation};
 
-pub use algorithm::Algorithm;
-pub use policy::RoomPolicy;
-pub use request::{bearer, token_from_request};
+pub(crate) use algorithm::Algorithm;
+pub(crate) use policy::RoomPolicy;
+pub(crate) use request::{bearer, constant_time_eq, token_from_request};
 
 /// Default clock-skew allowance, in seconds, applied to `exp` and `nbf`.
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;
@@ -208,21 +208,12 @@ impl Authenticator {
         Ok(Principal { user, rooms, exp })
     }
 
-    /// Whether `principal`'s token has expired as of `now_unix`, by the same
-    /// rule (and leeway) `verify` applies, so a connection is cut exactly
-    /// when its token would stop being accepted.
-    pub fn is_expired(&self, principal: &Principal, now_unix: u64) -> bool {
-        self.expired(principal.exp, now_unix)
-    }
-
-    /// The configured algorithm.
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
-    /// The configured clock-skew allowance, in seconds.
-    pub fn leeway_secs(&self) -> u64 {
-        self.leeway_secs
+    /// Whether a token that expires at `exp` (a [`Principal`]'s) has
+    /// expired as of `now_unix`, by the same rule (and leeway) `verify`
+    /// applies, so a connection is cut exactly when its token would stop
+    /// being accepted.
+    pub fn is_expired(&self, exp: u64, now_unix: u64) -> bool {
+        self.expired(exp, now_unix)
     }
 
     // RFC 7519: the token is valid strictly before `exp`.

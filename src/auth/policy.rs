@@ -59,6 +59,7 @@ impl RoomPolicy {
     }
 
     /// Whether every room is allowed, so callers can skip per-room checks.
+    #[cfg(test)]
     pub fn allows_every_room(&self) -> bool {
         self.0.is_none()
     }

@@ -79,6 +79,15 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
+    for (i, &x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0 && a.len() == b.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +150,13 @@ mod tests {
         assert_eq!(t(Some("token=%"), None).as_deref(), Some("%"));
         assert_eq!(t(None, Some("Bearer")), None);
         assert_eq!(t(None, Some("Bearer    ")), None);
+    }
+
+    #[test]
+    fn key_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
     }
 }

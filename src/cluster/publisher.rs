@@ -19,7 +19,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::rooms::Topic;
 
 use super::backoff::Backoff;
-use super::{channel, envelope, probe_channel, unix_nanos, LinkConfig, LinkState, PROBE_INTERVAL};
+use super::{channel, envelope, probe_channel};
+use crate::config::RedisConfig;
+use crate::metrics::link::{unix_nanos, PROBE_INTERVAL};
+use crate::metrics::LinkState;
 
 /// Most messages in one pipeline.
 const PIPELINE: usize = 1024;
@@ -33,7 +36,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 type Outgoing = (Vec<u8>, Vec<u8>);
 
 /// The publisher's state.
-pub struct Publisher {
+pub(crate) struct Publisher {
     client: Option<redis::Client>,
     prefix: String,
     node_id: Arc<str>,
@@ -49,7 +52,7 @@ impl Publisher {
     /// A publisher for the Redis at `info`.
     pub fn new(
         info: redis::ConnectionInfo,
-        cfg: &LinkConfig,
+        cfg: &RedisConfig,
         node_id: Arc<str>,
         rx: Receiver<Vec<(Topic, Bytes)>>,
         state: Arc<LinkState>,
@@ -78,7 +81,7 @@ impl Publisher {
     }
 
     /// Runs until every shard is gone (the channel disconnects).
-    pub fn run(mut self) {
+    pub fn run(mut self) -> std::io::Result<()> {
         let mut conn: Option<redis::Connection> = None;
         let mut backoff = Backoff::new(unix_nanos() ^ 0x5eed);
         let mut next_try = Instant::now();
@@ -121,7 +124,7 @@ impl Publisher {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             let probe = if Instant::now() >= next_probe {
                 next_probe += PROBE_INTERVAL;

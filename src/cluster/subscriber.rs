@@ -15,17 +15,20 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
 use mio::{Events, Interest as Ready, Poll, Token, Waker};
 
+use crate::bus::post::shards_in;
+use crate::bus::{Post, ShardHandle, ShardMsg, TopicInterest};
+use crate::config::RedisConfig;
+use crate::metrics::link::unix_nanos;
+use crate::metrics::LinkState;
 use crate::rooms::Topic;
-use crate::shard::{ShardHandle, ShardMsg};
 
 use super::backoff::Backoff;
 use super::resp::{self, Value};
-use super::{envelope, probe_channel, unix_nanos, Interest, LinkConfig, LinkState};
+use super::{envelope, probe_channel};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -55,7 +58,7 @@ struct Link {
 }
 
 /// The subscriber's state.
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     host: String,
     port: u16,
     username: Option<String>,
@@ -63,25 +66,23 @@ pub struct Subscriber {
     prefix: String,
     node_id: Arc<str>,
     probe: Vec<u8>,
-    shards: Vec<ShardHandle>,
-    rx: Receiver<Interest>,
+    rx: Receiver<TopicInterest>,
     state: Arc<LinkState>,
     poll: Poll,
     chans: HashMap<Vec<u8>, Chan>,
     link: Option<Link>,
-    /// Messages for shards that found their inbox full, retried every turn.
-    retry: Vec<(usize, ShardMsg)>,
-    deliver: Vec<Vec<(Topic, Bytes)>>,
+    /// Frames and confirmations for the shards, sent at the end of each turn.
+    post: Post,
 }
 
 impl Subscriber {
     /// Prepares the subscriber (it connects when run).
     pub fn new(
         info: &redis::ConnectionInfo,
-        cfg: &LinkConfig,
+        cfg: &RedisConfig,
         node_id: Arc<str>,
         shards: Vec<ShardHandle>,
-        rx: Receiver<Interest>,
+        rx: Receiver<TopicInterest>,
         state: Arc<LinkState>,
     ) -> io::Result<(Subscriber, Arc<Waker>)> {
         let (host, port) = match info.addr() {
@@ -95,7 +96,6 @@ impl Subscriber {
         };
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let n = shards.len();
         let sub = Subscriber {
             host,
             port,
@@ -104,20 +104,18 @@ impl Subscriber {
             probe: probe_channel(&cfg.prefix, &node_id),
             prefix: cfg.prefix.clone(),
             node_id,
-            shards,
             rx,
             state,
             poll,
             chans: HashMap::new(),
             link: None,
-            retry: Vec::new(),
-            deliver: (0..n).map(|_| Vec::new()).collect(),
+            post: Post::new(shards),
         };
         Ok((sub, waker))
     }
 
-    /// Runs until the shards are gone.
-    pub fn run(mut self) {
+    /// Runs until the shards are gone; an error if its poll fails.
+    pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         let mut backoff = Backoff::new(unix_nanos());
         let mut next_try = Instant::now();
@@ -129,7 +127,7 @@ impl Subscriber {
                     next_try = Instant::now() + backoff.next_delay();
                 }
             }
-            let timeout = if !self.retry.is_empty() {
+            let timeout = if self.post.has_backlog() {
                 Duration::from_millis(1)
             } else if self.link.is_none() {
                 next_try.saturating_duration_since(Instant::now())
@@ -138,8 +136,7 @@ impl Subscriber {
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "redis link: poll failed");
-                    return;
+                    return Err(e);
                 }
             }
             let mut lost = false;
@@ -166,7 +163,7 @@ impl Subscriber {
                 match self.rx.try_recv() {
                     Ok(msg) => self.on_interest(msg),
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => return Ok(()),
                 }
             }
             if !lost {
@@ -211,23 +208,21 @@ impl Subscriber {
         }
         self.state.subscriber_up.store(false, Relaxed);
         self.state.subscriptions.store(0, Relaxed);
-        let mut confirms = Vec::new();
         for chan in self.chans.values_mut() {
             chan.subscribed = false;
             chan.sent = 0;
             chan.confirmed = 0;
             for (shard, seq, _) in chan.waiters.drain(..) {
-                confirms.push((
+                self.post.control(
                     shard,
                     ShardMsg::Confirm {
                         topic: chan.topic.clone(),
                         seq,
                     },
-                ));
+                );
             }
         }
         self.chans.retain(|_, c| c.mask != 0);
-        self.retry.extend(confirms);
     }
 
     /// Socket readiness; `Ok(true)` when the link just became fully ready.
@@ -338,13 +333,13 @@ impl Subscriber {
             while i < chan.waiters.len() {
                 if chan.waiters[i].2 <= confirmed {
                     let (shard, seq, _) = chan.waiters.swap_remove(i);
-                    self.retry.push((
+                    self.post.control(
                         shard,
                         ShardMsg::Confirm {
                             topic: topic.clone(),
                             seq,
                         },
-                    ));
+                    );
                 } else {
                     i += 1;
                 }
@@ -386,17 +381,14 @@ impl Subscriber {
         }
         self.state.messages_in.fetch_add(1, Relaxed);
         let frame = envelope::frame_bytes(&env);
-        let mut mask = chan.mask;
-        while mask != 0 {
-            let s = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            if let Some(batch) = self.deliver.get_mut(s) {
-                batch.push((chan.topic.clone(), frame.clone()));
+        for s in shards_in(chan.mask) {
+            if s < self.post.len() {
+                self.post.frame(s, &chan.topic, &frame);
             }
         }
     }
 
-    fn on_interest(&mut self, msg: Interest) {
+    fn on_interest(&mut self, msg: TopicInterest) {
         let name = super::channel(&self.prefix, &msg.topic);
         let up = self.link.as_ref().is_some_and(|l| l.connected);
         tracing::debug!(topic = ?msg.topic, on = msg.on, shard = msg.shard, up, "redis link: interest");
@@ -413,13 +405,13 @@ impl Subscriber {
         if msg.on {
             chan.mask |= bit;
             if !up {
-                self.retry.push((
+                self.post.control(
                     msg.shard,
                     ShardMsg::Confirm {
                         topic: msg.topic,
                         seq: msg.seq,
                     },
-                ));
+                );
                 return;
             }
             if !chan.subscribed {
@@ -428,13 +420,13 @@ impl Subscriber {
                 resp::command(&mut out, &[b"SUBSCRIBE", &name]);
             }
             if chan.confirmed >= chan.sent {
-                self.retry.push((
+                self.post.control(
                     msg.shard,
                     ShardMsg::Confirm {
                         topic: msg.topic,
                         seq: msg.seq,
                     },
-                ));
+                );
             } else {
                 chan.waiters.push((msg.shard, msg.seq, chan.sent));
             }
@@ -472,35 +464,12 @@ impl Subscriber {
         Ok(())
     }
 
-    /// Sends this turn's frames and confirmations to the shards.
+    /// Sends this turn's frames and confirmations to the shards; frames
+    /// that find an inbox full are counted as `link_inbound` drops.
     fn send_to_shards(&mut self) {
-        let mut woken = 0u64;
-        for (s, batch) in self.deliver.iter_mut().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
-            let batch = std::mem::take(batch);
-            let n = batch.len() as u64;
-            match self.shards[s].send(ShardMsg::Deliver(batch)) {
-                Ok(()) => woken |= 1 << s,
-                Err(_) => {
-                    self.state.dropped.fetch_add(n, Relaxed);
-                }
-            }
-        }
-        let mut keep = Vec::new();
-        for (s, msg) in self.retry.drain(..) {
-            match self.shards[s].send(msg) {
-                Ok(()) => woken |= 1 << s,
-                Err(crossbeam_channel::TrySendError::Full(m)) => keep.push((s, m)),
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
-            }
-        }
-        self.retry = keep;
-        while woken != 0 {
-            let s = woken.trailing_zeros() as usize;
-            woken &= woken - 1;
-            self.shards[s].wake();
-        }
+        let state = &self.state;
+        self.post.flush(|_, n| {
+            state.dropped_inbound.fetch_add(n, Relaxed);
+        });
     }
 }

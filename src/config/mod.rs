@@ -1,10 +1,13 @@
 //! Configuration: flags > `ROOMCAST_*` environment > TOML file > defaults,
 //! resolved into one validated [`Config`].
 //!
-//! Parsing is pure (ripgrep's two steps): [`Settings`] holds what each layer
-//! said, every field optional; [`Config::resolve`] merges the layers, applies
-//! the documented defaults below and validates, so a bad value is one clear
-//! error line before any socket is opened.
+//! Two steps, as in ripgrep: [`Settings`] holds what each layer said, every
+//! field optional (parsing it reads nothing else); [`Config::resolve`]
+//! merges the layers, applies the documented defaults below and validates,
+//! so a bad value is one clear error line before any socket is opened.
+//! `resolve` is not pure: it falls back to `RUST_LOG` for the log filter
+//! and reads the JWT public key file the settings name, so that a bad key
+//! is refused at start-up too. [`Config::default`] reads nothing.
 
 mod file;
 mod settings;
@@ -14,7 +17,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::{Algorithm, AuthConfig, Authenticator, KeySource};
-use crate::cluster::LinkConfig;
 
 pub use settings::{Cli, Settings};
 
@@ -97,11 +99,22 @@ pub struct Config {
     /// How log lines are written.
     pub log_format: LogFormat,
     /// The Redis link; `None` runs a single node.
-    pub redis: Option<LinkConfig>,
+    pub redis: Option<RedisConfig>,
     /// Serve the demo page at `/`.
     pub demo: bool,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
+}
+
+/// Settings of the Redis link (`docs/cluster.md`).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:pass@]host:port[/db]`.
+    pub url: String,
+    /// Namespace of every channel.
+    pub prefix: String,
+    /// Messages kept while Redis is unreachable; more are dropped and counted.
+    pub buffer_messages: usize,
 }
 
 /// How log lines are written.
@@ -217,8 +230,14 @@ fn resolve_auth(s: &Settings) -> Result<Option<AuthConfig>, ConfigError> {
 }
 
 impl Default for Config {
+    /// Every documented default, independent of the environment (not even
+    /// `RUST_LOG` is read).
     fn default() -> Self {
-        Config::resolve(Settings::default(), None).expect("defaults are valid")
+        let settings = Settings {
+            log_level: Some(DEFAULT_LOG_LEVEL.to_string()),
+            ..Settings::default()
+        };
+        Config::resolve(settings, None).expect("defaults are valid")
     }
 }
 
@@ -325,7 +344,7 @@ impl Config {
                     ));
                 }
                 let buffer_messages = s.redis_buffer_messages.unwrap_or(DEFAULT_REDIS_BUFFER_MESSAGES);
-                Some(LinkConfig {
+                Some(RedisConfig {
                     url: url.clone(),
                     prefix,
                     buffer_messages,

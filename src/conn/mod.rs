@@ -7,79 +7,45 @@
 //! Reads go into the shard's scratch buffer; a connection keeps bytes of its
 //! own only while a request head or a frame is incomplete.
 
-pub mod action;
+pub(crate) mod action;
+pub(crate) mod ctx;
 mod http;
-pub mod outbox;
-pub mod session;
-pub mod turn;
+#[cfg(test)]
+mod lifecycle_tests;
+pub(crate) mod outbox;
+mod session;
+#[cfg(test)]
+mod testing;
+pub(crate) mod transport;
+pub(crate) mod turn;
 mod ws;
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use mio::net::TcpStream;
 
-use crate::net::admission::{Admission, Ticket, REFUSING_HANDSHAKE};
-
-use crate::auth::Authenticator;
-use crate::cluster::LinkState;
 use crate::config::Config;
 use crate::http::Route;
-use crate::metrics::{DropReason, Registry, ShardMetrics};
-use crate::protocol::{frames, Parser};
+use crate::limits::{Permit, Ticket, REFUSING_HANDSHAKE};
+use crate::metrics::DropReason;
+use crate::protocol::frames;
 use crate::ws::{frame, CloseCode, Decoder, OpCode};
-pub use action::Action;
+pub(crate) use action::Action;
+pub(crate) use ctx::{Clock, Ctx, Env, Shared, Work};
 use outbox::Outbox;
 use session::Session;
-use turn::{TurnFrame, TurnFrames};
+pub(crate) use transport::Transport;
+use turn::TurnIndex;
 
 /// Reads per readiness event before other connections get a turn; the
 /// shard comes back to this one on its next loop iteration.
 const READS_PER_TURN: usize = 16;
 
-/// What the shard owns and lends to a connection for one call.
-pub struct Ctx<'a> {
-    /// Index of the shard, for logs.
-    pub shard: usize,
-    /// The time of this loop iteration.
-    pub now: Instant,
-    /// The node's configuration.
-    pub config: &'a Config,
-    /// This shard's metrics.
-    pub metrics: &'a ShardMetrics,
-    /// Every shard's metrics, for `/metrics`.
-    pub registry: &'a Registry,
-    /// The shard's read buffer, shared by all its connections.
-    pub scratch: &'a mut [u8],
-    /// The shard's staging buffer for writes (`Outbox::flush`).
-    pub stage: &'a mut Vec<u8>,
-    /// The frames fanned out this turn, which outboxes queue by index.
-    pub turn: &'a TurnFrames,
-    /// Connections the node holds against `--max-connections`.
-    pub admission: &'a Admission,
-    /// Seconds since the Unix epoch at this loop iteration (token expiry).
-    pub unix_now: u64,
-    /// JWT verification; `None` in dev mode.
-    pub auth: Option<&'a Authenticator>,
-    /// This node's id, part of anonymous user names.
-    pub node_id: &'a str,
-    /// Number of shards, to make connection numbers node-unique.
-    pub shards: usize,
-    /// The shard's JSON parser.
-    pub parser: &'a mut Parser,
-    /// Requests for the shard, applied after this call.
-    pub actions: &'a mut Vec<Action>,
-    /// Topic names referenced by `Action::Publish`, reset every turn.
-    pub names: &'a mut String,
-    /// Health of the Redis link, if there is one.
-    pub link: Option<&'a LinkState>,
-}
-
 /// What the shard should do with a connection after a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Wait for the next event.
     Keep,
     /// The read budget ran out with data maybe left: call `on_ready` again soon.
@@ -106,10 +72,10 @@ enum Phase {
     Linger { drain: bool, shut: bool },
 }
 
-/// A client connection owned by one shard.
+/// A client connection owned by one shard, over any [`Transport`].
 #[derive(Debug)]
-pub struct Conn {
-    stream: TcpStream,
+pub(crate) struct Conn<S = mio::net::TcpStream> {
+    stream: S,
     peer: SocketAddr,
     /// Shard-unique id; also the generation that makes a stale handle harmless.
     id: u64,
@@ -121,9 +87,8 @@ pub struct Conn {
     deadline: Instant,
     /// The first close code exchanged, recorded in metrics when removed.
     close_code: Option<CloseCode>,
-    /// What the node admitted it as (`--max-connections`); given back when
-    /// it ends.
-    ticket: Option<Ticket>,
+    /// Its place in `--max-connections`, given back when the `Conn` drops.
+    permit: Permit,
     /// Completed the upgrade (counted in the connection gauge).
     upgraded: bool,
     /// Reading stopped until the outbox drains (see `Conn::pause_limit`) or
@@ -138,13 +103,13 @@ pub struct Conn {
     held: Vec<u8>,
 }
 
-impl Conn {
-    /// A freshly accepted connection; a `Refusing` ticket means it is over
+impl<S: Transport> Conn<S> {
+    /// A freshly accepted connection; a permit over the cap means it is over
     /// `--max-connections` and will be refused with 1013 after its upgrade.
-    pub fn new(stream: TcpStream, peer: SocketAddr, id: u64, ticket: Ticket, ctx: &Ctx<'_>) -> Conn {
-        let handshake = match ticket {
-            Ticket::Counted => ctx.config.handshake_timeout,
-            Ticket::Refusing => ctx.config.handshake_timeout.min(REFUSING_HANDSHAKE),
+    pub fn new(stream: S, peer: SocketAddr, id: u64, permit: Permit, config: &Config, now: Instant) -> Conn<S> {
+        let handshake = match permit.ticket() {
+            Ticket::Counted => config.handshake_timeout,
+            Ticket::Refusing => config.handshake_timeout.min(REFUSING_HANDSHAKE),
         };
         Conn {
             stream,
@@ -152,11 +117,11 @@ impl Conn {
             id,
             phase: Phase::Http { head: Vec::new() },
             outbox: Outbox::default(),
-            last_seen: ctx.now,
-            last_ping: ctx.now,
-            deadline: ctx.now + handshake,
+            last_seen: now,
+            last_ping: now,
+            deadline: now + handshake,
             close_code: None,
-            ticket: Some(ticket),
+            permit,
             upgraded: false,
             read_paused: false,
             dirty: false,
@@ -193,7 +158,7 @@ impl Conn {
     /// this slow consumer. The caller also marks the connection dirty, so
     /// that `flush_dirty` runs before the turn ends.
     #[inline]
-    pub fn push_foreign(&mut self, at: TurnFrame, len: usize, cap: usize) -> bool {
+    pub fn push_foreign(&mut self, at: TurnIndex, len: usize, cap: usize) -> bool {
         if !self.accepts_frames() {
             return true;
         }
@@ -244,15 +209,15 @@ impl Conn {
     /// Cuts a slow consumer: its queue is freed, a 4008 close frame is
     /// written if the socket takes it, and the connection is removed.
     pub fn cut_slow_consumer(&mut self, ctx: &mut Ctx<'_>) {
-        ctx.metrics.drop(DropReason::SlowConsumer);
+        ctx.metrics().drop(DropReason::SlowConsumer);
         self.outbox.clear();
         self.close_code = Some(CloseCode::SLOW_CONSUMER);
         self.outbox
             .push(frame::encode_close(CloseCode::SLOW_CONSUMER, "slow consumer"));
-        if let Ok(f) = self.outbox.flush(&mut self.stream, ctx.stage, ctx.turn) {
-            ctx.metrics.bytes_sent.add(f.written as u64);
+        if let Ok(f) = self.outbox.flush(&mut self.stream, &mut ctx.work.stage, ctx.turn) {
+            ctx.metrics().bytes_sent.add(f.written as u64);
         }
-        tracing::info!(shard = ctx.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
+        tracing::info!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
             code = 4008, "slow consumer: outbox over --max-queue-bytes, cut");
     }
 
@@ -268,13 +233,13 @@ impl Conn {
 
     /// Starts the close handshake on behalf of the shard (e.g. a flood).
     pub fn close_with(&mut self, ctx: &Ctx<'_>, code: CloseCode, reason: &str) {
-        tracing::info!(shard = ctx.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
+        tracing::info!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
             code = code.0, reason, "closing");
         self.start_close(ctx, code, reason);
     }
 
     /// The socket, for registration with the shard's poll.
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    pub fn stream_mut(&mut self) -> &mut S {
         &mut self.stream
     }
 
@@ -283,14 +248,15 @@ impl Conn {
         self.id
     }
 
-    /// Handles a readiness event (or a retry after `ReadAgain`).
-    pub fn on_ready(&mut self, ctx: &mut Ctx<'_>, readable: bool, writable: bool) -> Verdict {
+    /// Handles a readiness event (or a retry after `ReadAgain`); reads land
+    /// in `scratch`, the shard's buffer shared by all its connections.
+    pub fn on_ready(&mut self, ctx: &mut Ctx<'_>, scratch: &mut [u8], readable: bool, writable: bool) -> Verdict {
         if writable && self.flush(ctx) == Verdict::Remove {
             return Verdict::Remove;
         }
         let mut verdict = Verdict::Keep;
         if readable {
-            verdict = self.read(ctx);
+            verdict = self.read(ctx, scratch);
             if verdict == Verdict::Remove {
                 return verdict;
             }
@@ -302,20 +268,20 @@ impl Conn {
     }
 
     /// Reads until `WouldBlock`, the turn's budget, or a pause.
-    fn read(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+    fn read(&mut self, ctx: &mut Ctx<'_>, scratch: &mut [u8]) -> Verdict {
         for _ in 0..READS_PER_TURN {
             if self.read_paused {
                 return Verdict::Keep;
             }
-            match self.stream.read(ctx.scratch) {
+            match self.stream.read(scratch) {
                 Ok(0) => return self.on_eof(ctx),
                 Ok(n) => {
-                    ctx.metrics.bytes_received.add(n as u64);
+                    ctx.metrics().bytes_received.add(n as u64);
                     self.last_seen = ctx.now;
-                    if self.on_bytes(ctx, n) == Verdict::Remove {
+                    if self.on_bytes(ctx, &mut scratch[..n]) == Verdict::Remove {
                         return Verdict::Remove;
                     }
-                    if self.outbox.len_bytes() > pause_limit(ctx.config) {
+                    if self.outbox.len_bytes() > pause_limit(ctx.config()) {
                         self.read_paused = true;
                     }
                 }
@@ -327,16 +293,11 @@ impl Conn {
         Verdict::ReadAgain
     }
 
-    /// Routes the `n` bytes now in `ctx.scratch` to the current phase.
-    fn on_bytes(&mut self, ctx: &mut Ctx<'_>, n: usize) -> Verdict {
+    /// Routes bytes just read to the current phase.
+    fn on_bytes(&mut self, ctx: &mut Ctx<'_>, input: &mut [u8]) -> Verdict {
         match &mut self.phase {
-            Phase::Http { .. } => self.on_http_bytes(ctx, n),
-            Phase::Ws { .. } => {
-                let input = std::mem::take(&mut ctx.scratch);
-                let v = self.on_ws_bytes(ctx, &mut input[..n]);
-                ctx.scratch = input;
-                v
-            }
+            Phase::Http { .. } => self.serve_http(ctx, input),
+            Phase::Ws { .. } => self.on_ws_bytes(ctx, input),
             // The peer's last bytes after our FIN are read only to see its FIN.
             Phase::Linger { .. } => Verdict::Keep,
         }
@@ -347,7 +308,7 @@ impl Conn {
         match self.phase {
             Phase::Ws { close_sent: false, .. } => {
                 self.close_code.get_or_insert(CloseCode::ABNORMAL);
-                tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, "peer closed without a close frame");
+                tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "peer closed without a close frame");
             }
             Phase::Ws { close_sent: true, .. } => {}
             Phase::Http { .. } | Phase::Linger { .. } => {}
@@ -360,7 +321,7 @@ impl Conn {
         if matches!(self.phase, Phase::Ws { .. }) {
             self.close_code.get_or_insert(CloseCode::ABNORMAL);
         }
-        tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, error = %err, "socket error");
+        tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, error = %err, "socket error");
         Verdict::Remove
     }
 
@@ -374,18 +335,21 @@ impl Conn {
         if self.outbox.is_empty() && !matches!(self.phase, Phase::Linger { shut: false, .. }) {
             return Verdict::Keep;
         }
-        match self.outbox.flush(&mut self.stream, ctx.stage, ctx.turn) {
-            Ok(f) => ctx.metrics.bytes_sent.add(f.written as u64),
+        match self.outbox.flush(&mut self.stream, &mut ctx.work.stage, ctx.turn) {
+            Ok(f) => ctx.metrics().bytes_sent.add(f.written as u64),
             Err(e) => {
                 // `Other` is never a socket's error: the outbox refused its
                 // own state (a turn index that outlived its turn), a bug.
                 if e.kind() == io::ErrorKind::Other {
-                    tracing::error!(shard = ctx.shard, conn = self.id, error = %e, "outbox invariant broken; connection cut");
+                    tracing::error!(shard = ctx.env.shard, conn = self.id, error = %e, "outbox invariant broken; connection cut");
                 }
                 return self.cut(ctx, &e);
             }
         }
-        let resume = self.read_paused && self.outbox.len_bytes() <= pause_limit(ctx.config) / 2;
+        // Reads paused for the welcome stay paused until it is sent.
+        let resume = self.read_paused
+            && self.session.as_ref().is_none_or(|s| s.welcomed)
+            && self.outbox.len_bytes() <= pause_limit(ctx.config()) / 2;
         if resume {
             self.read_paused = false;
         }
@@ -400,7 +364,7 @@ impl Conn {
                 *shut = true;
                 // Our FIN follows the last byte we queued. Errors mean the
                 // peer is already gone; the next read will tell.
-                let _ = self.stream.shutdown(Shutdown::Write);
+                let _ = self.stream.shutdown_write();
             }
         }
         if resume {
@@ -414,7 +378,7 @@ impl Conn {
     /// peer's FIN when `drain`).
     fn linger(&mut self, ctx: &Ctx<'_>, drain: bool) {
         self.phase = Phase::Linger { drain, shut: false };
-        self.deadline = ctx.now + ctx.config.close_timeout;
+        self.deadline = ctx.now + ctx.config().close_timeout;
     }
 
     /// Starts the close handshake with `code`: queue the close frame, keep
@@ -427,7 +391,7 @@ impl Conn {
             *close_sent = true;
             self.close_code.get_or_insert(code);
             self.outbox.push(frame::encode_close(code, reason));
-            self.deadline = ctx.now + ctx.config.close_timeout;
+            self.deadline = ctx.now + ctx.config().close_timeout;
         }
     }
 
@@ -437,28 +401,25 @@ impl Conn {
         match self.phase {
             Phase::Http { .. } => {
                 if ctx.now >= self.deadline {
-                    ctx.metrics.drop(DropReason::HandshakeTimeout);
-                    tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, "handshake timed out");
+                    ctx.metrics().drop(DropReason::HandshakeTimeout);
+                    tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "handshake timed out");
                     return Verdict::Remove;
                 }
             }
             Phase::Ws { close_sent: false, .. } => {
-                let leeway = ctx.auth.map_or(0, |a| a.leeway_secs());
-                if self
-                    .session
-                    .as_ref()
-                    .and_then(|s| s.exp)
-                    .is_some_and(|exp| ctx.unix_now >= exp + leeway)
-                {
-                    ctx.metrics.auth_failures.add(1);
-                    self.close_with(ctx, CloseCode::UNAUTHORIZED, "token expired");
-                    return self.flush(ctx);
+                let exp = self.session.as_ref().and_then(|s| s.exp);
+                if let Some((auth, exp)) = ctx.env.auth().zip(exp) {
+                    if auth.is_expired(exp, ctx.unix_now) {
+                        ctx.metrics().auth_failures.add(1);
+                        self.close_with(ctx, CloseCode::UNAUTHORIZED, "token expired");
+                        return self.flush(ctx);
+                    }
                 }
-                let hb = ctx.config.heartbeat;
+                let hb = ctx.config().heartbeat;
                 if ctx.now.duration_since(self.last_seen) >= hb * 2 {
-                    ctx.metrics.drop(DropReason::HeartbeatTimeout);
+                    ctx.metrics().drop(DropReason::HeartbeatTimeout);
                     self.close_code = Some(CloseCode::ABNORMAL);
-                    tracing::info!(shard = ctx.shard, conn = self.id, peer = %self.peer, "no traffic for two heartbeats: cut");
+                    tracing::info!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "no traffic for two heartbeats: cut");
                     return Verdict::Remove;
                 }
                 if ctx.now.duration_since(self.last_ping) >= hb {
@@ -469,7 +430,7 @@ impl Conn {
             }
             Phase::Ws { close_sent: true, .. } | Phase::Linger { .. } => {
                 if ctx.now >= self.deadline {
-                    tracing::debug!(shard = ctx.shard, conn = self.id, peer = %self.peer, "close handshake timed out");
+                    tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "close handshake timed out");
                     return Verdict::Remove;
                 }
             }
@@ -477,14 +438,12 @@ impl Conn {
         Verdict::Keep
     }
 
-    /// Records the end of the connection; the shard drops it right after.
+    /// Records the end of the connection; the shard drops it right after
+    /// (which gives its permit back).
     pub fn finish(&mut self, ctx: &Ctx<'_>) {
         if self.upgraded {
-            ctx.metrics.connections.sub(1);
-            ctx.metrics.close(self.close_code.unwrap_or(CloseCode::ABNORMAL).0);
-        }
-        if let Some(ticket) = self.ticket.take() {
-            ctx.admission.release(ticket);
+            ctx.metrics().connections.sub(1);
+            ctx.metrics().close(self.close_code.unwrap_or(CloseCode::ABNORMAL).0);
         }
         // Best effort: a failed flush of a dying socket has no one to tell.
         let _ = self.stream.flush();
@@ -504,11 +463,8 @@ mod size_tests {
     /// 956 B per idle connection in one room (docs/benchmarks.md).
     #[test]
     fn a_connection_stays_small() {
-        assert!(
-            std::mem::size_of::<super::Conn>() <= 320,
-            "Conn is {} bytes",
-            std::mem::size_of::<super::Conn>()
-        );
+        let size = std::mem::size_of::<super::Conn>();
+        assert!(size <= 320, "Conn is {size} bytes");
         assert!(std::mem::size_of::<super::Session>() <= 128);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Frames are `Bytes`, so a frame fanned out to many connections sits in each
 //! outbox as a reference, not a copy: during the turn it was fanned out in,
-//! as an index into the shard's `TurnFrames`; after it, as a `Bytes` clone.
+//! as an index into the shard's `TurnLog`; after it, as a `Bytes` clone.
 //! `flush` hands the kernel up to `MAX_IOVECS` segments per `writev` and
 //! loops until the queue is empty or the socket says `WouldBlock`: many
 //! frames, one syscall.
@@ -20,7 +20,7 @@ use std::io::{self, IoSlice, Write};
 
 use bytes::{Buf, Bytes};
 
-use super::turn::{TurnFrame, TurnFrames};
+use super::turn::{TurnIndex, TurnLog};
 
 /// Segments passed to one `writev`; Linux accepts up to 1024 (IOV_MAX).
 const MAX_IOVECS: usize = 64;
@@ -45,7 +45,7 @@ enum Entry {
     /// A frame the outbox holds a reference to.
     Held(Bytes),
     /// A frame of the current turn, `len` bytes long, from byte `skip` on.
-    Turn { at: TurnFrame, skip: u32, len: u32 },
+    Turn { at: TurnIndex, skip: u32, len: u32 },
 }
 
 impl Entry {
@@ -80,7 +80,7 @@ pub struct Flushed {
 
 /// The bytes of `entry` still to be written.
 #[inline(always)]
-fn bytes_of<'a>(entry: &'a Entry, turn: &'a TurnFrames) -> io::Result<&'a [u8]> {
+fn bytes_of<'a>(entry: &'a Entry, turn: &'a TurnLog) -> io::Result<&'a [u8]> {
     match entry {
         Entry::Held(b) => Ok(b),
         Entry::Turn { at, skip, .. } => match turn.get(*at) {
@@ -107,7 +107,7 @@ impl Outbox {
     /// capped far below 4 GiB); `detach` must run before the turn ends if it
     /// is not written by then.
     #[inline]
-    pub fn push_turn(&mut self, at: TurnFrame, len: usize) {
+    pub fn push_turn(&mut self, at: TurnIndex, len: usize) {
         self.bytes += len;
         self.fresh += 1;
         self.frames.push_back(Entry::Turn {
@@ -119,7 +119,7 @@ impl Outbox {
 
     /// Turns this turn's indexes into references of their own, so that the
     /// frames outlive the turn. Costs one clone per frame still queued.
-    pub fn detach(&mut self, turn: &TurnFrames) {
+    pub fn detach(&mut self, turn: &TurnLog) {
         let fresh = std::mem::take(&mut self.fresh).min(self.frames.len());
         let from = self.frames.len() - fresh;
         for entry in self.frames.range_mut(from..) {
@@ -165,7 +165,7 @@ impl Outbox {
     /// capacity is used (it is never grown), so an empty `Vec` turns staging
     /// off. Its contents on return are meaningless. `turn` resolves the
     /// current turn's frames.
-    pub fn flush<W: Write>(&mut self, out: &mut W, stage: &mut Vec<u8>, turn: &TurnFrames) -> io::Result<Flushed> {
+    pub fn flush<W: Write>(&mut self, out: &mut W, stage: &mut Vec<u8>, turn: &TurnLog) -> io::Result<Flushed> {
         let mut written = 0;
         while !self.frames.is_empty() {
             let sent = if self.frames.len() == 1 {
@@ -207,7 +207,7 @@ impl Outbox {
     /// small frames are copied into `stage` and become one segment. Called
     /// with at least two frames queued (`flush` writes a lone one as it is).
     /// Returns the number of segments.
-    fn plan(&self, stage: &mut Vec<u8>, segments: &mut [Segment; MAX_IOVECS], turn: &TurnFrames) -> io::Result<usize> {
+    fn plan(&self, stage: &mut Vec<u8>, segments: &mut [Segment; MAX_IOVECS], turn: &TurnLog) -> io::Result<usize> {
         stage.clear();
         let mut n = 0;
         for (i, entry) in self.frames.iter().enumerate() {
@@ -321,7 +321,7 @@ mod tests {
             o.push(Bytes::from(vec![i; 3]));
         }
         let mut w = Trickle::new(usize::MAX, usize::MAX);
-        let f = o.flush(&mut w, &mut Vec::new(), &TurnFrames::default()).unwrap();
+        let f = o.flush(&mut w, &mut Vec::new(), &TurnLog::default()).unwrap();
         assert_eq!(w.calls, 1);
         assert_eq!(
             f,
@@ -340,7 +340,7 @@ mod tests {
             o.push(Bytes::from_static(b"x"));
         }
         let mut w = Trickle::new(usize::MAX, usize::MAX);
-        o.flush(&mut w, &mut Vec::new(), &TurnFrames::default()).unwrap();
+        o.flush(&mut w, &mut Vec::new(), &TurnLog::default()).unwrap();
         assert!(o.frames.capacity() >= 1000, "kept for the next burst");
         o.trim();
         assert_eq!(o.frames.capacity(), 0);
@@ -352,7 +352,7 @@ mod tests {
         o.push(Bytes::from_static(b"hello "));
         o.push(Bytes::from_static(b"world"));
         let mut w = Trickle::new(4, 7);
-        let f = o.flush(&mut w, &mut Vec::new(), &TurnFrames::default()).unwrap();
+        let f = o.flush(&mut w, &mut Vec::new(), &TurnLog::default()).unwrap();
         assert_eq!(
             f,
             Flushed {
@@ -362,11 +362,7 @@ mod tests {
         );
         assert_eq!(o.len_bytes(), 4);
         w.budget = usize::MAX;
-        assert!(
-            o.flush(&mut w, &mut Vec::new(), &TurnFrames::default())
-                .unwrap()
-                .drained
-        );
+        assert!(o.flush(&mut w, &mut Vec::new(), &TurnLog::default()).unwrap().drained);
         assert_eq!(w.got, b"hello world");
     }
 
@@ -390,7 +386,7 @@ mod tests {
         let want = fill(&mut o, (0..200u8).map(|i| vec![i; 100]));
         let mut w = Trickle::new(usize::MAX, usize::MAX);
         let mut stage = stage();
-        assert!(o.flush(&mut w, &mut stage, &TurnFrames::default()).unwrap().drained);
+        assert!(o.flush(&mut w, &mut stage, &TurnLog::default()).unwrap().drained);
         assert_eq!(w.segments, vec![1], "200 frames, one segment, one call");
         assert_eq!(w.got, want);
         assert_eq!(stage.capacity(), STAGE_BYTES, "the stage is never grown");
@@ -408,7 +404,7 @@ mod tests {
         ];
         let want = fill(&mut o, frames);
         let mut w = Trickle::new(usize::MAX, usize::MAX);
-        assert!(o.flush(&mut w, &mut stage(), &TurnFrames::default()).unwrap().drained);
+        assert!(o.flush(&mut w, &mut stage(), &TurnLog::default()).unwrap().drained);
         assert_eq!(w.segments, vec![3], "staged run, large frame, staged run");
         assert_eq!(w.got, want);
     }
@@ -419,7 +415,7 @@ mod tests {
         // 1 000 frames of 1 000 bytes: about 15 fit the stage per call.
         let want = fill(&mut o, (0..1000u32).map(|i| vec![(i % 251) as u8; 1000]));
         let mut w = Trickle::new(usize::MAX, usize::MAX);
-        assert!(o.flush(&mut w, &mut stage(), &TurnFrames::default()).unwrap().drained);
+        assert!(o.flush(&mut w, &mut stage(), &TurnLog::default()).unwrap().drained);
         assert!(w.segments.iter().all(|&n| n <= MAX_IOVECS));
         assert_eq!(w.got, want);
     }
@@ -432,7 +428,7 @@ mod tests {
         // The kernel takes 13 bytes a call: every cut lands mid-frame.
         let mut w = Trickle::new(13, usize::MAX);
         let mut stage = stage();
-        let f = o.flush(&mut w, &mut stage, &TurnFrames::default()).unwrap();
+        let f = o.flush(&mut w, &mut stage, &TurnLog::default()).unwrap();
         assert_eq!(f.written, total);
         assert_eq!(w.got, want);
         assert_eq!(o.len_bytes(), 0);
@@ -440,7 +436,7 @@ mod tests {
 
     #[test]
     fn turn_frames_detached_before_the_turn_ends_outlive_it() {
-        let mut turn = TurnFrames::default();
+        let mut turn = TurnLog::default();
         let mut o = Outbox::default();
         let mut want = Vec::new();
         for i in 0..20u8 {
@@ -465,7 +461,7 @@ mod tests {
 
     #[test]
     fn an_index_not_detached_fails_the_flush_instead_of_sending_another_frame() {
-        let mut turn = TurnFrames::default();
+        let mut turn = TurnLog::default();
         let mut o = Outbox::default();
         let f = Bytes::from_static(b"secret");
         o.push_turn(turn.push(&f), f.len());
@@ -478,7 +474,7 @@ mod tests {
 
     #[test]
     fn detach_only_visits_entries_pushed_since_the_last_one() {
-        let turn = TurnFrames::default();
+        let turn = TurnLog::default();
         let mut o = Outbox::default();
         for _ in 0..1000 {
             o.push(Bytes::from_static(b"old"));

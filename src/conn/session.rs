@@ -4,19 +4,23 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use crate::auth::{Principal, RoomPolicy};
+use crate::config::Config;
 use crate::limits::{Admit, RateLimiter};
 use crate::metrics::DropReason;
+use crate::protocol::publish::{self, Body, Target, ROOM_RULES};
 use crate::protocol::{binary, frames, span, ErrorCode, Op, OpError, Request};
 use crate::rooms::{valid_room, Topic};
 use crate::ws::CloseCode;
 
 use super::action::Action;
-use super::Ctx;
+use super::{Ctx, Env, Work};
 
 /// Identity and limits of one broker connection.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     /// The user id (`sub`, or `anon-<node>-<conn>` in dev mode).
     pub user: Arc<str>,
     /// The node-unique connection number, as sent in the welcome.
@@ -30,58 +34,54 @@ pub struct Session {
     pub welcomed: bool,
 }
 
-const ROOM_RULES: &str = "room names are 1-128 bytes of UTF-8 without control characters";
-
 fn fail(id: Option<u64>, code: ErrorCode, message: &'static str) -> Action {
     Action::Reply(frames::error(&OpError::new(id, code, message)))
 }
 
 impl Session {
     /// A session for an authenticated principal.
-    pub fn authenticated(p: Principal, number: u64, ctx: &Ctx<'_>) -> Session {
+    pub fn authenticated(p: Principal, number: u64, config: &Config, now: Instant) -> Session {
         Session {
             user: p.user,
             number,
             policy: p.rooms,
             exp: Some(p.exp),
-            limiter: RateLimiter::new(ctx.config.rate_burst, ctx.now),
+            limiter: RateLimiter::new(config.rate_burst, now),
             welcomed: false,
         }
     }
 
     /// An anonymous dev-mode session; the name is unique across linked nodes
     /// and never reused while the process lives.
-    pub fn anonymous(number: u64, ctx: &Ctx<'_>) -> Session {
+    pub fn anonymous(number: u64, node_id: &str, config: &Config, now: Instant) -> Session {
         Session {
-            user: Arc::from(format!("anon-{}-{number}", ctx.node_id)),
+            user: Arc::from(format!("anon-{node_id}-{number}")),
             number,
             policy: RoomPolicy::any(),
             exp: None,
-            limiter: RateLimiter::new(ctx.config.rate_burst, ctx.now),
+            limiter: RateLimiter::new(config.rate_burst, now),
             welcomed: false,
         }
     }
 
     /// Charges one inbound message to the rate limit; `false` if it must be dropped.
     fn admit(&mut self, ctx: &mut Ctx<'_>, payload: &[u8]) -> bool {
-        ctx.metrics.messages_received.add(1);
-        match self
-            .limiter
-            .admit(ctx.config.rate_limit, ctx.config.rate_burst, ctx.now)
-        {
+        let (metrics, config) = (ctx.metrics(), ctx.config());
+        metrics.messages_received.add(1);
+        match self.limiter.admit(config.rate_limit, config.rate_burst, ctx.now) {
             Admit::Yes => true,
             Admit::Reject => {
-                ctx.metrics.drop(DropReason::RateLimited);
+                metrics.drop(DropReason::RateLimited);
                 // The message is not parsed (that is the work being refused),
                 // but its id is cheap to find so the client knows which one.
                 let id = span::request_id(payload);
                 let message = "rate limit exceeded; message dropped";
-                ctx.actions.push(fail(id, ErrorCode::RateLimited, message));
+                ctx.work.actions.push(fail(id, ErrorCode::RateLimited, message));
                 false
             }
             Admit::Flood => {
-                ctx.metrics.drop(DropReason::RateLimited);
-                ctx.actions.push(Action::Close {
+                metrics.drop(DropReason::RateLimited);
+                ctx.work.actions.push(Action::Close {
                     code: CloseCode::POLICY,
                     reason: "rate limit exceeded",
                 });
@@ -95,14 +95,14 @@ impl Session {
         if !self.admit(ctx, payload) {
             return ControlFlow::Continue(());
         }
-        // The parser lives in the context; lend it out for the call.
-        let mut parser = std::mem::take(&mut *ctx.parser);
-        let result = parser.parse(payload, |req| self.request(ctx, payload, req));
-        *ctx.parser = parser;
-        match result {
-            Ok(Some(action)) => ctx.actions.push(action),
+        let env = ctx.env;
+        let Work {
+            parser, actions, names, ..
+        } = &mut *ctx.work;
+        match parser.parse(payload, |req| self.request(env, names, payload, req)) {
+            Ok(Some(action)) => actions.push(action),
             Ok(None) => {}
-            Err(e) => ctx.actions.push(Action::Reply(frames::error(&e))),
+            Err(e) => actions.push(Action::Reply(frames::error(&e))),
         }
         ControlFlow::Continue(())
     }
@@ -113,26 +113,27 @@ impl Session {
         if !self.admit(ctx, payload) {
             return ControlFlow::Continue(());
         }
+        let max = ctx.config().max_message_bytes;
         let action = match binary::room_of(payload) {
             Err(code) => fail(None, code, "binary frames start with [u8 n][n bytes of room name]"),
-            Ok(room) if !self.policy.allows(room) => fail(None, ErrorCode::Forbidden, "room not allowed by token"),
-            Ok(room) => {
-                let frame = crate::ws::frame::encode(crate::ws::OpCode::Binary, payload);
-                let name = push_name(ctx.names, room);
-                Action::Publish {
+            // The payload is the frame: its size was capped by the decoder.
+            Ok(room) => match publish::check(Target::Room(room), &self.policy, Body::Binary, max) {
+                Err((code, message)) => fail(None, code, message),
+                Ok(()) => Action::Publish {
                     user: false,
-                    name,
-                    frame,
+                    name: push_name(&mut ctx.work.names, room),
+                    frame: crate::ws::frame::encode(crate::ws::OpCode::Binary, payload),
                     id: None,
-                }
-            }
+                },
+            },
         };
-        ctx.actions.push(action);
+        ctx.work.actions.push(action);
         ControlFlow::Continue(())
     }
 
-    fn request(&mut self, ctx: &mut Ctx<'_>, payload: &[u8], req: Request<'_>) -> Option<Action> {
+    fn request(&mut self, env: &Env, names: &mut String, payload: &[u8], req: Request<'_>) -> Option<Action> {
         let id = req.id;
+        let max = env.config().max_message_bytes;
         let action = match req.op {
             Op::Join { room } | Op::Leave { room } if !valid_room(room) => fail(id, ErrorCode::InvalidRoom, ROOM_RULES),
             Op::Join { room } if !self.policy.allows(room) => {
@@ -147,62 +148,51 @@ impl Session {
                 id,
             },
             Op::Publish { room, data } => {
-                if !valid_room(room) {
-                    return Some(fail(id, ErrorCode::InvalidRoom, ROOM_RULES));
-                }
-                if !self.policy.allows(room) {
-                    return Some(fail(id, ErrorCode::Forbidden, "room not allowed by token"));
-                }
                 let data = &payload[data];
-                if frames::message_overhead(room, &self.user) + data.len() > ctx.config.max_message_bytes {
-                    return Some(fail(
-                        id,
-                        ErrorCode::TooLarge,
-                        "message would exceed --max-message-bytes",
-                    ));
+                if let Err((code, message)) = publish::check(Target::Room(room), &self.policy, self.body(data), max) {
+                    return Some(fail(id, code, message));
                 }
-                let frame = frames::message(room, &self.user, data);
                 Action::Publish {
                     user: false,
-                    name: push_name(ctx.names, room),
-                    frame,
+                    name: push_name(names, room),
+                    frame: frames::message(room, &self.user, data),
                     id,
                 }
             }
             Op::Send { user, data } => {
-                if user.is_empty() {
-                    return Some(fail(id, ErrorCode::BadRequest, "field \"user\" must not be empty"));
-                }
                 let data = &payload[data];
-                if frames::message_overhead("", &self.user) + data.len() > ctx.config.max_message_bytes {
-                    return Some(fail(
-                        id,
-                        ErrorCode::TooLarge,
-                        "message would exceed --max-message-bytes",
-                    ));
+                if let Err((code, message)) = publish::check(Target::User(user), &self.policy, self.body(data), max) {
+                    return Some(fail(id, code, message));
                 }
-                let frame = frames::direct(&self.user, data);
                 Action::Publish {
                     user: true,
-                    name: push_name(ctx.names, user),
-                    frame,
+                    name: push_name(names, user),
+                    frame: frames::direct(&self.user, data),
                     id,
                 }
             }
-            Op::Refresh { token } => return self.refresh(ctx, id, token),
+            Op::Refresh { token } => return self.refresh(env, id, token),
             Op::Ping => return id.map(|id| Action::Reply(frames::ack(id))),
         };
         Some(action)
     }
 
-    fn refresh(&mut self, ctx: &mut Ctx<'_>, id: Option<u64>, token: &str) -> Option<Action> {
-        let Some(auth) = ctx.auth else {
+    /// `data` as a publish from this session's user.
+    fn body<'a>(&'a self, data: &[u8]) -> Body<'a> {
+        Body::Json {
+            sender: &self.user,
+            data_len: data.len(),
+        }
+    }
+
+    fn refresh(&mut self, env: &Env, id: Option<u64>, token: &str) -> Option<Action> {
+        let Some(auth) = env.auth() else {
             return Some(fail(id, ErrorCode::BadRequest, "no tokens in dev mode"));
         };
         let p = match auth.verify(token) {
             Ok(p) => p,
             Err(_) => {
-                ctx.metrics.auth_failures.add(1);
+                env.metrics.auth_failures.add(1);
                 return Some(fail(id, ErrorCode::Forbidden, "token rejected"));
             }
         };

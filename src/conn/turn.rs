@@ -18,25 +18,25 @@ const KEEP_FRAMES: usize = 4096;
 
 /// A frame of the current turn: its position and the turn's generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TurnFrame {
+pub struct TurnIndex {
     index: u32,
     generation: u64,
 }
 
 /// This turn's fanned-out frames, one reference each.
 #[derive(Debug, Default)]
-pub struct TurnFrames {
+pub struct TurnLog {
     frames: Vec<Bytes>,
     /// Turns ended so far; 64 bits never wrap in practice.
     generation: u64,
 }
 
-impl TurnFrames {
+impl TurnLog {
     /// Keeps `frame` until the end of the turn.
-    pub fn push(&mut self, frame: &Bytes) -> TurnFrame {
+    pub fn push(&mut self, frame: &Bytes) -> TurnIndex {
         let index = u32::try_from(self.frames.len()).expect("over 4 billion frames in one turn");
         self.frames.push(frame.clone());
-        TurnFrame {
+        TurnIndex {
             index,
             generation: self.generation,
         }
@@ -44,7 +44,7 @@ impl TurnFrames {
 
     /// The frame `at` refers to; `None` if it is from another turn.
     #[inline]
-    pub fn get(&self, at: TurnFrame) -> Option<&Bytes> {
+    pub fn get(&self, at: TurnIndex) -> Option<&Bytes> {
         if at.generation != self.generation {
             return None;
         }
@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn an_index_from_an_earlier_turn_resolves_to_nothing() {
-        let mut turn = TurnFrames::default();
+        let mut turn = TurnLog::default();
         let a = turn.push(&Bytes::from_static(b"a"));
         assert_eq!(turn.get(a).map(|b| &b[..]), Some(&b"a"[..]));
         turn.clear();

@@ -9,9 +9,9 @@ use crate::metrics::ShardMetrics;
 use crate::ws::{frame, CloseCode, Event, OpCode};
 
 use super::outbox::Outbox;
-use super::{Conn, Ctx, Phase, Verdict};
+use super::{Conn, Ctx, Phase, Transport, Verdict};
 
-impl Conn {
+impl<S: Transport> Conn<S> {
     /// Decodes `input` (unmasking in place) and acts on every event.
     pub(super) fn on_ws_bytes(&mut self, ctx: &mut Ctx<'_>, input: &mut [u8]) -> Verdict {
         if self.session.as_ref().is_some_and(|s| !s.welcomed) {
@@ -37,11 +37,11 @@ impl Conn {
                 Event::Text(_) | Event::Binary(_) if close_sent => {}
                 Event::Text(p) => match session {
                     Some(s) => return s.on_text(ctx, p),
-                    None => echo(outbox, ctx.metrics, route, OpCode::Text, p),
+                    None => echo(outbox, ctx.metrics(), route, OpCode::Text, p),
                 },
                 Event::Binary(p) => match session {
                     Some(s) => return s.on_binary(ctx, p),
-                    None => echo(outbox, ctx.metrics, route, OpCode::Binary, p),
+                    None => echo(outbox, ctx.metrics(), route, OpCode::Binary, p),
                 },
                 Event::Ping(p) => {
                     if !close_sent {
@@ -58,7 +58,7 @@ impl Conn {
         });
         if let Err(e) = result {
             tracing::info!(
-                shard = ctx.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
+                shard = ctx.env.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
                 code = e.code.0, reason = e.reason, "protocol error: closing"
             );
             // The stream can no longer be parsed, so no close reply can be

@@ -1,5 +1,8 @@
-//! Per-connection protection: the inbound rate limit.
+//! Protection of the node and of its clients from each other: the inbound
+//! rate limit of a connection and admission against `--max-connections`.
 
-pub mod rate;
+pub(crate) mod admission;
+pub(crate) mod rate;
 
-pub use rate::{Admit, RateLimiter};
+pub(crate) use admission::{Admission, Permit, Ticket, REFUSING_HANDSHAKE};
+pub(crate) use rate::{Admit, RateLimiter};

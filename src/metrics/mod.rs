@@ -2,13 +2,15 @@
 //! so the hot path costs a plain load and store, never a lock or a locked
 //! instruction; a scrape reads every shard's block and sums.
 
-pub mod names;
-pub mod render;
+pub(crate) mod link;
+pub(crate) mod names;
+pub(crate) mod render;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-pub use render::render;
+pub(crate) use link::{Health, LinkState};
+pub(crate) use render::render;
 
 /// Why something was dropped; each is a `reason` label of `roomcast_dropped_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +29,13 @@ pub enum DropReason {
     HeartbeatTimeout,
     /// A message for other nodes that found the Redis link's buffer or queue full.
     LinkBuffer,
+    /// A message from other nodes that found a shard's inbox full.
+    LinkInbound,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::SlowConsumer,
         DropReason::RateLimited,
         DropReason::ChannelFull,
@@ -39,6 +43,7 @@ impl DropReason {
         DropReason::HandshakeTimeout,
         DropReason::HeartbeatTimeout,
         DropReason::LinkBuffer,
+        DropReason::LinkInbound,
     ];
 
     /// The `reason` label value.
@@ -51,6 +56,7 @@ impl DropReason {
             DropReason::HandshakeTimeout => "handshake_timeout",
             DropReason::HeartbeatTimeout => "heartbeat_timeout",
             DropReason::LinkBuffer => "link_buffer",
+            DropReason::LinkInbound => "link_inbound",
         }
     }
 }

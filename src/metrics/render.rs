@@ -3,10 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::cluster::LinkState;
-
 use super::names::*;
-use super::{DropReason, Registry, ShardMetrics, CLOSE_CODES, HTTP_STATUSES};
+use super::{DropReason, LinkState, Registry, ShardMetrics, CLOSE_CODES, HTTP_STATUSES};
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -91,6 +89,9 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
         }
         if *reason == DropReason::LinkBuffer {
             n += link.map_or(0, |l| l.dropped.load(Relaxed));
+        }
+        if *reason == DropReason::LinkInbound {
+            n += link.map_or(0, |l| l.dropped_inbound.load(Relaxed));
         }
         let _ = writeln!(out, "{DROPPED_TOTAL}{{reason=\"{}\"}} {n}", reason.label());
     }

@@ -15,9 +15,9 @@ use crossbeam_channel::TrySendError;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::bus::{ShardHandle, ShardMsg};
+use crate::limits::Admission;
 use crate::metrics::AcceptorMetrics;
-use crate::net::Admission;
-use crate::shard::{ShardHandle, ShardMsg};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -26,7 +26,7 @@ const WAKER: Token = Token(1);
 const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts connections and hands them to shards.
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     poll: Poll,
     listener: TcpListener,
     shards: Vec<ShardHandle>,
@@ -103,13 +103,13 @@ impl Acceptor {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
             }
-            let Some(ticket) = self.admission.admit() else {
+            let Some(permit) = self.admission.admit() else {
                 // Over the cap with enough already waiting to be refused.
                 self.metrics.refused.add(1);
                 tracing::debug!(peer = %peer, "over --max-connections: closed at accept");
                 continue;
             };
-            self.deal(ShardMsg::Accept { stream, peer, ticket }, woken);
+            self.deal(ShardMsg::Accept { stream, peer, permit }, woken);
         }
     }
 
@@ -127,11 +127,10 @@ impl Acceptor {
                 Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => msg = m,
             }
         }
-        // Every inbox is full: the shards are far behind. Refuse this one.
+        // Every inbox is full: the shards are far behind. Refuse this one
+        // (dropping it gives its permit back).
         self.metrics.channel_full.add(1);
-        if let ShardMsg::Accept { ticket, .. } = msg {
-            self.admission.release(ticket);
-        }
+        drop(msg);
         tracing::warn!("every shard inbox is full; dropping a new connection");
     }
 }

@@ -1,8 +1,6 @@
 //! Listening sockets and accepting connections.
 
-pub mod acceptor;
-pub mod admission;
-pub mod listener;
+pub(crate) mod acceptor;
+pub(crate) mod listener;
 
-pub use acceptor::Acceptor;
-pub use admission::{Admission, Ticket};
+pub(crate) use acceptor::Acceptor;

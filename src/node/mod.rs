@@ -15,10 +15,13 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
 use crate::auth::Authenticator;
+use crate::bus::{ShardHandle, ShardMsg};
+use crate::cluster::Link;
 use crate::config::Config;
-use crate::metrics::Registry;
-use crate::net::{Acceptor, Admission};
-use crate::shard::{Shard, ShardHandle, ShardMsg, Shared};
+use crate::limits::Admission;
+use crate::metrics::{LinkState, Registry};
+use crate::net::Acceptor;
+use crate::shard::{Shard, Shared};
 
 /// Why a node thread ended.
 #[derive(Debug)]
@@ -71,7 +74,6 @@ pub struct Node {
     threads: Vec<JoinHandle<()>>,
     exits: Receiver<ThreadExit>,
     node_id: Arc<str>,
-    link_state: Option<Arc<crate::cluster::LinkState>>,
 }
 
 impl Node {
@@ -91,12 +93,13 @@ impl Node {
         let registry = Registry::new(config.shards);
         let admission = Arc::new(Admission::new(config.max_connections));
         let node_id: Arc<str> = Arc::from(new_node_id());
+        let link_state = config.redis.as_ref().map(|_| Arc::new(LinkState::new()));
         let shared = Shared {
             config: config.clone(),
-            metrics: registry.clone(),
-            admission: admission.clone(),
+            registry: registry.clone(),
             auth,
             node_id: node_id.clone(),
+            link: link_state.clone(),
         };
         let (exit_tx, exits) = crossbeam_channel::unbounded();
         let mut built = Vec::new();
@@ -107,15 +110,20 @@ impl Node {
             shards.push(handle);
         }
         let mut threads = Vec::new();
-        let link = match &config.redis {
-            Some(cfg) => {
-                let (handle, link_threads) = crate::cluster::start(cfg.clone(), node_id.clone(), shards.clone())?;
-                threads.extend(link_threads);
-                Some(handle)
+        let link = match (&config.redis, link_state) {
+            (Some(cfg), Some(state)) => {
+                let link = Link::new(cfg, node_id.clone(), shards.clone(), state)?;
+                let (subscriber, publisher) = (link.subscriber, link.publisher);
+                threads.push(spawn("roomcast-redis-sub".into(), exit_tx.clone(), move || {
+                    subscriber.run()
+                })?);
+                threads.push(spawn("roomcast-redis-pub".into(), exit_tx.clone(), move || {
+                    publisher.run()
+                })?);
+                Some(link.handle)
             }
-            None => None,
+            _ => None,
         };
-        let link_state = link.as_ref().map(|l| l.state.clone());
         for (id, mut shard) in built.into_iter().enumerate() {
             shard.connect(shards.clone(), link.clone());
             threads.push(spawn(format!("roomcast-shard-{id}"), exit_tx.clone(), move || {
@@ -133,7 +141,6 @@ impl Node {
         threads.push(spawn("roomcast-acceptor".into(), exit_tx, move || acceptor.run())?);
         drop(link);
         Ok(Node {
-            link_state,
             node_id,
             local_addr,
             registry,
@@ -153,25 +160,6 @@ impl Node {
     /// This node's id (random per process; part of anonymous user names).
     pub fn node_id(&self) -> &str {
         &self.node_id
-    }
-
-    /// The Redis link's health and counters, when linked.
-    pub fn link_state(&self) -> Option<&crate::cluster::LinkState> {
-        self.link_state.as_deref()
-    }
-
-    /// The node's metrics.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// Blocks until one of the node's threads ends; a healthy node runs until
-    /// [`Node::shutdown`], so this returning means something failed.
-    pub fn wait(&self) -> ThreadExit {
-        self.exits.recv().unwrap_or(ThreadExit {
-            name: "node".into(),
-            outcome: Err("all threads gone".into()),
-        })
     }
 
     /// Runs until a node thread fails (an error) or `stop` delivers a signal
@@ -231,20 +219,6 @@ impl Node {
             }
         }
         clean && self.registry.connections() == 0
-    }
-
-    /// Stops accepting, stops every shard (dropping their connections) and
-    /// joins all threads.
-    pub fn shutdown(self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.acceptor_waker.wake();
-        for shard in &self.shards {
-            let _ = shard.send(ShardMsg::Shutdown);
-            shard.wake();
-        }
-        for t in self.threads {
-            let _ = t.join();
-        }
     }
 }
 

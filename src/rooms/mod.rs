@@ -1,12 +1,12 @@
 //! Rooms and users as fan-out topics: naming rules and each shard's index
 //! of who is subscribed where.
 
-pub mod registry;
+pub(crate) mod index;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-pub use registry::{Joined, Left, Registry, Waiter};
+pub(crate) use index::{Joined, Left, RoomIndex, Waiter};
 
 /// The longest room name, in bytes.
 pub const MAX_ROOM_BYTES: usize = 128;
@@ -21,13 +21,6 @@ pub enum Topic {
 }
 
 impl Topic {
-    /// The room or user name.
-    pub fn name(&self) -> &str {
-        match self {
-            Topic::Room(n) | Topic::User(n) => n,
-        }
-    }
-
     /// The borrowed form, for lookups.
     pub fn as_ref(&self) -> TopicRef<'_> {
         match self {
@@ -48,8 +41,8 @@ pub enum TopicRef<'a> {
 
 impl TopicRef<'_> {
     /// The owned form (allocates).
-    pub fn to_topic(&self) -> Topic {
-        match *self {
+    pub fn to_topic(self) -> Topic {
+        match self {
             TopicRef::Room(n) => Topic::Room(Arc::from(n)),
             TopicRef::User(n) => Topic::User(Arc::from(n)),
         }

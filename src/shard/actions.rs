@@ -1,24 +1,24 @@
 //! Applying what connections asked for: replies, joins and leaves (with the
 //! cross-shard announcement protocol of `rooms::registry`), and fan-out.
 //!
-//! The fan-out loop is the hot path: per recipient it clones a `Bytes`
-//! (a reference count), pushes it onto the recipient's outbox and marks the
-//! recipient for this turn's flush. No lock, no allocation per recipient.
-
-use std::time::Instant;
+//! The fan-out loop is the hot path: the frame joins the turn's log once,
+//! then per recipient one index is pushed onto its outbox and the
+//! recipient is marked for this turn's flush. No lock, no allocation and no
+//! reference count per recipient.
 
 use bytes::Bytes;
 
-use crate::conn::{Action, Conn};
+use crate::bus::ShardMsg;
+use crate::conn::{Action, Clock, Conn, Ctx};
 use crate::protocol::{frames, ErrorCode, OpError};
 use crate::rooms::{Joined, Left, Topic, TopicRef, Waiter};
 
-use super::{ctx, Pending, Shard, ShardMsg};
+use super::{Pending, Shard};
 
 impl Shard {
     /// Applies the actions connection `slot` queued, in order, including any
     /// that applying them produces (a welcome replays held input).
-    pub(super) fn apply_actions(&mut self, slot: usize, now: Instant, unix: u64) {
+    pub(super) fn apply_actions(&mut self, slot: usize, clock: Clock) {
         let Some(id) = self.conns.get(slot).map(Conn::id) else {
             self.work.actions.clear();
             return;
@@ -26,7 +26,7 @@ impl Shard {
         while !self.work.actions.is_empty() {
             let actions = std::mem::take(&mut self.work.actions);
             for action in actions {
-                self.apply(slot, id, action, now, unix);
+                self.apply(slot, id, action, clock);
             }
         }
     }
@@ -44,7 +44,7 @@ impl Shard {
         }
     }
 
-    fn apply(&mut self, slot: usize, id: u64, action: Action, now: Instant, unix: u64) {
+    fn apply(&mut self, slot: usize, id: u64, action: Action, clock: Clock) {
         match action {
             Action::Reply(frame) => self.reply(slot, id, frame),
             Action::Register => {
@@ -65,8 +65,7 @@ impl Shard {
                             slot: slot as u32,
                             conn: id,
                         },
-                        now,
-                        unix,
+                        clock,
                     ),
                     Joined::Announce { seq } => self.announce(topic, seq),
                     Joined::Waiting | Joined::TooMany => {}
@@ -79,7 +78,7 @@ impl Shard {
                     id: req,
                 };
                 match self.rooms.join(slot as u32, &topic, waiter) {
-                    Joined::Already | Joined::Ready => self.answer(waiter, now, unix),
+                    Joined::Already | Joined::Ready => self.answer(waiter, clock),
                     Joined::Announce { seq } => self.announce(topic, seq),
                     Joined::Waiting => {}
                     Joined::TooMany => {
@@ -118,8 +117,11 @@ impl Shard {
                 let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) else {
                     return;
                 };
-                let ctx = ctx!(self, now, unix);
-                conn.close_with(&ctx, code, reason);
+                conn.close_with(
+                    &Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock),
+                    code,
+                    reason,
+                );
                 if conn.mark_dirty() {
                     self.pending.dirty.push((slot, id));
                 }
@@ -130,29 +132,29 @@ impl Shard {
     /// Tells every other shard that this one now has members of `topic`.
     fn announce(&mut self, topic: Topic, seq: u64) {
         let me = self.id;
-        self.out.control_all(|| ShardMsg::Interest {
+        self.relay.control_all(|| ShardMsg::Interest {
             topic: topic.clone(),
             from: me,
             on: true,
             seq,
         });
-        self.out.link_interest(topic, true, seq);
+        self.relay.link_interest(topic, true, seq);
     }
 
     /// Tells every other shard (and the link) that this one has no member left.
     pub(super) fn renounce(&mut self, topic: Topic) {
         let me = self.id;
-        self.out.control_all(|| ShardMsg::Interest {
+        self.relay.control_all(|| ShardMsg::Interest {
             topic: topic.clone(),
             from: me,
             on: false,
             seq: 0,
         });
-        self.out.link_interest(topic, false, 0);
+        self.relay.link_interest(topic, false, 0);
     }
 
     /// Answers a join or a registration whose topic is ready everywhere.
-    pub(super) fn answer(&mut self, waiter: Waiter, now: Instant, unix: u64) {
+    pub(super) fn answer(&mut self, waiter: Waiter, clock: Clock) {
         match waiter {
             Waiter::Ack {
                 slot,
@@ -165,16 +167,13 @@ impl Shard {
                 let Some(c) = self.conns.get_mut(slot).filter(|c| c.id() == conn) else {
                     return;
                 };
-                let verdict = {
-                    let mut ctx = ctx!(self, now, unix);
-                    c.welcome(&mut ctx)
-                };
+                let verdict = c.welcome(&mut Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock));
                 if c.mark_dirty() {
                     self.pending.dirty.push((slot, conn));
                 }
                 // The welcome may have replayed held input into new actions.
-                self.apply_actions(slot, now, unix);
-                self.settle(slot, conn, verdict, now, unix);
+                self.apply_actions(slot, clock);
+                self.settle(slot, conn, verdict, clock);
             }
         }
     }
@@ -184,18 +183,18 @@ impl Shard {
     fn publish(&mut self, topic: TopicRef<'_>, frame: &Bytes) {
         let Some((owned, members, remote)) = self.rooms.lookup(topic) else {
             // No member on this node; other nodes may have some.
-            if self.out.has_link() {
-                self.out.to_link(&topic.to_topic(), frame);
+            if self.relay.has_link() {
+                self.relay.publish_to_link(&topic.to_topic(), frame);
             }
             return;
         };
-        let cap = self.shared.config.max_queue_bytes;
-        deliver(&mut self.conns, &mut self.pending, members, frame, cap);
-        self.metrics.deliveries.add(members.len() as u64);
+        let cap = self.env.config().max_queue_bytes;
+        fan_out(&mut self.conns, &mut self.pending, members, frame, cap);
+        self.env.metrics.deliveries.add(members.len() as u64);
         if remote != 0 {
-            self.out.deliver(remote, owned, frame);
+            self.relay.fan_out(remote, owned, frame);
         }
-        self.out.to_link(owned, frame);
+        self.relay.publish_to_link(owned, frame);
     }
 
     /// Delivers a frame another shard sent to local members of `topic`.
@@ -203,16 +202,22 @@ impl Shard {
         let Some((_, members, _)) = self.rooms.lookup(topic.as_ref()) else {
             return;
         };
-        let cap = self.shared.config.max_queue_bytes;
-        deliver(&mut self.conns, &mut self.pending, members, frame, cap);
-        self.metrics.deliveries.add(members.len() as u64);
+        let cap = self.env.config().max_queue_bytes;
+        fan_out(&mut self.conns, &mut self.pending, members, frame, cap);
+        self.env.metrics.deliveries.add(members.len() as u64);
     }
 }
 
 /// The fan-out loop: the frame joins this turn's log once, then each member
 /// gets one queue push of its index (no reference count: see `conn::turn`).
 #[inline]
-fn deliver(conns: &mut slab::Slab<Conn>, pending: &mut Pending, members: &[u32], frame: &Bytes, cap: usize) {
+pub(super) fn fan_out<S: crate::conn::Transport>(
+    conns: &mut slab::Slab<Conn<S>>,
+    pending: &mut Pending,
+    members: &[u32],
+    frame: &Bytes,
+    cap: usize,
+) {
     let (at, len) = (pending.frames.push(frame), frame.len());
     for &slot in members {
         let slot = slot as usize;

@@ -10,68 +10,38 @@
 //! heartbeats instead of a timer per connection.
 
 mod actions;
-pub mod inbox;
-pub mod outbound;
+pub mod bench;
+mod relay;
 
 use std::io;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::auth::Authenticator;
-use crate::cluster::{LinkHandle, LinkState};
-use crate::config::Config;
-use crate::conn::turn::TurnFrames;
-use crate::conn::{Action, Conn, Ctx, Verdict};
-use crate::metrics::{Registry as MetricsRegistry, ShardMetrics};
-use crate::net::{Admission, Ticket};
-use crate::protocol::Parser;
-use crate::rooms::Registry;
-pub use inbox::{ShardHandle, ShardMsg};
-use outbound::Outbound;
+use crate::bus::{LinkHandle, ShardHandle, ShardMsg, INBOX_CAPACITY};
+use crate::conn::turn::TurnLog;
+pub(crate) use crate::conn::Shared;
+use crate::conn::{Clock, Conn, Ctx, Env, Verdict, Work};
+use crate::limits::Permit;
+use crate::rooms::RoomIndex;
+use relay::Relay;
 
 /// The poll token of the shard's waker; connection tokens are slab keys.
 const WAKER: Token = Token(usize::MAX);
 /// Size of the read buffer every connection of the shard shares.
-pub const SCRATCH_BYTES: usize = 64 * 1024;
+const SCRATCH_BYTES: usize = 64 * 1024;
 /// How often timeouts and heartbeats are checked.
-pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// Poll timeout while control messages wait for room in another inbox.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
-
-/// What every shard shares read-only.
-#[derive(Debug, Clone)]
-pub struct Shared {
-    /// The node's configuration.
-    pub config: Arc<Config>,
-    /// Every shard's metrics.
-    pub metrics: MetricsRegistry,
-    /// Connections held against `--max-connections`.
-    pub admission: Arc<Admission>,
-    /// JWT verification; `None` in dev mode.
-    pub auth: Option<Arc<Authenticator>>,
-    /// This node's id.
-    pub node_id: Arc<str>,
-}
-
-/// Per-turn working memory, reused across turns.
-#[derive(Debug)]
-struct Work {
-    scratch: Vec<u8>,
-    stage: Vec<u8>,
-    parser: Parser,
-    actions: Vec<Action>,
-    names: String,
-}
 
 /// What fan-out leaves for the end of the loop turn.
 #[derive(Debug, Default)]
 struct Pending {
     /// The frames fanned out this turn; outboxes queue their indexes.
-    frames: TurnFrames,
+    frames: TurnLog,
     /// Connections with frames queued this turn: (slot, id).
     dirty: Vec<(usize, u64)>,
     /// Slow consumers to cut at the end of the turn: (slot, id).
@@ -79,16 +49,18 @@ struct Pending {
 }
 
 /// One event loop and its connections.
-pub struct Shard {
+pub(crate) struct Shard {
     id: usize,
     poll: Poll,
     inbox: Receiver<ShardMsg>,
-    shared: Shared,
-    metrics: Arc<ShardMetrics>,
+    /// The shard's read-only surroundings, lent to connections.
+    env: Env,
     conns: Slab<Conn>,
-    rooms: Registry,
-    out: Outbound,
+    rooms: RoomIndex,
+    relay: Relay,
     work: Work,
+    /// The read buffer all connections of the shard share.
+    scratch: Vec<u8>,
     /// What this turn's fan-out left for its end.
     pending: Pending,
     /// Connections to read again next turn: (slot, id) so a reused slot is skipped.
@@ -97,40 +69,11 @@ pub struct Shard {
     swept: Vec<usize>,
     next_id: u64,
     next_sweep: Instant,
-    /// Health of the Redis link, for `/healthz` and `/readyz`.
-    link_state: Option<Arc<LinkState>>,
     /// Shutdown phase 1: client input is no longer read.
     quiesced: bool,
     /// Shutdown phase 2: close frames sent; exit when empty or at this time.
     going_away: Option<Instant>,
 }
-
-/// Builds a `Ctx` from the shard's parts (a macro, so the borrows stay
-/// field-by-field and `conns`/`rooms` remain usable alongside).
-macro_rules! ctx {
-    ($self:ident, $now:expr, $unix:expr) => {
-        $crate::conn::Ctx {
-            shard: $self.id,
-            now: $now,
-            unix_now: $unix,
-            config: &$self.shared.config,
-            metrics: &$self.metrics,
-            registry: &$self.shared.metrics,
-            admission: &$self.shared.admission,
-            auth: $self.shared.auth.as_deref(),
-            node_id: &$self.shared.node_id,
-            shards: $self.out.shards(),
-            scratch: &mut $self.work.scratch,
-            stage: &mut $self.work.stage,
-            turn: &$self.pending.frames,
-            parser: &mut $self.work.parser,
-            actions: &mut $self.work.actions,
-            names: &mut $self.work.names,
-            link: $self.link_state.as_deref(),
-        }
-    };
-}
-pub(crate) use ctx;
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -140,27 +83,20 @@ impl Shard {
     /// Creates shard `id`'s poll, waker and inbox; `connect` it before running.
     pub fn new(id: usize, shared: Shared) -> io::Result<(Shard, ShardHandle)> {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (tx, rx) = crossbeam_channel::bounded(inbox::INBOX_CAPACITY);
-        let shards = shared.config.shards;
+        let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::bounded(INBOX_CAPACITY);
+        let env = Env::new(id, shared);
         let shard = Shard {
             id,
             poll,
             inbox: rx,
-            metrics: shared.metrics.shards[id].clone(),
             // One more than the room cap: the user's own topic is a subscription too.
-            rooms: Registry::new(id, shards, shared.config.max_rooms_per_connection + 1),
-            shared,
+            rooms: RoomIndex::new(id, env.shards, env.config().max_rooms_per_connection + 1),
+            env,
             conns: Slab::new(),
-            out: Outbound::new(id, Vec::new(), None),
-            link_state: None,
-            work: Work {
-                scratch: vec![0; SCRATCH_BYTES],
-                stage: Vec::with_capacity(crate::conn::outbox::STAGE_BYTES),
-                parser: Parser::new(),
-                actions: Vec::new(),
-                names: String::new(),
-            },
+            relay: Relay::new(id, Vec::new(), None),
+            work: Work::default(),
+            scratch: vec![0; SCRATCH_BYTES],
             pending: Pending::default(),
             again: Vec::new(),
             swept: Vec::new(),
@@ -176,19 +112,19 @@ impl Shard {
     /// and the Redis link if there is one.
     pub fn connect(&mut self, peers: Vec<ShardHandle>, link: Option<LinkHandle>) {
         let extra = usize::from(link.is_some());
-        self.link_state = link.as_ref().map(|l| l.state.clone());
-        self.out = Outbound::new(self.id, peers, link);
+        self.relay = Relay::new(self.id, peers, link);
         // The link confirms announcements like another shard would.
         self.rooms.set_extra_confirmations(extra);
     }
 
-    /// Runs the event loop until a `Shutdown` message.
+    /// Runs the event loop until the graceful shutdown's deadline, or until
+    /// every connection has closed after it began.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = if !self.again.is_empty() {
                 Duration::ZERO
-            } else if self.out.has_backlog() {
+            } else if self.relay.has_backlog() {
                 BACKLOG_RETRY
             } else {
                 self.next_sweep.saturating_duration_since(Instant::now())
@@ -198,22 +134,23 @@ impl Shard {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let now = Instant::now();
-            let unix = unix_now();
+            let clock = Clock {
+                now: Instant::now(),
+                unix: unix_now(),
+            };
+            let now = clock.now;
             for event in events.iter() {
                 match event.token() {
-                    WAKER => {
-                        if !self.drain_inbox(now, unix) {
-                            return Ok(());
-                        }
-                    }
+                    WAKER => self.drain_inbox(clock),
                     Token(slot) => {
                         // Errors and hang-ups surface as a failed or empty read.
                         let hangup = event.is_read_closed() || event.is_error();
                         // While quiesced, client input waits in the kernel (phase 2 reads it).
                         let readable = (event.is_readable() || hangup) && !self.input_paused();
                         let writable = event.is_writable();
-                        self.dispatch(slot, now, unix, |c, ctx| c.on_ready(ctx, readable, writable));
+                        self.dispatch(slot, clock, |c, ctx, scratch| {
+                            c.on_ready(ctx, scratch, readable, writable)
+                        });
                     }
                 }
             }
@@ -222,14 +159,14 @@ impl Shard {
             }
             for (slot, id) in std::mem::take(&mut self.again) {
                 if self.conns.get(slot).is_some_and(|c| c.id() == id) {
-                    self.dispatch(slot, now, unix, |c, ctx| c.on_ready(ctx, true, false));
+                    self.dispatch(slot, clock, |c, ctx, scratch| c.on_ready(ctx, scratch, true, false));
                 }
             }
             if now >= self.next_sweep {
-                self.sweep(now, unix);
+                self.sweep(clock);
                 self.next_sweep = now + SWEEP_INTERVAL;
             }
-            self.end_turn(now, unix);
+            self.end_turn(clock);
             if let Some(deadline) = self.going_away {
                 if self.conns.is_empty() || now >= deadline {
                     if !self.conns.is_empty() {
@@ -251,24 +188,24 @@ impl Shard {
 
     /// Shutdown phase 2: every WebSocket gets 1001 after what is already
     /// queued to it; everything else is closed.
-    fn go_away(&mut self, deadline: Instant, now: Instant, unix: u64) {
+    fn go_away(&mut self, deadline: Instant, clock: Clock) {
         self.going_away = Some(deadline);
-        let slots: Vec<(usize, u64)> = self.conns.iter().map(|(slot, c)| (slot, c.id())).collect();
-        for (slot, _) in slots {
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
             // Read what waited during phase 1: close replies, or EOF.
-            self.dispatch(slot, now, unix, |c, ctx| {
+            self.dispatch(slot, clock, |c, ctx, scratch| {
                 c.go_away(ctx);
-                c.on_ready(ctx, true, true)
+                c.on_ready(ctx, scratch, true, true)
             });
         }
     }
 
-    /// Handles every queued message; `false` on `Shutdown`.
-    fn drain_inbox(&mut self, now: Instant, unix: u64) -> bool {
+    /// Handles every queued message.
+    fn drain_inbox(&mut self, clock: Clock) {
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
-                ShardMsg::Accept { stream, peer, ticket } => self.adopt(stream, peer, ticket, now, unix),
-                ShardMsg::Deliver(batch) => {
+                ShardMsg::Accept { stream, peer, permit } => self.adopt(stream, peer, permit, clock),
+                ShardMsg::Frames(batch) => {
                     for (topic, frame) in &batch {
                         self.fan_out_local(topic, frame);
                     }
@@ -276,81 +213,65 @@ impl Shard {
                 ShardMsg::Interest { topic, from, on, seq } => {
                     self.rooms.set_remote(&topic, from, on);
                     if on {
-                        self.out.control(from, ShardMsg::Confirm { topic, seq });
+                        self.relay.control(from, ShardMsg::Confirm { topic, seq });
                     }
                 }
                 ShardMsg::Confirm { topic, seq } => {
                     for waiter in self.rooms.confirmed(&topic, seq) {
-                        self.answer(waiter, now, unix);
+                        self.answer(waiter, clock);
                     }
                 }
                 ShardMsg::Quiesce(done) => {
                     self.quiesced = true;
                     let _ = done.send(self.id);
                 }
-                ShardMsg::GoAway { deadline } => self.go_away(deadline, now, unix),
-                ShardMsg::Shutdown => return false,
+                ShardMsg::GoAway { deadline } => self.go_away(deadline, clock),
             }
         }
-        true
     }
 
     /// Takes ownership of an accepted socket.
-    fn adopt(
-        &mut self,
-        stream: mio::net::TcpStream,
-        peer: std::net::SocketAddr,
-        ticket: Ticket,
-        now: Instant,
-        unix: u64,
-    ) {
+    fn adopt(&mut self, stream: mio::net::TcpStream, peer: std::net::SocketAddr, permit: Permit, clock: Clock) {
         let id = self.next_id;
         self.next_id += 1;
         let slot = self.conns.vacant_key();
-        let mut conn = {
-            let ctx = ctx!(self, now, unix);
-            Conn::new(stream, peer, id, ticket, &ctx)
-        };
+        let mut conn = Conn::new(stream, peer, id, permit, self.env.config(), clock.now);
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self.poll.registry().register(conn.stream_mut(), Token(slot), interest) {
             tracing::warn!(shard = self.id, peer = %peer, error = %e, "cannot register connection");
-            self.shared.admission.release(ticket);
             return;
         }
         self.conns.insert(conn);
     }
 
-    /// Runs `f` on the connection in `slot`, applies the actions it asked
-    /// for, then its verdict.
-    fn dispatch(&mut self, slot: usize, now: Instant, unix: u64, f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> Verdict) {
+    /// Runs `f` on the connection in `slot` (with the shard's read buffer),
+    /// applies the actions it asked for, then its verdict.
+    fn dispatch(&mut self, slot: usize, clock: Clock, f: impl FnOnce(&mut Conn, &mut Ctx<'_>, &mut [u8]) -> Verdict) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         let id = conn.id();
         let verdict = {
-            let mut ctx = ctx!(self, now, unix);
-            f(conn, &mut ctx)
+            let mut ctx = Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock);
+            f(conn, &mut ctx, &mut self.scratch)
         };
         if !self.work.actions.is_empty() {
-            self.apply_actions(slot, now, unix);
+            self.apply_actions(slot, clock);
         }
-        self.settle(slot, id, verdict, now, unix);
+        self.settle(slot, id, verdict, clock);
     }
 
     /// Acts on a verdict for the connection `(slot, id)`.
-    fn settle(&mut self, slot: usize, id: u64, verdict: Verdict, now: Instant, unix: u64) {
+    fn settle(&mut self, slot: usize, id: u64, verdict: Verdict, clock: Clock) {
         match verdict {
             Verdict::Keep => {}
             Verdict::ReadAgain => self.again.push((slot, id)),
-            Verdict::Remove => self.remove(slot, now, unix),
+            Verdict::Remove => self.remove(slot, clock),
         }
     }
 
     /// Closes and frees the connection in `slot`.
-    fn remove(&mut self, slot: usize, now: Instant, unix: u64) {
+    fn remove(&mut self, slot: usize, clock: Clock) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        {
-            let ctx = ctx!(self, now, unix);
-            conn.finish(&ctx);
-        }
+        conn.finish(&Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock));
         let _ = self.poll.registry().deregister(conn.stream_mut());
         self.conns.remove(slot);
         let mut gone = Vec::new();
@@ -362,46 +283,42 @@ impl Shard {
 
     /// Timeouts and heartbeats for every connection; samples the bytes
     /// queued in their outboxes.
-    fn sweep(&mut self, now: Instant, unix: u64) {
+    fn sweep(&mut self, clock: Clock) {
         let mut slots = std::mem::take(&mut self.swept);
         slots.extend(self.conns.iter().map(|(slot, _)| slot));
         let mut queued = 0;
         for &slot in &slots {
-            self.dispatch(slot, now, unix, |c, ctx| c.tick(ctx));
+            self.dispatch(slot, clock, |c, ctx, _| c.tick(ctx));
             // Nothing is adopted during a sweep: an empty slot is one the
             // tick just removed.
             queued += self.conns.get(slot).map_or(0, Conn::queued_bytes);
         }
         slots.clear();
         self.swept = slots;
-        self.metrics.queued_bytes.set(queued as u64);
+        self.env.metrics.queued_bytes.set(queued as u64);
     }
 
     /// End of a turn: cut slow consumers, flush every connection that got
     /// frames, and send this turn's batches to other shards.
-    fn end_turn(&mut self, now: Instant, unix: u64) {
+    fn end_turn(&mut self, clock: Clock) {
         for (slot, id) in std::mem::take(&mut self.pending.kill) {
             if let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) {
-                let mut ctx = ctx!(self, now, unix);
-                conn.cut_slow_consumer(&mut ctx);
-                self.remove(slot, now, unix);
+                conn.cut_slow_consumer(&mut Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock));
+                self.remove(slot, clock);
             }
         }
         // Batches go out before this turn's acks are written: once a client
         // has an ack, the publish is already in every other shard's inbox.
-        self.out.flush(&self.metrics);
+        self.relay.flush(&self.env.metrics);
         for (slot, id) in std::mem::take(&mut self.pending.dirty) {
             let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) else {
                 continue;
             };
-            let verdict = {
-                let mut ctx = ctx!(self, now, unix);
-                conn.flush_dirty(&mut ctx)
-            };
-            self.settle(slot, id, verdict, now, unix);
+            let verdict = conn.flush_dirty(&mut Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock));
+            self.settle(slot, id, verdict, clock);
         }
         // Control messages from connections removed just above.
-        self.out.flush(&self.metrics);
+        self.relay.flush(&self.env.metrics);
         // Every outbox still holding this turn's frames was detached above.
         self.pending.frames.clear();
         self.work.names.clear();
@@ -410,6 +327,6 @@ impl Shard {
 
     /// Publishes this shard's room count for `/metrics`.
     fn shared_gauges(&self) {
-        self.metrics.rooms.set(self.rooms.counted_rooms() as u64);
+        self.env.metrics.rooms.set(self.rooms.counted_rooms() as u64);
     }
 }

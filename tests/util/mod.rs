@@ -172,7 +172,7 @@ pub fn raw_upgrade(server: &Server, path: &str) -> TcpStream {
 
 /// Encodes a client frame; `masked` false makes an illegal unmasked frame.
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    roomcast::ws::frame::encode_client(fin, opcode, payload, masked.then_some([0xa1, 0x5e, 0x03, 0x7c]))
+    roomcast::internals::frame::encode_client(fin, opcode, payload, masked.then_some([0xa1, 0x5e, 0x03, 0x7c]))
 }
 
 /// A frame the server sent.

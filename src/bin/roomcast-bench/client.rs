@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use roomcast::ws::frame::OpCode;
+use roomcast::internals::OpCode;
 
 use crate::codec::{self, FrameError};
 use crate::handshake::{self, Upgrade};

@@ -5,7 +5,7 @@
 //! reads a header at the front of a byte slice and says how long the frame is;
 //! the caller hands out the payload as a slice of its read buffer.
 
-use roomcast::ws::frame::{self, OpCode, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER};
+use roomcast::internals::frame::{self, OpCode, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER};
 
 /// The largest server frame the generator accepts; past it the connection is
 /// counted as a protocol error (no server in this contract sends more).

@@ -1,4 +1,6 @@
-//! The server side of the opening handshake (RFC 6455 §4.2).
+//! The server side of the WebSocket opening handshake (RFC 6455 §4.2): an
+//! HTTP exchange, so it lives with the HTTP codec and the `ws` module stays
+//! a pure frame codec.
 //!
 //! `check` validates an upgrade request and picks the HTTP status for a bad
 //! one; the accept key comes from tungstenite so it is computed exactly as
@@ -6,8 +8,8 @@
 
 use bytes::Bytes;
 
-use crate::http::response;
-use crate::http::Request;
+use super::response;
+use super::Request;
 
 /// Why an upgrade request was refused, as the response to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ fn ack(slot: u32) -> Waiter {
 
 #[test]
 fn single_shard_joins_are_ready_at_once() {
-    let mut r = Registry::new(0, 1, 10);
+    let mut r = RoomIndex::new(0, 1, 10);
     assert_eq!(r.join(1, &room("a"), ack(1)), Joined::Ready);
     assert_eq!(r.join(1, &room("a"), ack(1)), Joined::Already);
     assert_eq!(r.join(2, &room("a"), ack(2)), Joined::Ready);
@@ -25,20 +25,20 @@ fn single_shard_joins_are_ready_at_once() {
 
 #[test]
 fn leaving_keeps_positions_consistent() {
-    let mut r = Registry::new(0, 1, 10);
+    let mut r = RoomIndex::new(0, 1, 10);
     for slot in 0..5 {
         r.join(slot, &room("a"), ack(slot));
         r.join(slot, &room("b"), ack(slot));
     }
-    assert_eq!(r.leave(0, &room("a")), Left::Left);
+    assert_eq!(r.leave(0, &room("a")), Left::OthersRemain);
     assert_eq!(r.leave(0, &room("a")), Left::NotMember);
-    assert_eq!(r.leave(3, &room("a")), Left::Left);
+    assert_eq!(r.leave(3, &room("a")), Left::OthersRemain);
     let mut members = r.route(&room("a")).unwrap().0.to_vec();
     members.sort();
     assert_eq!(members, vec![1, 2, 4]);
     // Every remaining member can still leave (positions were fixed up).
     for slot in [4, 1] {
-        assert_eq!(r.leave(slot, &room("a")), Left::Left);
+        assert_eq!(r.leave(slot, &room("a")), Left::OthersRemain);
     }
     assert_eq!(r.leave(2, &room("a")), Left::LastLocal);
     assert!(r.route(&room("a")).is_none(), "empty room is freed");
@@ -53,7 +53,7 @@ fn leaving_keeps_positions_consistent() {
 
 #[test]
 fn first_member_announces_and_waits_for_every_shard() {
-    let mut r = Registry::new(1, 3, 10);
+    let mut r = RoomIndex::new(1, 3, 10);
     let Joined::Announce { seq } = r.join(5, &room("a"), ack(5)) else {
         panic!()
     };
@@ -66,7 +66,7 @@ fn first_member_announces_and_waits_for_every_shard() {
 
 #[test]
 fn a_confirmation_for_an_old_announcement_is_ignored() {
-    let mut r = Registry::new(0, 2, 10);
+    let mut r = RoomIndex::new(0, 2, 10);
     let Joined::Announce { seq: old } = r.join(1, &room("a"), ack(1)) else {
         panic!()
     };
@@ -81,7 +81,7 @@ fn a_confirmation_for_an_old_announcement_is_ignored() {
 
 #[test]
 fn remote_interest_is_tracked_per_shard() {
-    let mut r = Registry::new(0, 4, 10);
+    let mut r = RoomIndex::new(0, 4, 10);
     r.set_remote(&room("a"), 2, true);
     r.set_remote(&room("a"), 3, true);
     assert_eq!(r.route(&room("a")), Some((&[][..], 0b1100)));
@@ -94,7 +94,7 @@ fn remote_interest_is_tracked_per_shard() {
 
 #[test]
 fn a_connection_cannot_join_more_than_its_cap() {
-    let mut r = Registry::new(0, 1, 2);
+    let mut r = RoomIndex::new(0, 1, 2);
     assert_eq!(r.join(1, &room("a"), ack(1)), Joined::Ready);
     assert_eq!(r.join(1, &room("b"), ack(1)), Joined::Ready);
     assert_eq!(r.join(1, &room("c"), ack(1)), Joined::TooMany);
@@ -103,8 +103,8 @@ fn a_connection_cannot_join_more_than_its_cap() {
 
 #[test]
 fn a_room_on_several_shards_is_counted_by_the_lowest_one_only() {
-    let mut low = Registry::new(0, 2, 10);
-    let mut high = Registry::new(1, 2, 10);
+    let mut low = RoomIndex::new(0, 2, 10);
+    let mut high = RoomIndex::new(1, 2, 10);
     high.join(1, &room("a"), ack(1));
     assert_eq!(high.counted_rooms(), 1, "only shard 1 has members");
     low.join(1, &room("a"), ack(1));

@@ -10,8 +10,11 @@ use std::ops::Range;
 use bytes::Bytes;
 use simd_json::prelude::*;
 
-use crate::protocol::{frames, span};
-use crate::rooms::valid_room;
+use crate::auth::RoomPolicy;
+
+use super::error::ErrorCode;
+use super::publish::{self, Body, Target};
+use super::{frames, span};
 
 /// The sender name of messages published through the API.
 pub const SERVER_SENDER: &str = "server";
@@ -31,12 +34,12 @@ pub struct Item {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadBody {
     /// Machine-readable code, as in the WebSocket protocol's errors.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Human-readable reason.
     pub message: &'static str,
 }
 
-const fn bad(code: &'static str, message: &'static str) -> BadBody {
+const fn bad(code: ErrorCode, message: &'static str) -> BadBody {
     BadBody { code, message }
 }
 
@@ -63,42 +66,40 @@ fn elements(json: &[u8], array: Range<usize>) -> Vec<Range<usize>> {
 fn item(body: &[u8], range: Range<usize>, max_message: usize) -> Result<Item, BadBody> {
     let raw = &body[range];
     let mut copy = raw.to_vec();
-    let value = simd_json::to_borrowed_value(&mut copy).map_err(|_| bad("bad_json", "body is not valid JSON"))?;
+    let value =
+        simd_json::to_borrowed_value(&mut copy).map_err(|_| bad(ErrorCode::BadJson, "body is not valid JSON"))?;
     if value.as_object().is_none() {
-        return Err(bad("bad_request", "each publish must be a JSON object"));
+        return Err(bad(ErrorCode::BadRequest, "each publish must be a JSON object"));
     }
     let data = match span::field(raw, "data") {
         Ok(Some(r)) => &raw[r],
-        Ok(None) => return Err(bad("bad_request", "field \"data\" is required")),
-        Err(_) => return Err(bad("bad_request", "field \"data\" appears twice")),
+        Ok(None) => return Err(bad(ErrorCode::BadRequest, "field \"data\" is required")),
+        Err(_) => return Err(bad(ErrorCode::BadRequest, "field \"data\" appears twice")),
     };
     let (user, name) = match (value.get("room"), value.get("user")) {
-        (Some(r), None) => {
-            let room = r
-                .as_str()
-                .ok_or(bad("bad_request", "field \"room\" must be a string"))?;
-            if !valid_room(room) {
-                return Err(bad(
-                    "invalid_room",
-                    "room names are 1-128 bytes of UTF-8 without control characters",
-                ));
-            }
-            (false, room)
-        }
-        (None, Some(u)) => {
-            let user = u
-                .as_str()
-                .ok_or(bad("bad_request", "field \"user\" must be a string"))?;
-            if user.is_empty() {
-                return Err(bad("bad_request", "field \"user\" must not be empty"));
-            }
-            (true, user)
-        }
-        _ => return Err(bad("bad_request", "give exactly one of \"room\" or \"user\"")),
+        (Some(r), None) => (
+            false,
+            r.as_str()
+                .ok_or(bad(ErrorCode::BadRequest, "field \"room\" must be a string"))?,
+        ),
+        (None, Some(u)) => (
+            true,
+            u.as_str()
+                .ok_or(bad(ErrorCode::BadRequest, "field \"user\" must be a string"))?,
+        ),
+        _ => return Err(bad(ErrorCode::BadRequest, "give exactly one of \"room\" or \"user\"")),
     };
-    if frames::message_overhead(if user { "" } else { name }, SERVER_SENDER) + data.len() > max_message {
-        return Err(bad("too_large", "message would exceed --max-message-bytes"));
-    }
+    let target = if user { Target::User(name) } else { Target::Room(name) };
+    publish::check(
+        target,
+        &RoomPolicy::any(),
+        Body::Json {
+            sender: SERVER_SENDER,
+            data_len: data.len(),
+        },
+        max_message,
+    )
+    .map_err(|(code, message)| bad(code, message))?;
     let frame = if user {
         frames::direct(SERVER_SENDER, data)
     } else {
@@ -114,34 +115,26 @@ fn item(body: &[u8], range: Range<usize>, max_message: usize) -> Result<Item, Ba
 /// Parses a whole `POST /api/publish` body.
 pub fn parse_publish(body: &[u8], max_message: usize) -> Result<Vec<Item>, BadBody> {
     let mut copy = body.to_vec();
-    let value = simd_json::to_borrowed_value(&mut copy).map_err(|_| bad("bad_json", "body is not valid JSON"))?;
+    let value =
+        simd_json::to_borrowed_value(&mut copy).map_err(|_| bad(ErrorCode::BadJson, "body is not valid JSON"))?;
     if value.as_object().is_none() {
-        return Err(bad("bad_request", "body must be a JSON object"));
+        return Err(bad(ErrorCode::BadRequest, "body must be a JSON object"));
     }
     let Some(batch) = value.get("batch") else {
         return Ok(vec![item(body, 0..body.len(), max_message)?]);
     };
     if batch.as_array().is_none() {
-        return Err(bad("bad_request", "field \"batch\" must be an array"));
+        return Err(bad(ErrorCode::BadRequest, "field \"batch\" must be an array"));
     }
     let range = match span::field(body, "batch") {
         Ok(Some(r)) => r,
-        _ => return Err(bad("bad_request", "field \"batch\" appears twice")),
+        _ => return Err(bad(ErrorCode::BadRequest, "field \"batch\" appears twice")),
     };
     let items = elements(body, range);
     if items.is_empty() {
-        return Err(bad("bad_request", "field \"batch\" must not be empty"));
+        return Err(bad(ErrorCode::BadRequest, "field \"batch\" must not be empty"));
     }
     items.into_iter().map(|r| item(body, r, max_message)).collect()
-}
-
-/// Compares two secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
-    for (i, &x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0 && a.len() == b.len()
 }
 
 #[cfg(test)]
@@ -198,19 +191,11 @@ mod tests {
         ];
         for (body, code) in cases {
             assert_eq!(
-                parse_publish(body, 100).unwrap_err().code,
+                parse_publish(body, 100).unwrap_err().code.as_str(),
                 code,
                 "{}",
                 String::from_utf8_lossy(body)
             );
         }
-    }
-
-    #[test]
-    fn key_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
     }
 }

@@ -63,7 +63,7 @@ pub enum Left {
     /// Was not a member.
     NotMember,
     /// Removed; other local members remain.
-    Left,
+    OthersRemain,
     /// Removed the last local member: tell the other shards.
     LastLocal,
 }
@@ -100,7 +100,7 @@ struct Sub {
 
 /// A shard's topic index.
 #[derive(Debug)]
-pub struct Registry {
+pub struct RoomIndex {
     shard: usize,
     shards: usize,
     max_per_conn: usize,
@@ -115,12 +115,12 @@ pub struct Registry {
     extra: usize,
 }
 
-impl Registry {
+impl RoomIndex {
     /// An empty index for shard `shard` of `shards` (at most 64); a
     /// connection may be in at most `max_per_conn` topics.
-    pub fn new(shard: usize, shards: usize, max_per_conn: usize) -> Registry {
+    pub fn new(shard: usize, shards: usize, max_per_conn: usize) -> RoomIndex {
         assert!(shards <= 64 && shard < shards, "shard masks are 64 bits");
-        Registry {
+        RoomIndex {
             shard,
             shards,
             max_per_conn,
@@ -155,6 +155,7 @@ impl Registry {
     }
 
     /// Topics this shard tracks (local members or remote interest).
+    #[cfg(test)]
     pub fn entries(&self) -> usize {
         self.entries.len()
     }
@@ -242,7 +243,7 @@ impl Registry {
         let sub = subs.swap_remove(i);
         match self.remove_member(slot, sub) {
             Some(_) => Left::LastLocal,
-            None => Left::Left,
+            None => Left::OthersRemain,
         }
     }
 
@@ -327,34 +328,22 @@ impl Registry {
     }
 
     /// Local member slots and the mask of other shards with members.
+    #[cfg(test)]
     pub fn route(&self, topic: &Topic) -> Option<(&[u32], u64)> {
         let &e = self.by_topic.get(topic)?;
         let entry = &self.entries[e as usize];
         Some((&entry.members, entry.remote))
     }
 
-    /// Like [`Registry::route`] by borrowed name, with the owned topic (for
-    /// batches to other shards).
+    /// Local member slots and the mask of other shards with members, by
+    /// borrowed name, with the owned topic (for batches to other shards).
     pub fn lookup(&self, topic: TopicRef<'_>) -> Option<(&Topic, &[u32], u64)> {
         let &e = self.by_topic.get(&topic)?;
         let entry = &self.entries[e as usize];
         Some((&entry.topic, &entry.members, entry.remote))
     }
-
-    /// Whether `slot` is a member of `topic`.
-    pub fn is_member(&self, slot: u32, topic: &Topic) -> bool {
-        match (self.by_topic.get(topic), self.subs.get(slot as usize)) {
-            (Some(&e), Some(subs)) => subs.iter().any(|s| s.entry == e),
-            _ => false,
-        }
-    }
-
-    /// This shard's index.
-    pub fn shard(&self) -> usize {
-        self.shard
-    }
 }
 
 #[cfg(test)]
-#[path = "registry_tests.rs"]
+#[path = "index_tests.rs"]
 mod tests;

@@ -1,0 +1,161 @@
+//! Every message and handle that crosses threads: what the acceptor, other
+//! shards and the Redis link send a shard, and what shards send the link.
+//!
+//! A leaf module: it names no thread's internals, so the shard, the link and
+//! the acceptor all depend on it and never on each other. Every channel is
+//! bounded and every sender batches: many `send`s, then one `wake`. Senders
+//! never block: a full channel hands the message back (`post::Post` keeps
+//! control messages for the next try).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::{Sender, TrySendError};
+
+pub(crate) mod post;
+use mio::net::TcpStream;
+use mio::Waker;
+pub(crate) use post::Post;
+
+use crate::limits::Permit;
+use crate::metrics::LinkState;
+use crate::rooms::Topic;
+
+/// Work for a shard.
+#[derive(Debug)]
+pub(crate) enum ShardMsg {
+    /// A socket the acceptor took; a permit over the cap means it is over
+    /// `--max-connections` and must be refused with 1013.
+    Accept {
+        /// The accepted socket (non-blocking, `TCP_NODELAY` set).
+        stream: TcpStream,
+        /// The client's address.
+        peer: SocketAddr,
+        /// Its place in `--max-connections`, given back when dropped.
+        permit: Permit,
+    },
+    /// Shard `from` got its first (`on`) or lost its last local member of
+    /// `topic`. An `on` is answered with `Confirm`.
+    Interest {
+        /// The room or user.
+        topic: Topic,
+        /// The announcing shard.
+        from: usize,
+        /// Members appeared (true) or are all gone (false).
+        on: bool,
+        /// The announcement's sequence number, echoed in `Confirm`.
+        seq: u64,
+    },
+    /// The sender (another shard, or the Redis link once its SUBSCRIBE is
+    /// confirmed) applied announcement `seq` of `topic`.
+    Confirm {
+        /// The room or user.
+        topic: Topic,
+        /// The announcement's sequence number.
+        seq: u64,
+    },
+    /// Frames for local members of each topic, in publish order: another
+    /// shard's fan-out, or messages of other nodes from the Redis link.
+    Frames(Vec<(Topic, Bytes)>),
+    /// Graceful shutdown, phase 1: stop reading client input (so nothing new
+    /// is accepted), then report on the channel.
+    Quiesce(Sender<usize>),
+    /// Graceful shutdown, phase 2: close every connection (1001 for
+    /// WebSockets, after what is queued) and exit when all are closed or at
+    /// `deadline`.
+    GoAway {
+        /// When to give up on close handshakes.
+        deadline: std::time::Instant,
+    },
+}
+
+/// Capacity of a shard's inbox.
+pub(crate) const INBOX_CAPACITY: usize = 16 * 1024;
+
+/// The sending side of a shard's inbox.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardHandle {
+    tx: Sender<ShardMsg>,
+    waker: Arc<Waker>,
+}
+
+impl ShardHandle {
+    /// Wraps a channel and the shard's waker.
+    pub fn new(tx: Sender<ShardMsg>, waker: Arc<Waker>) -> ShardHandle {
+        ShardHandle { tx, waker }
+    }
+
+    /// Queues a message without waking the shard; call [`ShardHandle::wake`] after a batch.
+    pub fn send(&self, msg: ShardMsg) -> Result<(), TrySendError<ShardMsg>> {
+        self.tx.try_send(msg)
+    }
+
+    /// Wakes the shard so it drains its inbox.
+    pub fn wake(&self) {
+        // A failed wake means the shard's poll is gone: it is shutting down.
+        let _ = self.waker.wake();
+    }
+}
+
+/// A subscription change from a shard to the Redis link.
+#[derive(Debug)]
+pub(crate) struct TopicInterest {
+    /// The room or user.
+    pub topic: Topic,
+    /// The shard that gained its first (`on`) or lost its last member.
+    pub shard: usize,
+    /// Members appeared or are all gone.
+    pub on: bool,
+    /// Echoed in the `Confirm` the shard waits for (when `on`).
+    pub seq: u64,
+}
+
+/// How shards reach the Redis link's two threads.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkHandle {
+    interest: Sender<TopicInterest>,
+    publish: Sender<Vec<(Topic, Bytes)>>,
+    waker: Arc<Waker>,
+    state: Arc<LinkState>,
+}
+
+impl LinkHandle {
+    /// A handle over the link's two queues and the subscriber's waker.
+    pub fn new(
+        interest: Sender<TopicInterest>,
+        publish: Sender<Vec<(Topic, Bytes)>>,
+        waker: Arc<Waker>,
+        state: Arc<LinkState>,
+    ) -> LinkHandle {
+        LinkHandle {
+            interest,
+            publish,
+            waker,
+            state,
+        }
+    }
+
+    /// Tells the subscriber about a first/last local member; `Err` gives the
+    /// message back when its queue is full (the caller retries, never drops).
+    pub fn interest(&self, msg: TopicInterest) -> Result<(), TopicInterest> {
+        match self.interest.try_send(msg) {
+            Ok(()) => {
+                let _ = self.waker.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(m)) => Err(m),
+            // The link is gone (shutting down): nothing to subscribe.
+            Err(TrySendError::Disconnected(_)) => Ok(()),
+        }
+    }
+
+    /// Hands this turn's publishes to the publisher; a full queue drops
+    /// them (counted) rather than stall the shard.
+    pub fn publish(&self, batch: Vec<(Topic, Bytes)>) {
+        let n = batch.len() as u64;
+        if self.publish.try_send(batch).is_err() {
+            self.state.dropped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The plain-HTTP endpoints on the WebSocket port: the health probes,
+//! `/metrics`, the embedded client and demo page, and the backend publish
+//! API (`POST /api/publish`).
+//!
+//! Socket-free: a request and its body in, an [`Answer`] out. What the node
+//! knows (its health, its metrics) comes through the narrow [`NodeView`], so
+//! this module names no connection, shard or link. Publishes the API accepts
+//! are handed back in the answer for the connection to pass to its shard.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::auth;
+use crate::protocol::api::{self, Item};
+use crate::protocol::frames;
+
+use super::{assets, response, Request, Route};
+
+/// What the endpoints need to know about the node, read only when asked.
+pub(crate) trait NodeView {
+    /// `Some(reason)` while the node is degraded (its Redis link down or stalled).
+    fn degraded(&self) -> Option<String>;
+    /// The Prometheus exposition of the node's metrics.
+    fn metrics(&self) -> String;
+}
+
+/// The endpoints, configured.
+pub(crate) struct Endpoints<'a> {
+    /// Bearer key of `/api/publish`; `None` turns the API off (404).
+    pub api_key: Option<&'a str>,
+    /// Serve the demo page at `/`.
+    pub demo: bool,
+    /// `--max-message-bytes`, for the frames the API builds.
+    pub max_message_bytes: usize,
+    /// The node behind them.
+    pub node: &'a dyn NodeView,
+}
+
+/// A complete answer to one request.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// The status line, e.g. `200 OK` (counted in metrics).
+    pub status: &'static str,
+    /// The whole response, head and body.
+    pub response: Bytes,
+    /// Close the connection once the response is out.
+    pub close: bool,
+    /// Publishes to carry out, in order (only from `/api/publish`).
+    pub publish: Vec<Item>,
+    /// The request carried a wrong or missing API key (counted in metrics).
+    pub auth_failed: bool,
+}
+
+impl Answer {
+    fn new(status: &'static str, response: Bytes, close: bool) -> Answer {
+        Answer {
+            status,
+            response,
+            close,
+            publish: Vec::new(),
+            auth_failed: false,
+        }
+    }
+
+    /// A plain-text answer.
+    pub fn text(status: &'static str, body: &str, close: bool) -> Answer {
+        Answer::new(status, response::text(status, body, close), close)
+    }
+
+    fn json(status: &'static str, body: &[u8], close: bool, extra: &[(&str, &str)]) -> Answer {
+        Answer::new(
+            status,
+            response::response(status, "application/json", body, close, extra),
+            close,
+        )
+    }
+}
+
+impl Endpoints<'_> {
+    /// Answers a request for a plain-HTTP `route` with its whole `body`.
+    pub fn serve(&self, req: &Request, route: Route, body: &[u8]) -> Answer {
+        let close = !req.keep_alive();
+        if route == Route::ApiPublish && self.api_key.is_some() {
+            return self.api_publish(req, body, close);
+        }
+        // HEAD is refused rather than answered with a body it must not carry.
+        if req.method != "GET" && !matches!(route, Route::NotFound | Route::ApiPublish) {
+            let status = "405 Method Not Allowed";
+            let bytes = response::response(status, "text/plain", b"method not allowed\n", true, &[("Allow", "GET")]);
+            return Answer::new(status, bytes, true);
+        }
+        match route {
+            Route::Healthz => match self.node.degraded() {
+                Some(why) => Answer::text("200 OK", &format!("degraded: {why}\n"), close),
+                None => Answer::text("200 OK", "ok\n", close),
+            },
+            Route::Readyz => match self.node.degraded() {
+                Some(why) => Answer::text("503 Service Unavailable", &format!("{why}\n"), close),
+                None => Answer::text("200 OK", "ready\n", close),
+            },
+            Route::Metrics => {
+                let text = self.node.metrics();
+                let ct = "text/plain; version=0.0.4; charset=utf-8";
+                Answer::new(
+                    "200 OK",
+                    response::response("200 OK", ct, text.as_bytes(), close, &[]),
+                    close,
+                )
+            }
+            Route::ClientJs => asset("text/javascript; charset=utf-8", assets::CLIENT_JS, close),
+            Route::Demo if self.demo => asset("text/html; charset=utf-8", assets::DEMO_HTML, close),
+            _ => Answer::text("404 Not Found", "not found\n", close),
+        }
+    }
+
+    /// `POST /api/publish`: check the key, parse the body, hand back one
+    /// publish per item (in order).
+    fn api_publish(&self, req: &Request, body: &[u8], close: bool) -> Answer {
+        if req.method != "POST" {
+            let err = api_error("method_not_allowed", "use POST");
+            return Answer::json("405 Method Not Allowed", &err, close, &[("Allow", "POST")]);
+        }
+        let key = self.api_key.unwrap_or_default();
+        let given = req.authorization.as_deref().and_then(auth::bearer).unwrap_or_default();
+        if !auth::constant_time_eq(given.as_bytes(), key.as_bytes()) {
+            let err = api_error("unauthorized", "missing or wrong API key");
+            let mut answer = Answer::json("401 Unauthorized", &err, close, &[("WWW-Authenticate", "Bearer")]);
+            answer.auth_failed = true;
+            return answer;
+        }
+        match api::parse_publish(body, self.max_message_bytes) {
+            Ok(items) => {
+                let body = format!("{{\"published\":{}}}", items.len());
+                let mut answer = Answer::json("200 OK", body.as_bytes(), close, &[]);
+                answer.publish = items;
+                answer
+            }
+            Err(bad) => Answer::json(
+                "400 Bad Request",
+                &api_error(bad.code.as_str(), bad.message),
+                close,
+                &[],
+            ),
+        }
+    }
+}
+
+/// An embedded file. Any origin may load it: it is public code, and pages
+/// on other origins import the client as a module.
+fn asset(content_type: &str, body: &str, close: bool) -> Answer {
+    let extra = [("Cache-Control", "no-cache"), ("Access-Control-Allow-Origin", "*")];
+    let bytes = response::response("200 OK", content_type, body.as_bytes(), close, &extra);
+    Answer::new("200 OK", bytes, close)
+}
+
+/// The JSON body of an API error: `{"error":code,"message":message}`.
+fn api_error(code: &str, message: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    out.extend_from_slice(b"{\"error\":");
+    frames::json_string(&mut out, code);
+    out.extend_from_slice(b",\"message\":");
+    frames::json_string(&mut out, message);
+    out.extend_from_slice(b"}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::{parse, Parsed};
+
+    struct Node(Option<&'static str>);
+
+    impl NodeView for Node {
+        fn degraded(&self) -> Option<String> {
+            self.0.map(str::to_string)
+        }
+        fn metrics(&self) -> String {
+            "roomcast_connections 0\n".into()
+        }
+    }
+
+    fn serve(endpoints: &Endpoints<'_>, raw: &[u8]) -> Answer {
+        let Ok(Parsed::Complete(req, used)) = parse(raw) else {
+            panic!("test request must parse");
+        };
+        endpoints.serve(&req, Route::of(&req), &raw[used..])
+    }
+
+    fn text(a: &Answer) -> &str {
+        std::str::from_utf8(&a.response).unwrap()
+    }
+
+    #[test]
+    fn probes_say_whether_the_node_is_degraded() {
+        let up = Endpoints {
+            api_key: None,
+            demo: false,
+            max_message_bytes: 1000,
+            node: &Node(None),
+        };
+        let a = serve(&up, b"GET /readyz HTTP/1.1\r\n\r\n");
+        assert_eq!(a.status, "200 OK");
+        assert!(!a.close);
+        let down = Endpoints {
+            node: &Node(Some("redis link down")),
+            ..up
+        };
+        let a = serve(&down, b"GET /readyz HTTP/1.1\r\n\r\n");
+        assert_eq!(a.status, "503 Service Unavailable");
+        let a = serve(&down, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(a.status, "200 OK");
+        assert!(text(&a).ends_with("degraded: redis link down\n"));
+        assert!(a.close);
+        let a = serve(&down, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(text(&a).ends_with("roomcast_connections 0\n"));
+    }
+
+    #[test]
+    fn the_api_checks_its_key_before_it_publishes() {
+        let e = Endpoints {
+            api_key: Some("k"),
+            demo: false,
+            max_message_bytes: 1000,
+            node: &Node(None),
+        };
+        let body = br#"{"room":"lobby","data":1}"#;
+        let head = |auth: &str| {
+            let mut r = format!(
+                "POST /api/publish HTTP/1.1\r\n{auth}Content-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(body);
+            r
+        };
+        let a = serve(&e, &head("Authorization: Bearer nope\r\n"));
+        assert_eq!(a.status, "401 Unauthorized");
+        assert!(a.auth_failed && a.publish.is_empty());
+        let a = serve(&e, &head("Authorization: Bearer k\r\n"));
+        assert_eq!(a.status, "200 OK");
+        assert_eq!(a.publish.len(), 1);
+        assert!(text(&a).ends_with(r#"{"published":1}"#));
+        let a = serve(&e, b"GET /api/publish HTTP/1.1\r\n\r\n");
+        assert_eq!(a.status, "405 Method Not Allowed");
+        let off = Endpoints { api_key: None, ..e };
+        let a = serve(&off, &head("Authorization: Bearer k\r\n"));
+        assert_eq!(a.status, "404 Not Found", "no key configured: no API");
+    }
+
+    #[test]
+    fn head_is_refused_and_the_demo_page_is_opt_in() {
+        let e = Endpoints {
+            api_key: None,
+            demo: false,
+            max_message_bytes: 1000,
+            node: &Node(None),
+        };
+        let a = serve(&e, b"HEAD /healthz HTTP/1.1\r\n\r\n");
+        assert_eq!(a.status, "405 Method Not Allowed");
+        assert!(a.close);
+        assert_eq!(serve(&e, b"GET / HTTP/1.1\r\n\r\n").status, "404 Not Found");
+        let demo = Endpoints { demo: true, ..e };
+        assert_eq!(serve(&demo, b"GET / HTTP/1.1\r\n\r\n").status, "200 OK");
+        assert_eq!(serve(&e, b"GET /client.js HTTP/1.1\r\n\r\n").status, "200 OK");
+    }
+}
