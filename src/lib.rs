@@ -56,7 +56,7 @@ pub use node::Node;
 /// nothing uses (quinn-proto's way).
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::cluster::resp;
+    pub use crate::cluster::wire::Wire;
     pub use crate::http::request::{parse as parse_request, Parsed, MAX_HEAD_BYTES};
     pub use crate::http::upgrade;
     pub use crate::protocol::api::parse_publish;

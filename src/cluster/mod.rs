@@ -16,9 +16,10 @@
 
 mod backoff;
 pub(crate) mod envelope;
+mod ledger;
 mod publisher;
-pub mod resp;
 mod subscriber;
+pub mod wire;
 
 use std::sync::Arc;
 

@@ -3,13 +3,12 @@
 //! channel and a `Waker`) are sent while messages keep streaming in. (The
 //! `redis` crate's blocking pub/sub cannot be interrupted to subscribe.)
 //!
-//! Per channel it keeps which shards want it, and counts SUBSCRIBE commands
-//! sent and confirmed: a shard's join waits until a subscription that was
-//! sent after its request is confirmed. While Redis is unreachable, joins are
-//! confirmed at once and every wanted channel is subscribed on reconnect.
+//! Its books (which shards want which channel, which SUBSCRIBEs are
+//! confirmed, which joins wait) are `ledger::Ledger`; RESP is the `redis`
+//! crate's (`wire.rs`). While Redis is unreachable, joins are confirmed at
+//! once and every wanted channel is subscribed on reconnect.
 
-use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::ToSocketAddrs;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -24,10 +23,11 @@ use crate::bus::{Post, ShardHandle, ShardMsg, TopicInterest};
 use crate::config::RedisConfig;
 use crate::metrics::link::unix_nanos;
 use crate::metrics::LinkState;
-use crate::rooms::Topic;
+use redis::Value;
 
 use super::backoff::Backoff;
-use super::resp::{self, Value};
+use super::ledger::{Command, Confirm, Ledger};
+use super::wire::{self, Wire};
 use super::{envelope, probe_channel};
 
 const SOCKET: Token = Token(0);
@@ -35,26 +35,11 @@ const WAKER: Token = Token(1);
 /// Channels per SUBSCRIBE command when restoring subscriptions.
 const SUBSCRIBE_CHUNK: usize = 256;
 
-#[derive(Debug)]
-struct Chan {
-    topic: Topic,
-    /// Shards with members.
-    mask: u64,
-    /// A SUBSCRIBE is in effect (or in flight) on the current connection.
-    subscribed: bool,
-    sent: u64,
-    confirmed: u64,
-    /// (shard, seq, SUBSCRIBE count that must be confirmed first).
-    waiters: Vec<(usize, u64, u64)>,
-}
-
 struct Link {
     stream: TcpStream,
     connected: bool,
-    rbuf: Vec<u8>,
+    wire: Wire,
     wbuf: Vec<u8>,
-    /// Subscribe confirmations still expected before the link counts as up.
-    restoring: usize,
 }
 
 /// The subscriber's state.
@@ -69,8 +54,10 @@ pub(crate) struct Subscriber {
     rx: Receiver<TopicInterest>,
     state: Arc<LinkState>,
     poll: Poll,
-    chans: HashMap<Vec<u8>, Chan>,
+    ledger: Ledger,
     link: Option<Link>,
+    /// Confirmations the ledger owes, posted at the end of the turn.
+    confirms: Vec<Confirm>,
     /// Frames and confirmations for the shards, sent at the end of each turn.
     post: Post,
 }
@@ -107,8 +94,9 @@ impl Subscriber {
             rx,
             state,
             poll,
-            chans: HashMap::new(),
+            ledger: Ledger::default(),
             link: None,
+            confirms: Vec::new(),
             post: Post::new(shards),
         };
         Ok((sub, waker))
@@ -192,9 +180,8 @@ impl Subscriber {
         self.link = Some(Link {
             stream,
             connected: false,
-            rbuf: Vec::new(),
+            wire: Wire::new(),
             wbuf: Vec::new(),
-            restoring: 0,
         });
         Ok(())
     }
@@ -208,21 +195,7 @@ impl Subscriber {
         }
         self.state.subscriber_up.store(false, Relaxed);
         self.state.subscriptions.store(0, Relaxed);
-        for chan in self.chans.values_mut() {
-            chan.subscribed = false;
-            chan.sent = 0;
-            chan.confirmed = 0;
-            for (shard, seq, _) in chan.waiters.drain(..) {
-                self.post.control(
-                    shard,
-                    ShardMsg::Confirm {
-                        topic: chan.topic.clone(),
-                        seq,
-                    },
-                );
-            }
-        }
-        self.chans.retain(|_, c| c.mask != 0);
+        self.ledger.disconnected(&mut self.confirms);
     }
 
     /// Socket readiness; `Ok(true)` when the link just became fully ready.
@@ -242,28 +215,14 @@ impl Subscriber {
             self.on_connected();
         }
         let mut became_ready = false;
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            let link = self.link.as_mut().expect("connected");
-            match link.stream.read(&mut buf) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => link.rbuf.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        let mut rbuf = std::mem::take(&mut self.link.as_mut().expect("connected").rbuf);
-        let mut at = 0;
-        while let Some((value, used)) =
-            resp::parse(&rbuf[at..]).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not RESP"))?
-        {
-            at += used;
+        let mut values = Vec::new();
+        let link = self.link.as_mut().expect("connected");
+        link.wire.read_all(&mut link.stream, |v| {
+            values.push(v);
+            Ok(())
+        })?;
+        for value in values {
             became_ready |= self.on_value(value)?;
-        }
-        rbuf.drain(..at);
-        if let Some(link) = self.link.as_mut() {
-            link.rbuf = rbuf;
         }
         Ok(became_ready)
     }
@@ -272,94 +231,55 @@ impl Subscriber {
     fn on_connected(&mut self) {
         let mut out = Vec::new();
         match (&self.username, &self.password) {
-            (Some(u), Some(p)) => resp::command(&mut out, &[b"AUTH", u.as_bytes(), p.as_bytes()]),
-            (None, Some(p)) => resp::command(&mut out, &[b"AUTH", p.as_bytes()]),
+            (Some(u), Some(p)) => wire::command(&mut out, &[b"AUTH", u.as_bytes(), p.as_bytes()]),
+            (None, Some(p)) => wire::command(&mut out, &[b"AUTH", p.as_bytes()]),
             _ => {}
         }
-        let mut names: Vec<Vec<u8>> = vec![self.probe.clone()];
-        for (name, chan) in self.chans.iter_mut() {
-            if chan.mask != 0 {
-                chan.subscribed = true;
-                chan.sent += 1;
-                names.push(name.clone());
-            }
-        }
+        let names = self.ledger.restore(&self.probe);
         for chunk in names.chunks(SUBSCRIBE_CHUNK) {
             let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
             args.extend(chunk.iter().map(Vec::as_slice));
-            resp::command(&mut out, &args);
+            wire::command(&mut out, &args);
         }
+        self.state
+            .subscriptions
+            .store(self.ledger.subscriptions() as u64, Relaxed);
         let link = self.link.as_mut().expect("connected");
-        link.restoring = names.len();
         link.wbuf.extend_from_slice(&out);
     }
 
     /// Handles one reply or message; `Ok(true)` when restoring just finished.
     fn on_value(&mut self, value: Value) -> io::Result<bool> {
         let items = match value {
-            Value::Array(Some(items)) => items,
-            Value::Error(e) => {
-                let text = String::from_utf8_lossy(&e).into_owned();
-                return Err(io::Error::other(format!("redis refused: {text}")));
-            }
+            Value::Array(items) | Value::Push { data: items, .. } => items,
+            Value::ServerError(e) => return Err(io::Error::other(format!("redis refused: {e}"))),
             _ => return Ok(false),
         };
-        let kind = match items.first() {
-            Some(Value::Bulk(Some(k))) => k.as_slice(),
-            _ => return Ok(false),
+        let (Some(Value::BulkString(kind)), Some(Value::BulkString(name))) = (items.first(), items.get(1)) else {
+            return Ok(false);
         };
-        let name = match items.get(1) {
-            Some(Value::Bulk(Some(n))) => n.as_slice(),
-            _ => return Ok(false),
-        };
-        match kind {
+        match kind.as_slice() {
             b"message" => {
-                if let Some(Value::Bulk(Some(payload))) = items.get(2) {
+                if let Some(Value::BulkString(payload)) = items.get(2) {
                     self.on_message(name, payload);
                 }
                 Ok(false)
             }
-            b"subscribe" => Ok(self.on_subscribed(name)),
+            b"subscribe" => {
+                let restored = self.ledger.subscribed(name, &mut self.confirms);
+                self.state
+                    .subscriptions
+                    .store(self.ledger.subscriptions() as u64, Relaxed);
+                if restored {
+                    self.state.last_probe_nanos.store(unix_nanos(), Relaxed);
+                    self.state.subscriber_up.store(true, Relaxed);
+                    self.state.resubscribed.fetch_add(1, Relaxed);
+                    tracing::info!(channels = self.ledger.len(), "redis link: subscribed");
+                }
+                Ok(restored)
+            }
             _ => Ok(false),
         }
-    }
-
-    fn on_subscribed(&mut self, name: &[u8]) -> bool {
-        if let Some(chan) = self.chans.get_mut(name) {
-            chan.confirmed += 1;
-            let confirmed = chan.confirmed;
-            let topic = chan.topic.clone();
-            let mut i = 0;
-            while i < chan.waiters.len() {
-                if chan.waiters[i].2 <= confirmed {
-                    let (shard, seq, _) = chan.waiters.swap_remove(i);
-                    self.post.control(
-                        shard,
-                        ShardMsg::Confirm {
-                            topic: topic.clone(),
-                            seq,
-                        },
-                    );
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        self.state
-            .subscriptions
-            .store(self.chans.values().filter(|c| c.subscribed).count() as u64, Relaxed);
-        let Some(link) = self.link.as_mut() else { return false };
-        if link.restoring > 0 {
-            link.restoring -= 1;
-            if link.restoring == 0 {
-                self.state.last_probe_nanos.store(unix_nanos(), Relaxed);
-                self.state.subscriber_up.store(true, Relaxed);
-                self.state.resubscribed.fetch_add(1, Relaxed);
-                tracing::info!(channels = self.chans.len(), "redis link: subscribed");
-                return true;
-            }
-        }
-        false
     }
 
     fn on_message(&mut self, name: &[u8], payload: &[u8]) {
@@ -375,15 +295,14 @@ impl Subscriber {
         if env.node == self.node_id.as_bytes() {
             return; // Our own publish, already delivered locally.
         }
-        let Some(chan) = self.chans.get(name) else { return };
-        if chan.mask == 0 {
+        let Some((topic, mask)) = self.ledger.route(name) else {
             return;
-        }
+        };
         self.state.messages_in.fetch_add(1, Relaxed);
         let frame = envelope::frame_bytes(&env);
-        for s in shards_in(chan.mask) {
+        for s in shards_in(mask) {
             if s < self.post.len() {
-                self.post.frame(s, &chan.topic, &frame);
+                self.post.frame(s, topic, &frame);
             }
         }
     }
@@ -392,56 +311,17 @@ impl Subscriber {
         let name = super::channel(&self.prefix, &msg.topic);
         let up = self.link.as_ref().is_some_and(|l| l.connected);
         tracing::debug!(topic = ?msg.topic, on = msg.on, shard = msg.shard, up, "redis link: interest");
-        let bit = 1u64 << msg.shard;
-        let mut out = Vec::new();
-        let chan = self.chans.entry(name.clone()).or_insert_with(|| Chan {
-            topic: msg.topic.clone(),
-            mask: 0,
-            subscribed: false,
-            sent: 0,
-            confirmed: 0,
-            waiters: Vec::new(),
-        });
-        if msg.on {
-            chan.mask |= bit;
-            if !up {
-                self.post.control(
-                    msg.shard,
-                    ShardMsg::Confirm {
-                        topic: msg.topic,
-                        seq: msg.seq,
-                    },
-                );
-                return;
-            }
-            if !chan.subscribed {
-                chan.subscribed = true;
-                chan.sent += 1;
-                resp::command(&mut out, &[b"SUBSCRIBE", &name]);
-            }
-            if chan.confirmed >= chan.sent {
-                self.post.control(
-                    msg.shard,
-                    ShardMsg::Confirm {
-                        topic: msg.topic,
-                        seq: msg.seq,
-                    },
-                );
-            } else {
-                chan.waiters.push((msg.shard, msg.seq, chan.sent));
-            }
-        } else {
-            chan.mask &= !bit;
-            if chan.mask == 0 && chan.subscribed && up {
-                chan.subscribed = false;
-                resp::command(&mut out, &[b"UNSUBSCRIBE", &name]);
-            }
-            if chan.mask == 0 && chan.confirmed >= chan.sent && !up {
-                self.chans.remove(&name);
-            }
-        }
+        let command = self.ledger.interest(&name, msg, up, &mut self.confirms);
+        self.state
+            .subscriptions
+            .store(self.ledger.subscriptions() as u64, Relaxed);
+        let verb: &[u8] = match command {
+            None => return,
+            Some(Command::Subscribe) => b"SUBSCRIBE",
+            Some(Command::Unsubscribe) => b"UNSUBSCRIBE",
+        };
         if let Some(link) = self.link.as_mut() {
-            link.wbuf.extend_from_slice(&out);
+            wire::command(&mut link.wbuf, &[verb, &name]);
         }
     }
 
@@ -467,6 +347,9 @@ impl Subscriber {
     /// Sends this turn's frames and confirmations to the shards; frames
     /// that find an inbox full are counted as `link_inbound` drops.
     fn send_to_shards(&mut self) {
+        for Confirm { shard, topic, seq } in self.confirms.drain(..) {
+            self.post.control(shard, ShardMsg::Confirm { topic, seq });
+        }
         let state = &self.state;
         self.post.flush(|_, n| {
             state.dropped_inbound.fetch_add(n, Relaxed);
