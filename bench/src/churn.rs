@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{End, Event, Writer};
-use crate::hist::Histogram;
+use crate::hist::{self, Histogram};
 use crate::pool::Pool;
 use crate::report::Report;
 use crate::sys;
@@ -120,7 +120,7 @@ impl State {
                 if c.step == Step::AwaitClose && matches!(end, End::Closed { by_server: false, .. }) {
                     self.completed += 1;
                     let now = self.epoch.elapsed().as_nanos() as u64;
-                    self.hist.record(now.saturating_sub(c.start_ns));
+                    self.hist.saturating_record(now.saturating_sub(c.start_ns));
                 } else {
                     self.failed += 1;
                     // A server close before ours is an error here, whatever its code.
@@ -150,7 +150,7 @@ pub fn run(target: Target, cfg: &Config) -> Result<Report, String> {
         completed: 0,
         failed: 0,
         timeouts: 0,
-        hist: Histogram::default(),
+        hist: hist::new(),
         tally: Tally::default(),
     };
     st.mode = calibrate(&mut pool, &mut st).map_err(|e| format!("calibration: {e}"))?;

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{Event, Writer};
-use crate::hist::Histogram;
+use crate::hist::{self, Histogram};
 use crate::pool::{Pool, MAX_CONNECTING};
 use crate::report::Report;
 use crate::sys;
@@ -115,7 +115,7 @@ impl State {
                         self.warm += 1;
                     }
                     Kind::Measured if st.seq == p.seq && self.phase == Phase::Run => {
-                        self.hist.record(at_ns.saturating_sub(st.ts_ns));
+                        self.hist.saturating_record(at_ns.saturating_sub(st.ts_ns));
                         self.trips += 1;
                         w.text(self.next_message(i, Kind::Measured, at_ns));
                     }
@@ -155,7 +155,7 @@ pub fn run(target: Target, cfg: &Config) -> Result<Report, String> {
         trips: 0,
         timeouts: 0,
         foreign: 0,
-        hist: Histogram::default(),
+        hist: hist::new(),
         tally: Tally::default(),
     };
 

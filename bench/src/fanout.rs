@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{Event, Writer};
-use crate::hist::Histogram;
+use crate::hist::{self, Histogram};
 use crate::pool::Pool;
 use crate::pool::MAX_CONNECTING;
 use crate::report::Report;
@@ -130,7 +130,7 @@ impl State {
             out_of_order: 0,
             duplicates: 0,
             foreign_stamps: 0,
-            hist: Histogram::default(),
+            hist: hist::new(),
             tally: Tally::default(),
         }
     }
@@ -176,7 +176,7 @@ impl State {
             Kind::Measured => {
                 self.delivered += 1;
                 self.pub_recv[p] += 1;
-                self.hist.record(at_ns.saturating_sub(st.ts_ns));
+                self.hist.saturating_record(at_ns.saturating_sub(st.ts_ns));
                 let last = self.last_seq[idx];
                 if st.seq > last {
                     self.last_seq[idx] = st.seq;

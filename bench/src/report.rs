@@ -53,10 +53,10 @@ impl Report {
     /// Adds `<prefix>_samples`, `_p50_us`, `_p99_us`, `_p999_us` and `_max_us` from a histogram of ns.
     pub fn latency(&mut self, prefix: &str, h: &Histogram) -> &mut Self {
         let us = |ns: u64| ns as f64 / 1000.0;
-        self.int(&format!("{prefix}_samples"), h.count());
-        self.float(&format!("{prefix}_p50_us"), us(h.quantile(0.50)), 1);
-        self.float(&format!("{prefix}_p99_us"), us(h.quantile(0.99)), 1);
-        self.float(&format!("{prefix}_p999_us"), us(h.quantile(0.999)), 1);
+        self.int(&format!("{prefix}_samples"), h.len());
+        self.float(&format!("{prefix}_p50_us"), us(h.value_at_quantile(0.50)), 1);
+        self.float(&format!("{prefix}_p99_us"), us(h.value_at_quantile(0.99)), 1);
+        self.float(&format!("{prefix}_p999_us"), us(h.value_at_quantile(0.999)), 1);
         self.float(&format!("{prefix}_max_us"), us(h.max()), 1)
     }
 
