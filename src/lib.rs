@@ -3,32 +3,34 @@
 //! # Architecture
 //!
 //! ```text
-//!  clients ──TCP──▶ net::Acceptor ──(socket, round-robin)──▶ shard inboxes
+//!  clients ──TCP──▶ net::Acceptor ──(socket + limits::Permit)──▶ shard inboxes (bus)
 //!                                                        │
 //!        ┌───────────────────────────────────────────────┘
 //!        ▼
 //!  shard::Shard (one thread each): mio::Poll + Slab<conn::Conn>
-//!        conn::Conn: HTTP head (http::) ─▶ upgrade (ws::handshake)
-//!                    ─▶ frames (ws::Decoder) ─▶ endpoint ─▶ conn::outbox (writev)
-//!        shards ◀──(Interest/Confirm, Deliver batches)──▶ shards
-//!        shards ◀──────────────▶ cluster:: (two Redis link threads) ◀──▶ Redis
+//!        conn::Conn: HTTP head (http::) ─▶ upgrade (http::upgrade)
+//!                    ─▶ frames (ws::Decoder) ─▶ session ─▶ conn::outbox (writev)
+//!        shards ◀──(bus::ShardMsg: Interest/Confirm, Frames batches)──▶ shards
+//!        shards ◀──(bus::LinkHandle, bus::Post)──▶ cluster:: (two Redis link threads) ◀──▶ Redis
 //! ```
 //!
-//! - [`config`]: flags, environment and TOML resolved into a [`config::Config`].
-//! - [`node`]: starts and stops the threads.
-//! - [`net`]: the listener, the acceptor and admission against `--max-connections`.
-//! - [`shard`]: the event loop, its inbox and timer sweep.
-//! - [`conn`]: the connection state machine and its outbox.
-//! - [`http`]: request parsing, routes and plain responses.
-//! - [`ws`]: the handshake, the frame codec and close codes.
-//! - [`metrics`]: per-shard counters and the Prometheus exposition.
-//! - [`auth`]: JWT verification into a principal (user id, allowed rooms, expiry).
-//! - [`protocol`]: client ops in, server frames out (encoded once).
-//! - [`rooms`]: room naming and each shard's topic index.
-//! - [`limits`]: per-connection rate limits.
-//! - [`cluster`]: the Redis link between nodes.
+//! Modules, lowest first (an import only points down; `tests/layering.rs`
+//! checks it):
+//! - codecs, with no sockets or threads: `ws` (the frame codec and close
+//!   codes), `http` (requests, the upgrade, the plain endpoints),
+//!   `protocol` (client ops and API bodies in, server frames out, the
+//!   publish checks), `rooms` (naming and each shard's topic index),
+//!   `auth` (JWT into a principal), `limits` (rate limit, admission),
+//!   [`config`] (flags, environment and TOML into a [`Config`]);
+//! - `bus` (every cross-thread message and handle) and `metrics`
+//!   (per-shard counters, the link's health, the exposition);
+//! - `conn`: one connection's state machine, generic over its transport;
+//! - `shard` (the event loop), `cluster` (the Redis link), `net`
+//!   (the listener and acceptor);
+//! - `node`: starts, supervises and stops the threads.
 //!
-//! `docs/architecture.md` tells the same story at length.
+//! `docs/architecture.md` tells the same story at length, with a table
+//! that follows one publish from socket to socket.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

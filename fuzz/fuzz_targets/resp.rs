@@ -20,7 +20,8 @@ impl Read for Trickle<'_> {
         if self.data.is_empty() {
             return Ok(0);
         }
-        if std::mem::replace(&mut self.blocked, !self.blocked) {
+        self.blocked = !self.blocked;
+        if !self.blocked {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = self.chunk.min(buf.len()).min(self.data.len());

@@ -9,7 +9,8 @@
 //! callers hold `Option<AuthConfig>` / `Option<Authenticator>`.
 //!
 //! `aud` and `iss` are not checked: give roomcast a key that signs tokens
-//! for roomcast only. `docs/auth-notes.md` is the user-facing summary.
+//! for roomcast only. `docs/protocol.md` (Authentication) is the user-facing
+//! summary.
 
 mod algorithm;
 mod claims;

@@ -1,11 +1,9 @@
 //! HTTP on the WebSocket port: probes, 404, upgrade refusals, request limits.
 
-mod util;
-
 use std::io::Write;
 use std::net::TcpStream;
 
-use util::*;
+use crate::util::*;
 
 const UPGRADE: &str = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
@@ -33,10 +31,10 @@ fn the_client_and_the_demo_are_served_from_the_binary() {
     assert_eq!(status, 200);
     assert!(head.contains("text/javascript"), "{head}");
     assert!(head.contains("Access-Control-Allow-Origin: *"), "{head}");
-    assert_eq!(body, include_str!("../clients/js/roomcast.js"));
+    assert_eq!(body, include_str!("../../clients/js/roomcast.js"));
     let (status, _, body) = http(&server, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 200, "the demo is on in dev mode");
-    assert_eq!(body, include_str!("../clients/demo/index.html"));
+    assert_eq!(body, include_str!("../../clients/demo/index.html"));
     let without = Server::start(&["--demo", "false"]);
     assert_eq!(get(&without, "/").0, 404);
     let with_key = Server::start(&["--jwt-secret", "s"]);

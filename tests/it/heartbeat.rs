@@ -1,11 +1,9 @@
 //! Heartbeats: silent connections are cut after two intervals; live ones stay.
 
-mod util;
-
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use tungstenite::Message;
-use util::*;
 
 #[test]
 fn a_silent_socket_is_cut_while_a_healthy_client_survives() {

@@ -1,14 +1,12 @@
 //! Operations: metrics that move, the backend publish API, graceful
 //! shutdown, `--print-config`, and scraping under many connections.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use serde_json::json;
-use util::*;
 
 const KEY: &str = "backend-key-for-tests";
 
@@ -151,7 +149,9 @@ fn the_api_keeps_the_connection_alive_and_answers_pipelined_requests_in_order() 
 
 #[test]
 fn sigterm_closes_every_client_with_1001_after_delivering_what_was_acked() {
-    let mut server = Server::start(&["--shards", "3", "--shutdown-timeout-secs", "5"]);
+    // A shutdown timeout far beyond TIMEOUT: if roomcast exits within
+    // TIMEOUT, it did not wait for it.
+    let mut server = Server::start(&["--shards", "3", "--shutdown-timeout-secs", "60"]);
     let mut members: Vec<Client> = (0..6)
         .map(|i| {
             let (mut ws, _) = join_broker(&server, "");
@@ -184,17 +184,14 @@ fn sigterm_closes_every_client_with_1001_after_delivering_what_was_acked() {
         assert_eq!((code, reason.as_str()), (1001, "going away"), "member {i}");
     }
     assert_eq!(recv_close(&mut publisher).0, 1001);
-    // Every client answered its close, so roomcast exits well before the
-    // 5 s shutdown timeout.
+    // Every client answered its close, so roomcast exits without waiting
+    // for the 60 s shutdown timeout.
     let start = Instant::now();
     let status = loop {
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(4),
-            "roomcast waited for the shutdown timeout"
-        );
+        assert!(start.elapsed() < TIMEOUT, "roomcast waited for the shutdown timeout");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
@@ -242,13 +239,10 @@ fn print_config_round_trips_through_config() {
 }
 
 #[test]
-fn scraping_with_5000_connections_open_is_fast() {
+fn scraping_works_with_5000_connections_open() {
     let server = Server::start(&["--shards", "2"]);
-    // Connect from 10 threads at once, like a reconnect storm: the accept
-    // backlog must absorb it (with the default 128 this took ~10 s of SYN
-    // retries instead of well under one).
+    // Connect from 10 threads at once, like a reconnect storm.
     let addr = server.addr;
-    let connecting = Instant::now();
     let workers: Vec<_> = (0..10)
         .map(|_| {
             std::thread::spawn(move || {
@@ -273,16 +267,50 @@ fn scraping_with_5000_connections_open_is_fast() {
         .collect();
     let _conns: Vec<TcpStream> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
     eventually("5000 connections", || metric(&server, "roomcast_connections") == 5000.0);
-    let start = Instant::now();
+    // How long a scrape takes is measured in docs/benchmarks.md, not here.
     let (status, body) = get(&server, "/metrics");
-    let took = start.elapsed();
-    assert!(
-        connecting.elapsed() < Duration::from_secs(5),
-        "a connection storm stalled"
-    );
     assert_eq!(status, 200);
     assert!(body.contains("roomcast_connections 5000"));
-    assert!(took < Duration::from_millis(250), "scrape took {took:?}");
+}
+
+/// The listener's accept backlog is the kernel's cap (`somaxconn`), not
+/// std's 128: with roomcast frozen, so that nothing is accepted, every
+/// connection of a storm still completes its TCP handshake into the
+/// backlog. With 128 the 130th connect would time out.
+#[test]
+fn the_accept_backlog_holds_a_connection_storm() {
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    let storm = somaxconn.min(1000);
+    let server = Server::start(&[]);
+    let pid = server.child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    signal("-STOP");
+    let mut conns = Vec::with_capacity(storm);
+    let mut failed = None;
+    for i in 0..storm {
+        match TcpStream::connect_timeout(&server.addr, Duration::from_secs(3)) {
+            Ok(s) => conns.push(s),
+            Err(e) => {
+                failed = Some(format!("connect {i} of {storm} failed: {e}"));
+                break;
+            }
+        }
+    }
+    signal("-CONT");
+    if let Some(why) = failed {
+        panic!("{why} (somaxconn {somaxconn})");
+    }
+    drop(conns);
+    assert_eq!(get(&server, "/healthz").0, 200);
 }
 
 #[test]
@@ -324,11 +352,11 @@ fn a_second_signal_exits_at_once() {
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
+        // TIMEOUT is well under the 30 s the first signal would wait.
         assert!(start.elapsed() < TIMEOUT, "the second signal did not end the process");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(!status.success());
-    assert!(start.elapsed() < Duration::from_secs(5));
 }
 
 #[test]

@@ -1,12 +1,10 @@
 //! Connection cap and the spread of connections over shards.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
-use util::*;
+use crate::util::*;
 
 #[test]
 fn connections_over_the_cap_are_closed_with_1013() {

@@ -1,11 +1,9 @@
 //! `/echo`: every data message comes back verbatim, nothing else is sent.
 
-mod util;
-
 use std::io::Write;
 
+use crate::util::*;
 use tungstenite::Message;
-use util::*;
 
 #[test]
 fn text_and_binary_of_every_length_class_come_back() {

@@ -1,11 +1,9 @@
 //! The broker protocol on `/ws` in dev mode: welcome, every op, every error
 //! code, fan-out across shards, direct messages, binary publish, cleanup.
 
-mod util;
-
+use crate::util::*;
 use serde_json::json;
 use tungstenite::Message;
-use util::*;
 
 #[test]
 fn the_welcome_is_the_first_frame_and_names_a_unique_anonymous_user() {

@@ -2,15 +2,13 @@
 //! `redis-server` on a free loopback port (never the machine's 6379), which
 //! the fault tests stop and restart.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::util::*;
 use serde_json::json;
-use util::*;
 
 /// A private redis-server, killed on drop.
 struct Redis {
@@ -252,8 +250,6 @@ fn the_outage_buffer_is_bounded_and_overflow_is_counted() {
         metric(&a, "roomcast_dropped_total{reason=\"link_buffer\"}") == 15.0
             && metric(&a, "roomcast_redis_buffer_depth") == 5.0
     });
-    let start = Instant::now();
-    assert!(start.elapsed() < TIMEOUT);
 }
 
 #[test]

@@ -1,10 +1,8 @@
 //! Configuration: flags > environment > file > defaults, help, and errors.
 
-mod util;
-
 use std::process::Command;
 
-use util::*;
+use crate::util::*;
 
 fn roomcast(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));

@@ -1,14 +1,12 @@
 //! Every rule of the frame codec ends the connection with its close code, and
 //! the close handshake completes properly.
 
-mod util;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
-use util::*;
 
 /// Sends `bytes` on a fresh `/echo` connection; returns the close code.
 fn close_code_for(server: &Server, bytes: &[u8]) -> u16 {

@@ -1,13 +1,11 @@
 //! Rate limits and slow consumers: a bad client is refused or cut, and
 //! nobody else is slowed down.
 
-mod util;
-
 use std::io::Write;
 
+use crate::util::*;
 use serde_json::json;
 use tungstenite::Message;
-use util::*;
 
 #[test]
 fn messages_over_the_rate_are_refused_and_counted() {

@@ -1,11 +1,9 @@
 //! JWT authentication on `/ws`: every refusal closes with 4001 and no
 //! welcome; claims map to the user and its rooms; refresh and expiry.
 
-mod util;
-
+use crate::util::*;
 use serde_json::json;
 use tungstenite::client::IntoClientRequest;
-use util::*;
 
 const SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
 
@@ -150,7 +148,7 @@ fn refresh_extends_the_session_for_the_same_user_only() {
 fn rs256_with_a_public_key_file() {
     let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa_public.pem");
     let server = Server::start(&["--jwt-public-key", key, "--jwt-algorithm", "RS256"]);
-    let private = include_bytes!("keys/rsa_private.pem");
+    let private = include_bytes!("../keys/rsa_private.pem");
     let signing = jsonwebtoken::EncodingKey::from_rsa_pem(private).unwrap();
     let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     let token = jsonwebtoken::encode(&header, &claims("rsa-user", 60), &signing).unwrap();

@@ -1,0 +1,19 @@
+//! The integration tests, in one binary (one link of the library instead of
+//! one per file). Each module starts the real `roomcast` binary on an
+//! ephemeral loopback port (or private `redis-server`s, `cluster`) and talks
+//! to it through real clients; `util` holds the shared helpers.
+
+mod util;
+
+mod auth;
+mod close_codes;
+mod cluster;
+mod config;
+mod echo;
+mod heartbeat;
+mod http_endpoints;
+mod layering;
+mod limits;
+mod messaging;
+mod operations;
+mod protection;
