@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use roomcast::internals::{frames, FanoutBench, Op, Parser, Topic};
+use roomcast::internals::{encode, FanoutBench, Op, Parser, Topic};
 
 fn publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish");
@@ -27,7 +27,7 @@ fn publish(c: &mut Criterion) {
                 b.iter(|| {
                     let frame = parser
                         .parse(op.as_bytes(), |req| match req.op {
-                            Op::Publish { room, data } => frames::message(room, "anon-1", &op.as_bytes()[data]),
+                            Op::Publish { room, data } => encode::message(room, "anon-1", &op.as_bytes()[data]),
                             _ => unreachable!(),
                         })
                         .unwrap();
@@ -51,7 +51,7 @@ fn batch_handoff(c: &mut Criterion) {
     // A shard's per-turn batch to another shard: one channel send of many frames.
     let (tx, rx) = crossbeam_channel::bounded::<Vec<(Topic, Bytes)>>(16);
     let topic = Topic::Room(Arc::from("lobby"));
-    let frame = frames::message("lobby", "anon-1", b"\"hello\"");
+    let frame = encode::message("lobby", "anon-1", b"\"hello\"");
     let mut group = c.benchmark_group("batch_handoff");
     for n in [1usize, 64, 1024] {
         group.throughput(Throughput::Elements(n as u64));

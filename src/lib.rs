@@ -11,7 +11,7 @@
 //!        conn::Conn: HTTP head (http::) ─▶ upgrade (http::upgrade)
 //!                    ─▶ frames (ws::Decoder) ─▶ session ─▶ conn::outbox (writev)
 //!        shards ◀──(bus::ShardMsg: Interest/Confirm, Frames batches)──▶ shards
-//!        shards ◀──(bus::LinkHandle, bus::Post)──▶ cluster:: (two Redis link threads) ◀──▶ Redis
+//!        shards ◀──(bus::LinkHandle, bus::Post)──▶ link:: (two Redis link threads) ◀──▶ Redis
 //! ```
 //!
 //! Modules, lowest first (an import only points down; `tests/layering.rs`
@@ -25,7 +25,7 @@
 //! - `bus` (every cross-thread message and handle) and `metrics`
 //!   (per-shard counters, the link's health, the exposition);
 //! - `conn`: one connection's state machine, generic over its transport;
-//! - `shard` (the event loop), `cluster` (the Redis link), `net`
+//! - `shard` (the event loop), `link` (the Redis link), `net`
 //!   (the listener and acceptor);
 //! - `node`: starts, supervises and stops the threads.
 //!
@@ -37,11 +37,11 @@
 
 mod auth;
 mod bus;
-mod cluster;
 pub mod config;
 mod conn;
 mod http;
 mod limits;
+mod link;
 mod metrics;
 mod net;
 mod node;
@@ -58,12 +58,12 @@ pub use node::Node;
 /// nothing uses (quinn-proto's way).
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::cluster::wire::Wire;
     pub use crate::http::request::{parse as parse_request, Parsed, MAX_HEAD_BYTES};
     pub use crate::http::upgrade;
+    pub use crate::link::wire::Wire;
     pub use crate::protocol::api::parse_publish;
     pub use crate::protocol::binary::room_of;
-    pub use crate::protocol::{frames, Op, Parser};
+    pub use crate::protocol::{encode, Op, Parser};
     pub use crate::rooms::{valid_room, Topic};
     pub use crate::shard::bench::FanoutBench;
     pub use crate::ws::{frame, Decoder, Event, OpCode};

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roomcast::internals::{frames, Op, Parser};
+use roomcast::internals::{encode, Op, Parser};
 
 fuzz_target!(|data: &[u8]| {
     let mut parser = Parser::new();
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         let range = match req.op {
             Op::Publish { data: r, room } => {
                 // Encoding the message must work for whatever passed parsing.
-                let frame = frames::message(room, "fuzz", &data[r.clone()]);
+                let frame = encode::message(room, "fuzz", &data[r.clone()]);
                 assert!(frame.len() > r.len());
                 Some(r)
             }

@@ -1,5 +1,5 @@
 //! Fuzzes the Redis link's RESP reading (the `redis` crate's parser as the
-//! subscriber drives it, `cluster::wire::Wire`): no panic, and the same
+//! subscriber drives it, `link::wire::Wire`): no panic, and the same
 //! values (or the same failure) however the bytes are cut into reads.
 #![no_main]
 

@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::http::Route;
 use crate::limits::{Permit, Ticket, REFUSING_HANDSHAKE};
 use crate::metrics::DropReason;
-use crate::protocol::frames;
+use crate::protocol::encode;
 use crate::ws::{frame, CloseCode, Decoder, OpCode};
 pub(crate) use action::Action;
 pub(crate) use ctx::{Clock, Ctx, Env, Shared, Work};
@@ -196,7 +196,7 @@ impl<S: Transport> Conn<S> {
             return Verdict::Keep;
         }
         session.welcomed = true;
-        let frame = frames::welcome(&session.user, session.number);
+        let frame = encode::welcome(&session.user, session.number);
         self.push_reply(frame);
         self.read_paused = false;
         let mut held = std::mem::take(&mut self.held);

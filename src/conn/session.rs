@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::limits::{Admit, RateLimiter};
 use crate::metrics::DropReason;
 use crate::protocol::publish::{self, Body, Target, ROOM_RULES};
-use crate::protocol::{binary, frames, span, ErrorCode, Op, OpError, Request};
+use crate::protocol::{binary, encode, span, ErrorCode, Op, OpError, Request};
 use crate::rooms::{valid_room, Topic};
 use crate::ws::CloseCode;
 
@@ -35,7 +35,7 @@ pub(crate) struct Session {
 }
 
 fn fail(id: Option<u64>, code: ErrorCode, message: &'static str) -> Action {
-    Action::Reply(frames::error(&OpError::new(id, code, message)))
+    Action::Reply(encode::error(&OpError::new(id, code, message)))
 }
 
 impl Session {
@@ -102,7 +102,7 @@ impl Session {
         match parser.parse(payload, |req| self.request(env, names, payload, req)) {
             Ok(Some(action)) => actions.push(action),
             Ok(None) => {}
-            Err(e) => actions.push(Action::Reply(frames::error(&e))),
+            Err(e) => actions.push(Action::Reply(encode::error(&e))),
         }
         ControlFlow::Continue(())
     }
@@ -155,7 +155,7 @@ impl Session {
                 Action::Publish {
                     user: false,
                     name: push_name(names, room),
-                    frame: frames::message(room, &self.user, data),
+                    frame: encode::message(room, &self.user, data),
                     id,
                 }
             }
@@ -167,12 +167,12 @@ impl Session {
                 Action::Publish {
                     user: true,
                     name: push_name(names, user),
-                    frame: frames::direct(&self.user, data),
+                    frame: encode::direct(&self.user, data),
                     id,
                 }
             }
             Op::Refresh { token } => return self.refresh(env, id, token),
-            Op::Ping => return id.map(|id| Action::Reply(frames::ack(id))),
+            Op::Ping => return id.map(|id| Action::Reply(encode::ack(id))),
         };
         Some(action)
     }
@@ -204,7 +204,7 @@ impl Session {
         }
         self.exp = Some(p.exp);
         self.policy = p.rooms;
-        id.map(|id| Action::Reply(frames::ack(id)))
+        id.map(|id| Action::Reply(encode::ack(id)))
     }
 }
 

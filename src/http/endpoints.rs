@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::auth;
 use crate::protocol::api::{self, Item};
-use crate::protocol::frames;
+use crate::protocol::encode;
 
 use super::{assets, response, Request, Route};
 
@@ -156,9 +156,9 @@ fn asset(content_type: &str, body: &str, close: bool) -> Answer {
 fn api_error(code: &str, message: &str) -> BytesMut {
     let mut out = BytesMut::new();
     out.extend_from_slice(b"{\"error\":");
-    frames::json_string(&mut out, code);
+    encode::json_string(&mut out, code);
     out.extend_from_slice(b",\"message\":");
-    frames::json_string(&mut out, message);
+    encode::json_string(&mut out, message);
     out.extend_from_slice(b"}");
     out
 }

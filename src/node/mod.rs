@@ -16,9 +16,9 @@ use mio::Waker;
 
 use crate::auth::Authenticator;
 use crate::bus::{ShardHandle, ShardMsg};
-use crate::cluster::Link;
 use crate::config::Config;
 use crate::limits::Admission;
+use crate::link::Link;
 use crate::metrics::{LinkState, Registry};
 use crate::net::Acceptor;
 use crate::shard::{Shard, Shared};

@@ -14,7 +14,7 @@ use crate::auth::RoomPolicy;
 
 use super::error::ErrorCode;
 use super::publish::{self, Body, Target};
-use super::{frames, span};
+use super::{encode, span};
 
 /// The sender name of messages published through the API.
 pub const SERVER_SENDER: &str = "server";
@@ -101,9 +101,9 @@ fn item(body: &[u8], range: Range<usize>, max_message: usize) -> Result<Item, Ba
     )
     .map_err(|(code, message)| bad(code, message))?;
     let frame = if user {
-        frames::direct(SERVER_SENDER, data)
+        encode::direct(SERVER_SENDER, data)
     } else {
-        frames::message(name, SERVER_SENDER, data)
+        encode::message(name, SERVER_SENDER, data)
     };
     Ok(Item {
         user,

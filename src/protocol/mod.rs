@@ -7,8 +7,8 @@
 
 pub mod api;
 pub mod binary;
+pub mod encode;
 pub(crate) mod error;
-pub mod frames;
 pub mod ops;
 pub(crate) mod publish;
 pub(crate) mod span;

@@ -5,8 +5,8 @@
 use crate::auth::RoomPolicy;
 use crate::rooms::valid_room;
 
+use super::encode;
 use super::error::ErrorCode;
-use super::frames;
 
 /// Where a publish goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,7 @@ pub fn check(target: Target<'_>, policy: &RoomPolicy, body: Body<'_>, max_messag
     };
     match body {
         Body::Json { sender, data_len }
-            if frames::message_overhead(room, sender).saturating_add(data_len) > max_message =>
+            if encode::message_overhead(room, sender).saturating_add(data_len) > max_message =>
         {
             Err((ErrorCode::TooLarge, "message would exceed --max-message-bytes"))
         }
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn the_size_limit_counts_the_whole_frame() {
         let any = RoomPolicy::any();
-        let overhead = frames::message_overhead("lobby", "ann");
+        let overhead = encode::message_overhead("lobby", "ann");
         assert_eq!(check(Target::Room("lobby"), &any, json(100 - overhead), 100), Ok(()));
         assert!(check(Target::Room("lobby"), &any, json(101 - overhead), 100).is_err());
     }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::bus::ShardMsg;
 use crate::conn::{Action, Clock, Conn, Ctx};
-use crate::protocol::{frames, ErrorCode, OpError};
+use crate::protocol::{encode, ErrorCode, OpError};
 use crate::rooms::{Joined, Left, Topic, TopicRef, Waiter};
 
 use super::{Pending, Shard};
@@ -83,7 +83,7 @@ impl Shard {
                     Joined::Waiting => {}
                     Joined::TooMany => {
                         let e = OpError::new(req, ErrorCode::TooLarge, "too many rooms on this connection");
-                        self.reply(slot, id, frames::error(&e));
+                        self.reply(slot, id, encode::error(&e));
                     }
                 }
             }
@@ -92,7 +92,7 @@ impl Shard {
                     self.renounce(topic);
                 }
                 if let Some(req) = req {
-                    self.reply(slot, id, frames::ack(req));
+                    self.reply(slot, id, encode::ack(req));
                 }
             }
             Action::Publish {
@@ -110,7 +110,7 @@ impl Shard {
                 self.publish(topic, &frame);
                 self.work.names = names;
                 if let Some(req) = req {
-                    self.reply(slot, id, frames::ack(req));
+                    self.reply(slot, id, encode::ack(req));
                 }
             }
             Action::Close { code, reason } => {
@@ -160,7 +160,7 @@ impl Shard {
                 slot,
                 conn,
                 id: Some(req),
-            } => self.reply(slot as usize, conn, frames::ack(req)),
+            } => self.reply(slot as usize, conn, encode::ack(req)),
             Waiter::Ack { id: None, .. } => {}
             Waiter::Welcome { slot, conn } => {
                 let slot = slot as usize;

@@ -102,11 +102,13 @@ impl Decoder {
     }
 
     /// Whether the decoder holds a partial frame or message.
+    #[cfg(test)]
     pub fn is_mid_message(&self) -> bool {
         self.header_len > 0 || self.frame.is_some() || self.message.is_some()
     }
 
     /// Bytes the decoder currently holds on the heap for this connection.
+    #[cfg(test)]
     pub fn buffered_capacity(&self) -> usize {
         self.data.capacity() + self.control.capacity()
     }

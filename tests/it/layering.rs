@@ -1,6 +1,6 @@
 //! The modules' dependencies point one way (`docs/architecture.md`,
 //! "Modules and which way they depend"): codecs, then `bus` and `metrics`,
-//! then `conn`, then the threads (`shard`, `cluster`, `net`), then `node`.
+//! then `conn`, then the threads (`shard`, `link`, `net`), then `node`.
 //! This test reads every source file under `src/<module>/` and fails on an
 //! import of a module at the same rank or above, so a cycle cannot come
 //! back unnoticed.
@@ -21,7 +21,7 @@ const RANKS: &[(&str, u32)] = &[
     ("bus", 4),
     ("conn", 5),
     ("shard", 6),
-    ("cluster", 6),
+    ("link", 6),
     ("net", 6),
     ("node", 7),
 ];
