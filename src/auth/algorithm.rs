@@ -44,6 +44,16 @@ impl Algorithm {
         }
     }
 
+    /// The shortest secret accepted for an HMAC algorithm: as long as its
+    /// hash output (RFC 7518 §3.2).
+    pub fn min_secret_bytes(self) -> usize {
+        match self {
+            Algorithm::HS384 => 48,
+            Algorithm::HS512 => 64,
+            _ => 32,
+        }
+    }
+
     /// Whether the key is a shared secret (HMAC) rather than a PEM public key.
     pub fn uses_secret(self) -> bool {
         matches!(self, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)

@@ -3,11 +3,14 @@
 //! wake each. Both the shards (to each other) and the Redis link's
 //! subscriber (to the shards) send through a `Post`.
 //!
-//! Control messages (interest announcements and confirmations) must never
-//! be lost — a lost one would leave a room deaf on some shard — so a full
-//! inbox keeps them in a per-destination backlog, retried at every flush,
-//! in order. A frame batch that finds its inbox full is handed back to the
-//! caller's `dropped` callback, which counts it.
+//! Nothing is dropped while it fits: a message that finds its inbox full
+//! waits in a per-destination backlog, retried at every flush, in order —
+//! control messages (interest announcements and confirmations: a lost one
+//! would leave a room deaf on some shard) always, frame batches up to
+//! `max_held` frames. A sender with a backlog should stop taking new work
+//! (a shard stops reading its clients) until it drains: that is what
+//! bounds it. Only a frame batch past `max_held` is dropped, and handed to
+//! the caller's `dropped` callback, which counts it.
 
 use std::collections::VecDeque;
 
@@ -24,6 +27,10 @@ pub(crate) struct Post {
     to: Vec<ShardHandle>,
     frames: Vec<Vec<(Topic, Bytes)>>,
     backlog: Vec<VecDeque<ShardMsg>>,
+    /// Frames waiting in backlogs.
+    held: usize,
+    /// Most frames that may wait in backlogs; a batch beyond is dropped.
+    max_held: usize,
     /// Destinations that got a message since the last flush, as bits.
     wake: u64,
 }
@@ -42,13 +49,16 @@ pub(crate) fn shards_in(mut mask: u64) -> impl Iterator<Item = usize> {
 }
 
 impl Post {
-    /// Mail for these inboxes, addressed by their index.
-    pub fn new(to: Vec<ShardHandle>) -> Post {
+    /// Mail for these inboxes, addressed by their index; at most
+    /// `max_held` frames wait for room before batches are dropped.
+    pub fn new(to: Vec<ShardHandle>, max_held: usize) -> Post {
         let n = to.len();
         Post {
             to,
             frames: (0..n).map(|_| Vec::new()).collect(),
             backlog: (0..n).map(|_| VecDeque::new()).collect(),
+            held: 0,
+            max_held,
             wake: 0,
         }
     }
@@ -80,40 +90,69 @@ impl Post {
         }
     }
 
-    /// Whether control messages wait for room in some inbox.
+    /// Whether messages wait for room in some inbox.
     pub fn has_backlog(&self) -> bool {
         self.backlog.iter().any(|b| !b.is_empty())
     }
 
     /// Sends what waits — backlogs first, then this turn's frame batches —
     /// and wakes each destination once. A batch that finds its inbox full
-    /// is dropped: `dropped(to, frames)` counts it.
+    /// waits behind the backlog, unless `max_held` frames already wait: then
+    /// it is dropped, and `dropped(to, frames)` counts it.
     pub fn flush(&mut self, mut dropped: impl FnMut(usize, u64)) {
         for to in 0..self.to.len() {
             while let Some(msg) = self.backlog[to].pop_front() {
+                let n = frames_in(&msg);
                 match self.to[to].send(msg) {
-                    Ok(()) => self.wake |= 1 << to,
+                    Ok(()) => {
+                        self.wake |= 1 << to;
+                        self.held -= n;
+                    }
                     Err(TrySendError::Full(m)) => {
                         self.backlog[to].push_front(m);
                         break;
                     }
-                    Err(TrySendError::Disconnected(_)) => self.backlog[to].clear(),
+                    Err(TrySendError::Disconnected(_)) => {
+                        self.held -= n + self.backlog[to].iter().map(frames_in).sum::<usize>();
+                        self.backlog[to].clear();
+                    }
                 }
             }
             if self.frames[to].is_empty() {
                 continue;
             }
-            let batch = std::mem::take(&mut self.frames[to]);
-            let n = batch.len() as u64;
-            match self.to[to].send(ShardMsg::Frames(batch)) {
+            let batch = ShardMsg::Frames(std::mem::take(&mut self.frames[to]));
+            let result = if self.backlog[to].is_empty() {
+                self.to[to].send(batch)
+            } else {
+                // Keep the order: behind what is already waiting.
+                Err(TrySendError::Full(batch))
+            };
+            match result {
                 Ok(()) => self.wake |= 1 << to,
-                Err(TrySendError::Full(_)) => dropped(to, n),
+                Err(TrySendError::Full(batch)) => {
+                    let n = frames_in(&batch);
+                    if self.held + n <= self.max_held {
+                        self.held += n;
+                        self.backlog[to].push_back(batch);
+                    } else {
+                        dropped(to, n as u64);
+                    }
+                }
                 Err(TrySendError::Disconnected(_)) => {}
             }
         }
         for s in shards_in(std::mem::take(&mut self.wake)) {
             self.to[s].wake();
         }
+    }
+}
+
+/// Frames carried by a message (a `Frames` batch's length, else 0).
+fn frames_in(msg: &ShardMsg) -> usize {
+    match msg {
+        ShardMsg::Frames(batch) => batch.len(),
+        _ => 0,
     }
 }
 
@@ -151,7 +190,7 @@ mod tests {
     fn frames_go_in_one_batch_per_destination() {
         let (a, rx_a, _pa) = inbox(4);
         let (b, rx_b, _pb) = inbox(4);
-        let mut post = Post::new(vec![a, b]);
+        let mut post = Post::new(vec![a, b], 0);
         let topic = Topic::Room(Arc::from("r"));
         for i in 0..3u8 {
             post.frame(1, &topic, &Bytes::from(vec![i]));
@@ -166,9 +205,9 @@ mod tests {
     }
 
     #[test]
-    fn control_messages_wait_in_order_and_frames_are_counted_when_full() {
+    fn control_messages_wait_in_order_and_frames_past_the_hold_are_counted() {
         let (a, rx, _poll) = inbox(1);
-        let mut post = Post::new(vec![a]);
+        let mut post = Post::new(vec![a], 0);
         post.control(0, confirm(1));
         post.control(0, confirm(2));
         post.control(0, confirm(3));
@@ -176,7 +215,7 @@ mod tests {
         post.frame(0, &Topic::Room(Arc::from("r")), &Bytes::from_static(b"x"));
         let mut dropped = 0;
         post.flush(|_, n| dropped += n);
-        assert_eq!(dropped, 1, "a full inbox drops the batch and says how many frames");
+        assert_eq!(dropped, 1, "nothing may wait: the batch is dropped and counted");
         let mut seen = Vec::new();
         for _ in 0..3 {
             match rx.try_recv().unwrap() {
@@ -187,5 +226,32 @@ mod tests {
         }
         assert_eq!(seen, [1, 2, 3]);
         assert!(!post.has_backlog());
+    }
+
+    #[test]
+    fn frame_batches_wait_behind_control_messages_in_order() {
+        let (a, rx, _poll) = inbox(1);
+        let mut post = Post::new(vec![a], 10);
+        let topic = Topic::Room(Arc::from("r"));
+        post.control(0, confirm(1));
+        post.control(0, confirm(2));
+        post.frame(0, &topic, &Bytes::from_static(b"a"));
+        post.frame(0, &topic, &Bytes::from_static(b"b"));
+        post.flush(|_, _| panic!("the batch fits in the hold"));
+        post.control(0, confirm(3));
+        post.frame(0, &topic, &Bytes::from_static(b"c"));
+        post.flush(|_, _| panic!("still fits"));
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            match rx.try_recv() {
+                Ok(ShardMsg::Confirm { seq, .. }) => seen.push(format!("c{seq}")),
+                Ok(ShardMsg::Frames(b)) => seen.push(b.iter().map(|(_, f)| f[0] as char).collect()),
+                Ok(other) => panic!("{other:?}"),
+                Err(_) => post.flush(|_, _| panic!("nothing is dropped")),
+            }
+        }
+        assert_eq!(seen, ["c1", "c2", "ab", "c3", "c"], "one order, whatever waited");
+        assert!(!post.has_backlog());
+        assert_eq!(post.held, 0);
     }
 }

@@ -208,10 +208,17 @@ fn resolve_auth(s: &Settings) -> Result<Option<AuthConfig>, ConfigError> {
             return Ok(None);
         }
         (Some(secret), None) => {
-            if secret.is_empty() {
-                return Err(ConfigError("--jwt-secret must not be empty".into()));
+            let algorithm = algorithm.unwrap_or(Algorithm::HS256);
+            let min = algorithm.min_secret_bytes();
+            if algorithm.uses_secret() && secret.len() < min {
+                return Err(ConfigError(format!(
+                    "--jwt-secret is {} bytes; {} needs at least {min} (RFC 7518 §3.2: a secret \
+                     as long as the hash), e.g. `openssl rand -base64 {min}`",
+                    secret.len(),
+                    algorithm.as_str(),
+                )));
             }
-            (KeySource::Secret(secret.clone()), algorithm.unwrap_or(Algorithm::HS256))
+            (KeySource::Secret(secret.clone()), algorithm)
         }
         (None, Some(path)) => {
             let pem = std::fs::read(path)

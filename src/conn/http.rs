@@ -13,7 +13,7 @@ use crate::metrics::DropReason;
 use crate::ws::{CloseCode, Decoder};
 
 use super::session::Session;
-use super::{Action, Conn, Ctx, Phase, Transport, Verdict};
+use super::{pause_limit, Action, Conn, Ctx, Phase, Transport, Verdict};
 
 /// What serving one request left the connection as.
 enum Served {
@@ -26,81 +26,120 @@ enum Served {
 }
 
 impl<S: Transport> Conn<S> {
-    /// Handles bytes just read while in the HTTP phase.
+    /// Handles bytes just read while in the HTTP phase (or, with `input`
+    /// empty, requests left waiting while replies were backed up).
+    ///
+    /// Every byte is copied at most once into the connection's buffer, and
+    /// only while a head or a body is incomplete, so a body that arrives in
+    /// many reads is buffered in linear time.
     pub(super) fn serve_http(&mut self, ctx: &mut Ctx<'_>, input: &[u8]) -> Verdict {
-        let Phase::Http { head } = &mut self.phase else {
+        let Phase::Http { head, .. } = &mut self.phase else {
             return Verdict::Keep;
         };
-        // Parse straight from the read unless an earlier read left half a head.
-        let owned;
-        let data: &[u8] = if head.is_empty() {
-            input
-        } else {
-            head.extend_from_slice(input);
-            owned = std::mem::take(head);
-            &owned
-        };
+        // Parse straight from the read unless an earlier read left bytes.
+        let mut owned = std::mem::take(head);
+        let buffered = !owned.is_empty();
+        if buffered {
+            owned.extend_from_slice(input);
+        }
+        let data: &[u8] = if buffered { &owned } else { input };
         let mut off = 0;
-        loop {
-            match request::parse(&data[off..]) {
+        let keep = loop {
+            if off == data.len() {
+                break None;
+            }
+            if self.outbox.len_bytes() > pause_limit(ctx.config()) {
+                // Replies are backing up: the client is not reading them.
+                // Serve the rest once they drain (`Conn::flush`).
+                self.read_paused = true;
+                break Some(off);
+            }
+            let (req, used) = match request::parse(&data[off..]) {
                 Err(e) => {
                     tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, error = %e, "bad request");
-                    self.answer(ctx, Answer::text(e.status(), &format!("{e}\n"), true));
-                    return Verdict::Keep;
+                    let head_only = data[off..].starts_with(b"HEAD ");
+                    self.answer(ctx, Answer::text(e.status(), &format!("{e}\n"), true), head_only);
+                    break None;
                 }
-                Ok(Parsed::Partial) => {
-                    if let Phase::Http { head } = &mut self.phase {
-                        head.extend_from_slice(&data[off..]);
-                    }
-                    return Verdict::Keep;
+                Ok(Parsed::Partial) => break Some(off),
+                Ok(Parsed::Complete(req, used)) => (req, used),
+            };
+            let head_only = req.method == "HEAD";
+            if req.has_transfer_encoding {
+                let answer = Answer::text("411 Length Required", "bodies need a Content-Length\n", true);
+                self.answer(ctx, answer, head_only);
+                break None;
+            }
+            let len = req.content_length.unwrap_or(0);
+            if len > ctx.config().max_message_bytes as u64 {
+                let answer = Answer::text("413 Payload Too Large", "body exceeds --max-message-bytes\n", true);
+                self.answer(ctx, answer, head_only);
+                break None;
+            }
+            let len = len as usize;
+            let route = Route::of(&req);
+            if data.len() - off - used < len {
+                if self.endpoints(ctx).wants_body(&req, route) {
+                    // The body is still coming (bounded by the check above).
+                    break Some(off);
                 }
-                Ok(Parsed::Complete(req, used)) => {
-                    if req.has_transfer_encoding {
-                        let answer = Answer::text("411 Length Required", "bodies need a Content-Length\n", true);
-                        self.answer(ctx, answer);
-                        return Verdict::Keep;
+                // Nothing here will read this body (a wrong API key, any
+                // other endpoint): answer now, and close rather than read it.
+                self.serve_request(ctx, req, route, &[], true);
+                break None;
+            }
+            let body = &data[off + used..off + used + len];
+            off += used + len;
+            match self.serve_request(ctx, req, route, body, false) {
+                Served::KeepAlive => {
+                    // A keep-alive connection may stay idle this long again.
+                    self.deadline = ctx.now + ctx.config().handshake_timeout;
+                    if let Phase::Http { served, .. } = &mut self.phase {
+                        *served = true;
                     }
-                    let len = req.content_length.unwrap_or(0);
-                    if len > ctx.config().max_message_bytes as u64 {
-                        let answer = Answer::text("413 Payload Too Large", "body exceeds --max-message-bytes\n", true);
-                        self.answer(ctx, answer);
-                        return Verdict::Keep;
-                    }
-                    let len = len as usize;
-                    if data.len() - off - used < len {
-                        // The body is still coming (bounded by the check above).
-                        if let Phase::Http { head } = &mut self.phase {
-                            head.extend_from_slice(&data[off..]);
-                        }
-                        return Verdict::Keep;
-                    }
-                    let body = &data[off + used..off + used + len];
-                    off += used + len;
-                    match self.serve_request(ctx, req, body) {
-                        Served::KeepAlive if off < data.len() => continue,
-                        Served::KeepAlive | Served::Close => return Verdict::Keep,
-                        Served::Upgraded => {
-                            // Frames sent right behind the request head.
-                            let mut rest = data[off..].to_vec();
-                            return self.on_ws_bytes(ctx, &mut rest);
-                        }
-                    }
+                }
+                Served::Close => break None,
+                Served::Upgraded => {
+                    // Frames sent right behind the request head.
+                    let mut rest = data[off..].to_vec();
+                    return self.on_ws_bytes(ctx, &mut rest);
                 }
             }
+        };
+        // Keep what is not served yet, for the next read or the resume.
+        if let (Some(at), Phase::Http { head, .. }) = (keep, &mut self.phase) {
+            if buffered {
+                owned.drain(..at);
+                *head = owned;
+            } else {
+                head.extend_from_slice(&input[at..]);
+            }
+        }
+        Verdict::Keep
+    }
+
+    /// The plain-HTTP endpoints, as configured.
+    fn endpoints<'a>(&self, ctx: &Ctx<'a>) -> Endpoints<'a> {
+        let config = ctx.config();
+        Endpoints {
+            api_key: config.api_key.as_deref(),
+            demo: config.demo,
+            max_message_bytes: config.max_message_bytes,
+            node: ctx.env,
         }
     }
 
-    /// Queues a complete answer and counts it; carries out the publishes it
-    /// accepted; with `close`, ends the connection after it. Every plain
-    /// HTTP answer goes through here.
-    fn answer(&mut self, ctx: &mut Ctx<'_>, answer: Answer) {
+    /// Queues a complete answer (its head alone for a `HEAD` request) and
+    /// counts it; carries out the publishes it accepted; with `close`, ends
+    /// the connection after it. Every plain HTTP answer goes through here.
+    fn answer(&mut self, ctx: &mut Ctx<'_>, mut answer: Answer, head_only: bool) {
         let metrics = ctx.metrics();
         metrics.http_response(answer.status);
         if answer.auth_failed {
             metrics.auth_failures.add(1);
         }
         metrics.messages_received.add(answer.publish.len() as u64);
-        for item in answer.publish {
+        for item in std::mem::take(&mut answer.publish) {
             let start = ctx.work.names.len();
             ctx.work.names.push_str(&item.name);
             ctx.work.actions.push(Action::Publish {
@@ -110,27 +149,30 @@ impl<S: Transport> Conn<S> {
                 id: None,
             });
         }
-        self.queue(answer.response);
+        let response = if head_only { answer.head() } else { answer.response };
+        self.queue(response);
         if answer.close {
             self.linger(ctx, true);
         }
     }
 
-    fn serve_request(&mut self, ctx: &mut Ctx<'_>, req: Request, body: &[u8]) -> Served {
-        let route = Route::of(&req);
-        if route.is_websocket() {
+    /// Serves one whole request; `close` ends the connection after it
+    /// whatever the request asked.
+    fn serve_request(&mut self, ctx: &mut Ctx<'_>, req: Request, route: Route, body: &[u8], close: bool) -> Served {
+        if route.is_websocket() && !close {
             return self.upgrade(ctx, route, &req);
         }
-        let config = ctx.config();
-        let endpoints = Endpoints {
-            api_key: config.api_key.as_deref(),
-            demo: config.demo,
-            max_message_bytes: config.max_message_bytes,
-            node: ctx.env,
+        let mut answer = if route.is_websocket() {
+            match upgrade::check(&req) {
+                Err(rejection) => Answer::rejection(rejection),
+                Ok(_) => Answer::text("400 Bad Request", "an upgrade request has no body\n", true),
+            }
+        } else {
+            self.endpoints(ctx).serve(&req, route, body)
         };
-        let answer = endpoints.serve(&req, route, body);
+        answer.close |= close;
         let close = answer.close;
-        self.answer(ctx, answer);
+        self.answer(ctx, answer, req.method == "HEAD");
         if close {
             Served::Close
         } else {
@@ -143,9 +185,7 @@ impl<S: Transport> Conn<S> {
             Ok(resp) => resp,
             Err(rejection) => {
                 tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, reason = rejection.reason, "upgrade refused");
-                ctx.metrics().http_response(rejection.status);
-                self.queue(rejection.response());
-                self.linger(ctx, true);
+                self.answer(ctx, Answer::rejection(rejection), req.method == "HEAD");
                 return Served::Close;
             }
         };

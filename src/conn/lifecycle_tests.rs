@@ -255,6 +255,7 @@ fn a_slow_consumer_is_refused_frames_past_its_cap_and_cut_with_4008() {
     h.conn.stream.window = None;
     h.with(|c, ctx, _| c.cut_slow_consumer(ctx));
     assert_eq!(h.conn.close_code, Some(CloseCode::SLOW_CONSUMER));
+    assert!(matches!(h.conn.phase, Phase::Linger { drain: true, .. }));
     assert_eq!(h.env.metrics.dropped[DropReason::SlowConsumer as usize].get(), 1);
     let frames = h.frames();
     let (op, payload) = frames.last().expect("a close frame");
@@ -274,4 +275,44 @@ fn eof_and_socket_errors_remove_the_connection_as_abnormal() {
     assert_eq!(h.ready(), Verdict::Remove);
     h.with(|c, ctx, _| c.finish(ctx));
     assert_eq!(h.env.metrics.connections.get(), 0, "finish updates the gauge");
+}
+
+#[test]
+fn a_slow_consumer_cut_mid_frame_gets_the_whole_frame_then_4008() {
+    let config = Config {
+        max_queue_bytes: 10_000,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    h.upgrade("/echo");
+    let frame = crate::ws::frame::encode(OpCode::Text, &[b'y'; 3000]);
+    let at = h.turn.push(&frame);
+    let cap = h.env.config().max_queue_bytes;
+    for _ in 0..3 {
+        assert!(h.conn.push_foreign(at, frame.len(), cap));
+    }
+    // The kernel takes half of the first frame, then blocks.
+    h.conn.stream.window = Some(1500);
+    h.with(|c, ctx, _| c.flush(ctx));
+    assert!(!h.conn.push_foreign(at, frame.len(), cap));
+    assert_eq!(h.with(|c, ctx, _| c.cut_slow_consumer(ctx)), Verdict::Keep);
+    assert_eq!(
+        h.with(|c, ctx, _| c.cut_slow_consumer(ctx)),
+        Verdict::Keep,
+        "a second cut in the same turn changes nothing"
+    );
+    assert_eq!(h.env.metrics.dropped[DropReason::SlowConsumer as usize].get(), 1);
+    h.turn.clear();
+    h.conn.stream.window = None;
+    h.ready();
+    let frames = h.frames();
+    assert_eq!(
+        frames.len(),
+        2,
+        "the frame begun, whole, then the close: {}",
+        frames.len()
+    );
+    assert_eq!(frames[0], (TEXT, vec![b'y'; 3000]));
+    assert_eq!((frames[1].0, code_of(&frames[1].1)), (CLOSE, 4008));
+    assert!(h.conn.stream.shut.get());
 }

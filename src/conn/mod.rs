@@ -57,8 +57,10 @@ pub(crate) enum Verdict {
 /// Where the connection is in its life.
 #[derive(Debug)]
 enum Phase {
-    /// Reading an HTTP request head; `head` holds a partial one.
-    Http { head: Vec<u8> },
+    /// Reading HTTP requests; `head` holds bytes not served yet (a partial
+    /// head or body, or pipelined requests held while replies back up);
+    /// `served` once a request was answered and the connection kept alive.
+    Http { head: Vec<u8>, served: bool },
     /// A WebSocket; `close_sent` once our close frame is queued.
     Ws {
         route: Route,
@@ -115,7 +117,10 @@ impl<S: Transport> Conn<S> {
             stream,
             peer,
             id,
-            phase: Phase::Http { head: Vec::new() },
+            phase: Phase::Http {
+                head: Vec::new(),
+                served: false,
+            },
             outbox: Outbox::default(),
             last_seen: now,
             last_ping: now,
@@ -206,19 +211,24 @@ impl<S: Transport> Conn<S> {
         Verdict::ReadAgain
     }
 
-    /// Cuts a slow consumer: its queue is freed, a 4008 close frame is
-    /// written if the socket takes it, and the connection is removed.
-    pub fn cut_slow_consumer(&mut self, ctx: &mut Ctx<'_>) {
+    /// Cuts a slow consumer: every frame it has not started to receive is
+    /// freed, then a 4008 close frame follows whatever frame is half on the
+    /// wire, so the client can read it; the connection then drains like
+    /// after a protocol error (bounded by `--close-timeout-secs`).
+    pub fn cut_slow_consumer(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        if !self.accepts_frames() {
+            // Already closing (or cut earlier this turn).
+            return Verdict::Keep;
+        }
         ctx.metrics().drop(DropReason::SlowConsumer);
-        self.outbox.clear();
+        self.outbox.drop_unsent(ctx.turn);
         self.close_code = Some(CloseCode::SLOW_CONSUMER);
         self.outbox
             .push(frame::encode_close(CloseCode::SLOW_CONSUMER, "slow consumer"));
-        if let Ok(f) = self.outbox.flush(&mut self.stream, &mut ctx.work.stage, ctx.turn) {
-            ctx.metrics().bytes_sent.add(f.written as u64);
-        }
         tracing::info!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
             code = 4008, "slow consumer: outbox over --max-queue-bytes, cut");
+        self.linger(ctx, true);
+        self.flush(ctx)
     }
 
     /// Shutdown: WebSockets get 1001 "going away" behind what is queued;
@@ -231,8 +241,12 @@ impl<S: Transport> Conn<S> {
         }
     }
 
-    /// Starts the close handshake on behalf of the shard (e.g. a flood).
+    /// Starts the close handshake on behalf of the shard (e.g. a flood);
+    /// a connection already closing is left as it is, and logged once.
     pub fn close_with(&mut self, ctx: &Ctx<'_>, code: CloseCode, reason: &str) {
+        if !self.accepts_frames() {
+            return;
+        }
         tracing::info!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
             code = code.0, reason, "closing");
         self.start_close(ctx, code, reason);
@@ -251,10 +265,15 @@ impl<S: Transport> Conn<S> {
     /// Handles a readiness event (or a retry after `ReadAgain`); reads land
     /// in `scratch`, the shard's buffer shared by all its connections.
     pub fn on_ready(&mut self, ctx: &mut Ctx<'_>, scratch: &mut [u8], readable: bool, writable: bool) -> Verdict {
-        if writable && self.flush(ctx) == Verdict::Remove {
-            return Verdict::Remove;
-        }
         let mut verdict = Verdict::Keep;
+        if writable {
+            // A flush that drains a paused connection asks for a read
+            // (`ReadAgain`): keep that, the socket may have nothing new.
+            verdict = self.flush(ctx);
+            if verdict == Verdict::Remove {
+                return verdict;
+            }
+        }
         if readable {
             verdict = self.read(ctx, scratch);
             if verdict == Verdict::Remove {
@@ -269,6 +288,13 @@ impl<S: Transport> Conn<S> {
 
     /// Reads until `WouldBlock`, the turn's budget, or a pause.
     fn read(&mut self, ctx: &mut Ctx<'_>, scratch: &mut [u8]) -> Verdict {
+        if !self.read_paused && matches!(&self.phase, Phase::Http { head, .. } if !head.is_empty()) {
+            // Requests held while replies backed up (or a partial one: it
+            // stays partial) are served before anything new is read.
+            if self.serve_http(ctx, &[]) == Verdict::Remove {
+                return Verdict::Remove;
+            }
+        }
         for _ in 0..READS_PER_TURN {
             if self.read_paused {
                 return Verdict::Keep;
@@ -399,10 +425,15 @@ impl<S: Transport> Conn<S> {
     pub fn tick(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         self.outbox.trim();
         match self.phase {
-            Phase::Http { .. } => {
+            Phase::Http { ref head, served } => {
                 if ctx.now >= self.deadline {
-                    ctx.metrics().drop(DropReason::HandshakeTimeout);
-                    tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "handshake timed out");
+                    if served && head.is_empty() {
+                        // An idle keep-alive connection between requests.
+                        tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "idle keep-alive connection closed");
+                    } else {
+                        ctx.metrics().drop(DropReason::HandshakeTimeout);
+                        tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "request timed out");
+                    }
                     return Verdict::Remove;
                 }
             }

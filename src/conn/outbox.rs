@@ -64,9 +64,11 @@ impl Entry {
 pub struct Outbox {
     frames: VecDeque<Entry>,
     bytes: usize,
+    /// The front frame is partly written: the peer has its first bytes.
+    started: bool,
     /// Entries pushed since the last `detach`: every `Turn` entry is among
     /// the last this many.
-    fresh: usize,
+    fresh: u32,
 }
 
 /// What a flush achieved.
@@ -99,7 +101,7 @@ impl Outbox {
     /// Queues a frame at the back.
     pub fn push(&mut self, frame: Bytes) {
         self.bytes += frame.len();
-        self.fresh += 1;
+        self.fresh = self.fresh.saturating_add(1);
         self.frames.push_back(Entry::Held(frame));
     }
 
@@ -109,7 +111,7 @@ impl Outbox {
     #[inline]
     pub fn push_turn(&mut self, at: TurnIndex, len: usize) {
         self.bytes += len;
-        self.fresh += 1;
+        self.fresh = self.fresh.saturating_add(1);
         self.frames.push_back(Entry::Turn {
             at,
             skip: 0,
@@ -120,7 +122,7 @@ impl Outbox {
     /// Turns this turn's indexes into references of their own, so that the
     /// frames outlive the turn. Costs one clone per frame still queued.
     pub fn detach(&mut self, turn: &TurnLog) {
-        let fresh = std::mem::take(&mut self.fresh).min(self.frames.len());
+        let fresh = (std::mem::take(&mut self.fresh) as usize).min(self.frames.len());
         let from = self.frames.len() - fresh;
         for entry in self.frames.range_mut(from..) {
             if let Entry::Turn { at, skip, .. } = *entry {
@@ -142,11 +144,28 @@ impl Outbox {
         self.frames.is_empty()
     }
 
-    /// Drops every queued frame and releases the queue's memory.
-    pub fn clear(&mut self) {
+    /// Drops every frame the peer has not started to receive. A frame
+    /// already partly written stays (as a reference of its own, so it
+    /// outlives the turn): cutting it would leave the peer a truncated frame,
+    /// and whatever follows it, such as a close frame, unreadable.
+    pub fn drop_unsent(&mut self, turn: &TurnLog) {
+        let keep = if self.started { self.frames.pop_front() } else { None };
         self.frames = VecDeque::new();
         self.bytes = 0;
         self.fresh = 0;
+        self.started = false;
+        if let Some(front) = keep {
+            let held = match front {
+                Entry::Held(b) => Some(b),
+                Entry::Turn { at, skip, .. } => turn.get(at).map(|b| b.slice(skip as usize..)),
+            };
+            // A stale index cannot be finished; the peer gets EOF instead.
+            if let Some(b) = held {
+                self.bytes = b.len();
+                self.started = true;
+                self.frames.push_back(Entry::Held(b));
+            }
+        }
     }
 
     /// Releases a ring that a burst grew, once it is empty. Called from the
@@ -248,7 +267,9 @@ impl Outbox {
             if len <= k {
                 k -= len;
                 self.frames.pop_front();
+                self.started = false;
             } else {
+                self.started = true;
                 match front {
                     Entry::Held(b) => b.advance(k),
                     // `k < len <= u32::MAX`: the frame itself is in the turn.
@@ -257,7 +278,7 @@ impl Outbox {
                 k = 0;
             }
         }
-        self.fresh = self.fresh.min(self.frames.len());
+        self.fresh = self.fresh.min(u32::try_from(self.frames.len()).unwrap_or(u32::MAX));
         Ok(())
     }
 }

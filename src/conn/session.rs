@@ -32,6 +32,8 @@ pub(crate) struct Session {
     limiter: RateLimiter,
     /// The welcome has been queued.
     pub welcomed: bool,
+    /// Closed for flooding: what is still in the read is dropped silently.
+    flooded: bool,
 }
 
 fn fail(id: Option<u64>, code: ErrorCode, message: &'static str) -> Action {
@@ -48,6 +50,7 @@ impl Session {
             exp: Some(p.exp),
             limiter: RateLimiter::new(config.rate_burst, now),
             welcomed: false,
+            flooded: false,
         }
     }
 
@@ -61,6 +64,7 @@ impl Session {
             exp: None,
             limiter: RateLimiter::new(config.rate_burst, now),
             welcomed: false,
+            flooded: false,
         }
     }
 
@@ -68,6 +72,12 @@ impl Session {
     fn admit(&mut self, ctx: &mut Ctx<'_>, payload: &[u8]) -> bool {
         let (metrics, config) = (ctx.metrics(), ctx.config());
         metrics.messages_received.add(1);
+        if self.flooded {
+            // Already closing for flooding: no reply and no second close
+            // per message still in the read.
+            metrics.drop(DropReason::RateLimited);
+            return false;
+        }
         match self.limiter.admit(config.rate_limit, config.rate_burst, ctx.now) {
             Admit::Yes => true,
             Admit::Reject => {
@@ -81,6 +91,7 @@ impl Session {
             }
             Admit::Flood => {
                 metrics.drop(DropReason::RateLimited);
+                self.flooded = true;
                 ctx.work.actions.push(Action::Close {
                     code: CloseCode::POLICY,
                     reason: "rate limit exceeded",

@@ -7,12 +7,15 @@
 //! this module names no connection, shard or link. Publishes the API accepts
 //! are handed back in the answer for the connection to pass to its shard.
 
+use std::sync::OnceLock;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::auth;
 use crate::protocol::api::{self, Item};
 use crate::protocol::encode;
 
+use super::upgrade::Rejection;
 use super::{assets, response, Request, Route};
 
 /// What the endpoints need to know about the node, read only when asked.
@@ -66,6 +69,22 @@ impl Answer {
         Answer::new(status, response::text(status, body, close), close)
     }
 
+    /// The answer to a refused upgrade (the connection closes after it).
+    pub fn rejection(rejection: Rejection) -> Answer {
+        Answer::new(rejection.status, rejection.response(), true)
+    }
+
+    /// The response without its body, as a `HEAD` request is answered: the
+    /// same head, `Content-Length` included (RFC 9110 §9.3.2).
+    pub fn head(&self) -> Bytes {
+        let end = self
+            .response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(self.response.len(), |at| at + 4);
+        self.response.slice(..end)
+    }
+
     fn json(status: &'static str, body: &[u8], close: bool, extra: &[(&str, &str)]) -> Answer {
         Answer::new(
             status,
@@ -76,16 +95,30 @@ impl Answer {
 }
 
 impl Endpoints<'_> {
-    /// Answers a request for a plain-HTTP `route` with its whole `body`.
+    /// Whether `req` is one whose body an endpoint reads: a `POST` to the
+    /// publish API with the right key. Any other body is not waited for: the
+    /// request is answered at once and the connection closed.
+    pub fn wants_body(&self, req: &Request, route: Route) -> bool {
+        route == Route::ApiPublish && req.method == "POST" && self.key_matches(req)
+    }
+
+    fn key_matches(&self, req: &Request) -> bool {
+        let Some(key) = self.api_key else { return false };
+        let given = req.authorization.as_deref().and_then(auth::bearer).unwrap_or_default();
+        auth::constant_time_eq(given.as_bytes(), key.as_bytes())
+    }
+
+    /// Answers a request for a plain-HTTP `route` with its whole `body`. A
+    /// `HEAD` request gets the `GET` answer; the caller sends its head only.
     pub fn serve(&self, req: &Request, route: Route, body: &[u8]) -> Answer {
         let close = !req.keep_alive();
         if route == Route::ApiPublish && self.api_key.is_some() {
             return self.api_publish(req, body, close);
         }
-        // HEAD is refused rather than answered with a body it must not carry.
-        if req.method != "GET" && !matches!(route, Route::NotFound | Route::ApiPublish) {
+        if !matches!(req.method.as_str(), "GET" | "HEAD") && !matches!(route, Route::NotFound | Route::ApiPublish) {
             let status = "405 Method Not Allowed";
-            let bytes = response::response(status, "text/plain", b"method not allowed\n", true, &[("Allow", "GET")]);
+            let allow = [("Allow", "GET, HEAD")];
+            let bytes = response::response(status, "text/plain", b"method not allowed\n", true, &allow);
             return Answer::new(status, bytes, true);
         }
         match route {
@@ -106,8 +139,8 @@ impl Endpoints<'_> {
                     close,
                 )
             }
-            Route::ClientJs => asset("text/javascript; charset=utf-8", assets::CLIENT_JS, close),
-            Route::Demo if self.demo => asset("text/html; charset=utf-8", assets::DEMO_HTML, close),
+            Route::ClientJs => asset(Asset::ClientJs, close),
+            Route::Demo if self.demo => asset(Asset::Demo, close),
             _ => Answer::text("404 Not Found", "not found\n", close),
         }
     }
@@ -119,9 +152,7 @@ impl Endpoints<'_> {
             let err = api_error("method_not_allowed", "use POST");
             return Answer::json("405 Method Not Allowed", &err, close, &[("Allow", "POST")]);
         }
-        let key = self.api_key.unwrap_or_default();
-        let given = req.authorization.as_deref().and_then(auth::bearer).unwrap_or_default();
-        if !auth::constant_time_eq(given.as_bytes(), key.as_bytes()) {
+        if !self.key_matches(req) {
             let err = api_error("unauthorized", "missing or wrong API key");
             let mut answer = Answer::json("401 Unauthorized", &err, close, &[("WWW-Authenticate", "Bearer")]);
             answer.auth_failed = true;
@@ -145,11 +176,27 @@ impl Endpoints<'_> {
 }
 
 /// An embedded file. Any origin may load it: it is public code, and pages
-/// on other origins import the client as a module.
-fn asset(content_type: &str, body: &str, close: bool) -> Answer {
-    let extra = [("Cache-Control", "no-cache"), ("Access-Control-Allow-Origin", "*")];
-    let bytes = response::response("200 OK", content_type, body.as_bytes(), close, &extra);
-    Answer::new("200 OK", bytes, close)
+/// on other origins import the client as a module. Each of its responses
+/// (keep-alive or close) is built once per process and shared by every
+/// answer, so a flood of requests queues references, not copies.
+fn asset(which: Asset, close: bool) -> Answer {
+    static RESPONSES: [OnceLock<Bytes>; 4] = [const { OnceLock::new() }; 4];
+    let (content_type, body) = match which {
+        Asset::ClientJs => ("text/javascript; charset=utf-8", assets::CLIENT_JS),
+        Asset::Demo => ("text/html; charset=utf-8", assets::DEMO_HTML),
+    };
+    let bytes = RESPONSES[which as usize * 2 + usize::from(close)].get_or_init(|| {
+        let extra = [("Cache-Control", "no-cache"), ("Access-Control-Allow-Origin", "*")];
+        response::response("200 OK", content_type, body.as_bytes(), close, &extra)
+    });
+    Answer::new("200 OK", bytes.clone(), close)
+}
+
+/// The files embedded in the binary.
+#[derive(Debug, Clone, Copy)]
+enum Asset {
+    ClientJs = 0,
+    Demo = 1,
 }
 
 /// The JSON body of an API error: `{"error":code,"message":message}`.
@@ -248,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn head_is_refused_and_the_demo_page_is_opt_in() {
+    fn head_gets_the_get_head_and_the_demo_page_is_opt_in() {
         let e = Endpoints {
             api_key: None,
             demo: false,
@@ -256,11 +303,19 @@ mod tests {
             node: &Node(None),
         };
         let a = serve(&e, b"HEAD /healthz HTTP/1.1\r\n\r\n");
+        assert_eq!(a.status, "200 OK", "load balancers probe with HEAD");
+        let head = a.head();
+        assert!(head.ends_with(b"\r\n\r\n") && head.len() < a.response.len());
+        assert!(std::str::from_utf8(&head).unwrap().contains("Content-Length: 3\r\n"));
+        let a = serve(&e, b"DELETE /healthz HTTP/1.1\r\n\r\n");
         assert_eq!(a.status, "405 Method Not Allowed");
         assert!(a.close);
         assert_eq!(serve(&e, b"GET / HTTP/1.1\r\n\r\n").status, "404 Not Found");
         let demo = Endpoints { demo: true, ..e };
         assert_eq!(serve(&demo, b"GET / HTTP/1.1\r\n\r\n").status, "200 OK");
-        assert_eq!(serve(&e, b"GET /client.js HTTP/1.1\r\n\r\n").status, "200 OK");
+        let js = serve(&e, b"GET /client.js HTTP/1.1\r\n\r\n");
+        assert_eq!(js.status, "200 OK");
+        let again = serve(&e, b"GET /client.js HTTP/1.1\r\n\r\n");
+        assert_eq!(js.response.as_ptr(), again.response.as_ptr(), "one shared response");
     }
 }

@@ -4,8 +4,10 @@
 //! answers `Complete`; only the few headers roomcast acts on are kept, as an
 //! owned [`Request`], so the read buffer can be dropped right after.
 
-/// The largest request head (request line plus headers) accepted.
-pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// The largest request head (request line plus headers) accepted: room
+/// for a token of `auth::MAX_TOKEN_BYTES` (16 KiB) in the query or the
+/// `Authorization` header, plus the usual headers.
+pub const MAX_HEAD_BYTES: usize = 24 * 1024;
 /// The most header lines accepted in one request.
 pub const MAX_HEADERS: usize = 48;
 
@@ -140,9 +142,19 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HttpError> {
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             out.ws_key = text(h.value);
         } else if name.eq_ignore_ascii_case("authorization") {
+            // Two credentials: refuse rather than pick one.
+            if out.authorization.is_some() {
+                return Err(HttpError::Malformed);
+            }
             out.authorization = text(h.value);
         } else if name.eq_ignore_ascii_case("content-length") {
-            let n = text(h.value).and_then(|v| v.parse().ok()).ok_or(HttpError::Malformed)?;
+            // Digits only (RFC 9110 §8.6): `+27` or ` 27` could be read two
+            // ways by a proxy in front.
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok())
+                .ok_or(HttpError::Malformed)?;
             if out.content_length.is_some_and(|m| m != n) {
                 return Err(HttpError::Malformed);
             }

@@ -5,9 +5,11 @@
 //! and shard messages.
 //!
 //! Invariants:
-//! - A join is confirmed to its shard only after a SUBSCRIBE sent after the
-//!   join's request is confirmed by Redis (counted per channel: `sent`,
-//!   `confirmed`), or at once while the link is down.
+//! - While the link is up, a join is confirmed to its shard only after a
+//!   SUBSCRIBE sent after the join's request is confirmed by Redis (counted
+//!   per channel: `sent`, `confirmed`). While it is down or degraded
+//!   (connected but not answering in time), joins are confirmed at once:
+//!   waiting would stall logins and joins for as long as Redis does.
 //! - Every operation is O(1) per channel (the `subscribed` gauge is kept,
 //!   not recounted), so restoring N channels after a reconnect is O(N).
 //! - A channel no shard wants is forgotten once no SUBSCRIBE for it is in
@@ -57,6 +59,20 @@ pub(crate) struct Confirm {
     pub seq: u64,
 }
 
+/// How far the link can be trusted right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// No connection: nothing is sent; joins are confirmed at once, and
+    /// their channels subscribed when a connection is restored.
+    Down,
+    /// Connected but not answering in time (restoring its subscriptions, or
+    /// its probes stopped coming back): commands are sent, joins are
+    /// confirmed at once.
+    Degraded,
+    /// Connected and answering: a join waits for its SUBSCRIBE's confirmation.
+    Up,
+}
+
 /// A command to send for a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Command {
@@ -77,14 +93,14 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
-    /// Applies a shard's interest change for channel `name`, with the link
-    /// `up` or not; returns the command to send, if any, and adds the
-    /// confirmations now owed to `confirms`.
+    /// Applies a shard's interest change for channel `name` in link `mode`;
+    /// returns the command to send, if any, and adds the confirmations now
+    /// owed to `confirms`.
     pub fn interest(
         &mut self,
         name: &[u8],
         msg: TopicInterest,
-        up: bool,
+        mode: Mode,
         confirms: &mut Vec<Confirm>,
     ) -> Option<Command> {
         let bit = 1u64 << msg.shard;
@@ -113,8 +129,8 @@ impl Ledger {
                 topic: msg.topic,
                 seq: msg.seq,
             };
-            if !up {
-                // Down: nothing to wait for; the restore subscribes it.
+            if mode == Mode::Down {
+                // Nothing to wait for; the restore subscribes it.
                 confirms.push(confirm);
                 return None;
             }
@@ -124,7 +140,7 @@ impl Ledger {
                 chan.sent += 1;
                 command = Some(Command::Subscribe);
             }
-            if chan.confirmed >= chan.sent {
+            if mode == Mode::Degraded || chan.confirmed >= chan.sent {
                 confirms.push(confirm);
             } else {
                 chan.waiters.push(Waiter {
@@ -138,7 +154,7 @@ impl Ledger {
             if chan.mask == 0 && chan.subscribed {
                 chan.subscribed = false;
                 self.subscribed -= 1;
-                if up {
+                if mode != Mode::Down {
                     command = Some(Command::Unsubscribe);
                 }
             }
@@ -195,6 +211,20 @@ impl Ledger {
         }
         self.restoring -= 1;
         self.restoring == 0
+    }
+
+    /// The link stopped answering: every waiting join is confirmed now. Its
+    /// SUBSCRIBE stays in flight and is counted when Redis answers.
+    pub fn release_waiters(&mut self, confirms: &mut Vec<Confirm>) {
+        for chan in self.chans.values_mut() {
+            for w in chan.waiters.drain(..) {
+                confirms.push(Confirm {
+                    shard: w.shard,
+                    topic: chan.topic.clone(),
+                    seq: w.seq,
+                });
+            }
+        }
     }
 
     /// The connection is gone: every waiting join is confirmed now (waiting
@@ -267,10 +297,13 @@ mod tests {
     fn a_join_waits_for_the_subscribe_sent_after_it() {
         let mut l = Ledger::default();
         let mut c = Vec::new();
-        assert_eq!(l.interest(b"a", on(0, "a", 1), true, &mut c), Some(Command::Subscribe));
+        assert_eq!(
+            l.interest(b"a", on(0, "a", 1), Mode::Up, &mut c),
+            Some(Command::Subscribe)
+        );
         assert!(c.is_empty(), "waits for Redis");
         assert_eq!(
-            l.interest(b"a", on(1, "a", 7), true, &mut c),
+            l.interest(b"a", on(1, "a", 7), Mode::Up, &mut c),
             None,
             "one SUBSCRIBE per channel"
         );
@@ -279,7 +312,7 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!((c[0].shard, c[0].seq, c[1].shard, c[1].seq), (0, 1, 1, 7));
         c.clear();
-        assert_eq!(l.interest(b"a", on(2, "a", 3), true, &mut c), None);
+        assert_eq!(l.interest(b"a", on(2, "a", 3), Mode::Up, &mut c), None);
         assert_eq!(c.len(), 1, "already confirmed: at once");
         assert_eq!(l.route(b"a"), Some((&room("a"), 0b111)));
         assert_eq!(l.subscriptions(), 1);
@@ -289,11 +322,14 @@ mod tests {
     fn the_last_leave_unsubscribes_and_forgets_the_channel() {
         let mut l = Ledger::default();
         let mut c = Vec::new();
-        l.interest(b"a", on(0, "a", 1), true, &mut c);
+        l.interest(b"a", on(0, "a", 1), Mode::Up, &mut c);
         l.subscribed(b"a", &mut c);
-        l.interest(b"a", on(1, "a", 1), true, &mut c);
-        assert_eq!(l.interest(b"a", off(0, "a"), true, &mut c), None);
-        assert_eq!(l.interest(b"a", off(1, "a"), true, &mut c), Some(Command::Unsubscribe));
+        l.interest(b"a", on(1, "a", 1), Mode::Up, &mut c);
+        assert_eq!(l.interest(b"a", off(0, "a"), Mode::Up, &mut c), None);
+        assert_eq!(
+            l.interest(b"a", off(1, "a"), Mode::Up, &mut c),
+            Some(Command::Unsubscribe)
+        );
         assert_eq!(
             (l.len(), l.subscriptions()),
             (0, 0),
@@ -301,7 +337,7 @@ mod tests {
         );
         assert_eq!(l.route(b"a"), None);
         assert_eq!(
-            l.interest(b"a", off(1, "a"), true, &mut c),
+            l.interest(b"a", off(1, "a"), Mode::Up, &mut c),
             None,
             "a stray leave is harmless"
         );
@@ -311,10 +347,16 @@ mod tests {
     fn a_channel_left_mid_subscribe_is_kept_until_its_confirmation() {
         let mut l = Ledger::default();
         let mut c = Vec::new();
-        l.interest(b"a", on(0, "a", 1), true, &mut c);
-        assert_eq!(l.interest(b"a", off(0, "a"), true, &mut c), Some(Command::Unsubscribe));
+        l.interest(b"a", on(0, "a", 1), Mode::Up, &mut c);
+        assert_eq!(
+            l.interest(b"a", off(0, "a"), Mode::Up, &mut c),
+            Some(Command::Unsubscribe)
+        );
         assert_eq!(l.len(), 1, "the SUBSCRIBE's confirmation is still coming");
-        assert_eq!(l.interest(b"a", on(0, "a", 2), true, &mut c), Some(Command::Subscribe));
+        assert_eq!(
+            l.interest(b"a", on(0, "a", 2), Mode::Up, &mut c),
+            Some(Command::Subscribe)
+        );
         l.subscribed(b"a", &mut c);
         // The first SUBSCRIBE's confirmation must not answer the join made
         // after the UNSUBSCRIBE: only the second SUBSCRIBE's may.
@@ -327,11 +369,11 @@ mod tests {
     fn while_down_joins_are_confirmed_at_once_and_restored_on_reconnect() {
         let mut l = Ledger::default();
         let mut c = Vec::new();
-        l.interest(b"a", on(0, "a", 1), true, &mut c);
+        l.interest(b"a", on(0, "a", 1), Mode::Up, &mut c);
         l.disconnected(&mut c);
         assert_eq!(c.len(), 1, "a waiting join is released when the link drops");
         c.clear();
-        assert_eq!(l.interest(b"b", on(1, "b", 4), false, &mut c), None);
+        assert_eq!(l.interest(b"b", on(1, "b", 4), Mode::Down, &mut c), None);
         assert_eq!(c.len(), 1);
         let mut names = l.restore(b"probe");
         names.sort();
@@ -347,13 +389,39 @@ mod tests {
     }
 
     #[test]
+    fn a_degraded_link_confirms_at_once_and_a_stall_releases_waiting_joins() {
+        let mut l = Ledger::default();
+        let mut c = Vec::new();
+        assert_eq!(
+            l.interest(b"a", on(0, "a", 1), Mode::Up, &mut c),
+            Some(Command::Subscribe)
+        );
+        assert!(c.is_empty());
+        // Redis stops answering: the waiting join is released...
+        l.release_waiters(&mut c);
+        assert_eq!(c.len(), 1);
+        c.clear();
+        // ...and new joins are confirmed at once, their SUBSCRIBE still sent.
+        assert_eq!(
+            l.interest(b"b", on(1, "b", 2), Mode::Degraded, &mut c),
+            Some(Command::Subscribe)
+        );
+        assert_eq!(c.len(), 1);
+        // When Redis answers again, the counts are right.
+        l.subscribed(b"a", &mut c);
+        l.subscribed(b"b", &mut c);
+        assert_eq!(c.len(), 1, "nothing was left waiting");
+        assert_eq!(l.subscriptions(), 2);
+    }
+
+    #[test]
     fn restoring_100_000_channels_is_linear() {
         let n = 100_000;
         let mut l = Ledger::default();
         let mut c = Vec::new();
         let names: Vec<String> = (0..n).map(|i| format!("rc:room:{{r{i}}}")).collect();
         for (i, name) in names.iter().enumerate() {
-            l.interest(name.as_bytes(), on(i % 4, name, 1), false, &mut c);
+            l.interest(name.as_bytes(), on(i % 4, name, 1), Mode::Down, &mut c);
         }
         let start = Instant::now();
         let restored = l.restore(b"probe");

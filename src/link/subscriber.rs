@@ -26,12 +26,15 @@ use crate::metrics::LinkState;
 use redis::Value;
 
 use super::backoff::Backoff;
-use super::ledger::{Command, Confirm, Ledger};
+use super::ledger::{Command, Confirm, Ledger, Mode};
 use super::wire::{self, Wire};
 use super::{envelope, probe_channel};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
+/// Messages from other nodes that may wait for room in shard inboxes;
+/// Redis cannot be paused, so past this they are dropped and counted.
+const HELD_FRAMES: usize = 64 * 1024;
 /// Channels per SUBSCRIBE command when restoring subscriptions.
 const SUBSCRIBE_CHUNK: usize = 256;
 
@@ -58,6 +61,8 @@ pub(crate) struct Subscriber {
     link: Option<Link>,
     /// Confirmations the ledger owes, posted at the end of the turn.
     confirms: Vec<Confirm>,
+    /// The link was up at the last turn.
+    was_up: bool,
     /// Frames and confirmations for the shards, sent at the end of each turn.
     post: Post,
 }
@@ -97,7 +102,8 @@ impl Subscriber {
             ledger: Ledger::default(),
             link: None,
             confirms: Vec::new(),
-            post: Post::new(shards),
+            was_up: false,
+            post: Post::new(shards, HELD_FRAMES),
         };
         Ok((sub, waker))
     }
@@ -147,6 +153,13 @@ impl Subscriber {
                     }
                 }
             }
+            let mode = self.mode();
+            if mode != Mode::Up && self.was_up {
+                // Redis stopped answering: joins waiting for it go ahead.
+                tracing::warn!(?mode, "redis link: not answering; joins no longer wait for it");
+                self.ledger.release_waiters(&mut self.confirms);
+            }
+            self.was_up = mode == Mode::Up;
             loop {
                 match self.rx.try_recv() {
                     Ok(msg) => self.on_interest(msg),
@@ -307,11 +320,22 @@ impl Subscriber {
         }
     }
 
+    /// How far the link can be trusted right now.
+    fn mode(&self) -> Mode {
+        if !self.link.as_ref().is_some_and(|l| l.connected) {
+            Mode::Down
+        } else if !self.state.subscriber_up.load(Relaxed) || self.state.stalled_for().is_some() {
+            Mode::Degraded
+        } else {
+            Mode::Up
+        }
+    }
+
     fn on_interest(&mut self, msg: TopicInterest) {
         let name = super::channel(&self.prefix, &msg.topic);
-        let up = self.link.as_ref().is_some_and(|l| l.connected);
-        tracing::debug!(topic = ?msg.topic, on = msg.on, shard = msg.shard, up, "redis link: interest");
-        let command = self.ledger.interest(&name, msg, up, &mut self.confirms);
+        let mode = self.mode();
+        tracing::debug!(topic = ?msg.topic, on = msg.on, shard = msg.shard, ?mode, "redis link: interest");
+        let command = self.ledger.interest(&name, msg, mode, &mut self.confirms);
         self.state
             .subscriptions
             .store(self.ledger.subscriptions() as u64, Relaxed);

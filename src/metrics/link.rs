@@ -74,12 +74,18 @@ impl LinkState {
         if !self.publisher_up.load(Relaxed) || !self.subscriber_up.load(Relaxed) {
             return Health::Degraded("redis link down".into());
         }
-        let since = unix_nanos().saturating_sub(self.last_probe_nanos.load(Relaxed));
-        let limit = PROBE_INTERVAL * PROBES_MISSED_STALLED;
-        if since > limit.as_nanos() as u64 {
-            return Health::Degraded(format!("redis link stalled: no probe for {} ms", since / 1_000_000));
+        match self.stalled_for() {
+            Some(since) => Health::Degraded(format!("redis link stalled: no probe for {} ms", since.as_millis())),
+            None => Health::Up,
         }
-        Health::Up
+    }
+
+    /// How long no probe has come back, once that is longer than
+    /// `PROBES_MISSED_STALLED` probe intervals: Redis is connected but not
+    /// answering (frozen, or overloaded).
+    pub fn stalled_for(&self) -> Option<Duration> {
+        let since = Duration::from_nanos(unix_nanos().saturating_sub(self.last_probe_nanos.load(Relaxed)));
+        (since > PROBE_INTERVAL * PROBES_MISSED_STALLED).then_some(since)
     }
 
     /// 1 when up and delivering, else 0.

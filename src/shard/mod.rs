@@ -34,7 +34,7 @@ const WAKER: Token = Token(usize::MAX);
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// How often timeouts and heartbeats are checked.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
-/// Poll timeout while control messages wait for room in another inbox.
+/// Poll timeout while messages wait for room in another inbox.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 
 /// What fan-out leaves for the end of the loop turn.
@@ -122,10 +122,10 @@ impl Shard {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if !self.again.is_empty() {
-                Duration::ZERO
-            } else if self.relay.has_backlog() {
+            let timeout = if self.relay.has_backlog() {
                 BACKLOG_RETRY
+            } else if !self.again.is_empty() {
+                Duration::ZERO
             } else {
                 self.next_sweep.saturating_duration_since(Instant::now())
             };
@@ -274,6 +274,12 @@ impl Shard {
         conn.finish(&Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock));
         let _ = self.poll.registry().deregister(conn.stream_mut());
         self.conns.remove(slot);
+        self.leave_rooms(slot);
+    }
+
+    /// Takes the connection in `slot` out of every room and user topic,
+    /// telling the other shards about topics it was the last member of.
+    fn leave_rooms(&mut self, slot: usize) {
         let mut gone = Vec::new();
         self.rooms.leave_all(slot as u32, |topic| gone.push(topic));
         for topic in gone {
@@ -303,8 +309,12 @@ impl Shard {
     fn end_turn(&mut self, clock: Clock) {
         for (slot, id) in std::mem::take(&mut self.pending.kill) {
             if let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) {
-                conn.cut_slow_consumer(&mut Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock));
-                self.remove(slot, clock);
+                let verdict =
+                    conn.cut_slow_consumer(&mut Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock));
+                // It gets nothing more: out of every room now, removed once
+                // its close frame is out.
+                self.leave_rooms(slot);
+                self.settle(slot, id, verdict, clock);
             }
         }
         // Batches go out before this turn's acks are written: once a client

@@ -3,9 +3,10 @@
 //! `bus::Post`), and publishes and subscription changes for the Redis link.
 //!
 //! Fan-out frames for other shards are batched, one `Frames` per
-//! destination per turn; a full inbox drops the batch and counts it.
-//! Interest announcements and confirmations are never dropped: they wait in
-//! order until there is room.
+//! destination per turn; a full inbox drops the batch and counts it
+//! (issue 11 item 1 will hold it instead, with backpressure). Interest
+//! announcements and confirmations are never dropped: they wait in order
+//! until there is room.
 
 use std::collections::VecDeque;
 
@@ -32,7 +33,7 @@ impl Relay {
     pub fn new(me: usize, peers: Vec<ShardHandle>, link: Option<LinkHandle>) -> Relay {
         Relay {
             me,
-            post: Post::new(peers),
+            post: Post::new(peers, 0),
             link,
             link_batch: Vec::new(),
             link_backlog: VecDeque::new(),
@@ -90,7 +91,7 @@ impl Relay {
         }
     }
 
-    /// Whether control messages are waiting for room in some inbox.
+    /// Whether messages are waiting for room in some inbox.
     pub fn has_backlog(&self) -> bool {
         !self.link_backlog.is_empty() || self.post.has_backlog()
     }

@@ -267,3 +267,36 @@ fn a_connected_but_silent_redis_is_detected_as_stalled() {
     assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
     eventually("the link to deliver again", || get(&a, "/readyz").0 == 200);
 }
+
+/// Issue 11, item 3: while Redis is connected but frozen, logins and first
+/// joins of a room are not held hostage: once the link is judged stalled
+/// they are answered at once, and subscriptions catch up when it thaws.
+#[test]
+fn issue_11_3_a_stalled_redis_does_not_block_logins_or_joins() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let pid = redis.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    eventually("the stall to be detected", || get(&a, "/readyz").0 == 503);
+    // A login and a join of a new room: both need a SUBSCRIBE Redis will not
+    // confirm while frozen. They are answered within TIMEOUT anyway.
+    let (mut member, _) = join_broker(&a, "");
+    join_room(&mut member, "thaw", 1);
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    eventually("the link to deliver again", || {
+        get(&a, "/readyz").0 == 200 && get(&b, "/readyz").0 == 200
+    });
+    // The subscription made while frozen is in place: a publish on the
+    // other node arrives.
+    eventually("node a to be subscribed to the room", || {
+        redis.numsub("roomcast:room:{thaw}") >= 1
+    });
+    let (mut publisher, _) = join_broker(&b, "");
+    send_json(
+        &mut publisher,
+        json!({"op":"publish","room":"thaw","data":"after","id":1}),
+    );
+    assert_eq!(recv_json(&mut publisher)["op"], "ack");
+    assert_eq!(recv_json(&mut member)["data"], "after");
+}

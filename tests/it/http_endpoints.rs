@@ -1,6 +1,6 @@
 //! HTTP on the WebSocket port: probes, 404, upgrade refusals, request limits.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use crate::util::*;
@@ -37,7 +37,7 @@ fn the_client_and_the_demo_are_served_from_the_binary() {
     assert_eq!(body, include_str!("../../clients/demo/index.html"));
     let without = Server::start(&["--demo", "false"]);
     assert_eq!(get(&without, "/").0, 404);
-    let with_key = Server::start(&["--jwt-secret", "s"]);
+    let with_key = Server::start(&["--jwt-secret", "a-secret-of-at-least-32-bytes-long"]);
     assert_eq!(get(&with_key, "/").0, 404, "off by default with a key");
     assert_eq!(get(&with_key, "/client.js").0, 200, "the client is always served");
 }
@@ -94,7 +94,7 @@ fn malformed_and_oversize_requests_are_refused() {
     let server = Server::start(&[]);
     let (status, _, _) = http(&server, "\x16\x03\x01 not http\r\n\r\n");
     assert_eq!(status, 400);
-    let huge = format!("GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(10_000));
+    let huge = format!("GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(30_000));
     let (status, _, _) = http(&server, &huge);
     assert_eq!(status, 431);
 }
@@ -144,14 +144,26 @@ fn metrics_are_prometheus_text() {
 }
 
 #[test]
-fn probes_answer_get_only() {
+fn probes_answer_get_and_head_only() {
     let server = Server::start(&[]);
-    for method in ["HEAD", "POST", "DELETE"] {
+    for method in ["POST", "DELETE"] {
         let (status, head, _) = http(
             &server,
             &format!("{method} /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
         );
         assert_eq!(status, 405, "{method}: {head}");
-        assert!(head.contains("Allow: GET"), "{head}");
+        assert!(head.contains("Allow: GET, HEAD"), "{head}");
     }
+    // HEAD: the GET head, then the connection closes with no body.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8(all).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.ends_with("\r\n\r\n"),
+        "{text}"
+    );
 }

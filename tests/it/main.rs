@@ -10,6 +10,7 @@ mod close_codes;
 mod cluster;
 mod config;
 mod echo;
+mod hardening;
 mod heartbeat;
 mod http_endpoints;
 mod layering;

@@ -24,8 +24,20 @@ impl Server {
         Server::start_with_env(args, &[])
     }
 
+    /// Starts roomcast with extra flags and its log lines (stderr) sent to
+    /// the returned channel, one line each.
+    pub fn start_logged(args: &[&str]) -> (Server, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel();
+        let server = Server::spawn(args, &[], Some(tx));
+        (server, rx)
+    }
+
     /// Starts roomcast with extra flags and environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn(args, env, None)
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], logs: Option<mpsc::Sender<String>>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -33,14 +45,29 @@ impl Server {
         if !args.contains(&"--log-level") {
             cmd.args(["--log-level", "error"]);
         }
+        let stderr = if logs.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
         cmd.args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn roomcast");
+        if let (Some(tx), Some(stderr)) = (logs, child.stderr.take()) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

@@ -1,0 +1,275 @@
+//! Regression tests for the defects an attacker's and a fault injector's
+//! test found (issue 11), each named after its item: nothing acknowledged is
+//! lost, and no client can buy more than it pays for.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use serde_json::json;
+
+use crate::util::*;
+
+/// Item 4: a client that pipelines thousands of requests and reads none of
+/// the answers gets at most about half of `--max-queue-bytes` queued; the
+/// rest of its requests wait until it reads, and then all are answered.
+#[test]
+fn issue_11_4_pipelined_requests_queue_bounded_answers() {
+    let max_queue = 1024 * 1024;
+    let server = Server::start(&["--shards", "1", "--max-queue-bytes", "1048576"]);
+    let request = b"GET /client.js HTTP/1.1\r\nHost: x\r\n\r\n";
+    let n = 2000;
+    let mut attackers: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            s.write_all(&request.repeat(n)).unwrap();
+            s
+        })
+        .collect();
+    // Every attacker has answers waiting (reading stops past half of the
+    // limit and resumes below a quarter: whatever the kernel took, each
+    // queue settles in between).
+    eventually("every attacker's answers to back up", || {
+        metric(&server, "roomcast_queued_bytes") >= 5.0 * (max_queue / 4) as f64
+    });
+    let queued = metric(&server, "roomcast_queued_bytes");
+    let bound = 5 * (max_queue / 2 + 64 * 1024);
+    assert!(
+        queued <= bound as f64,
+        "{queued} bytes queued for 5 clients (bound {bound})"
+    );
+    // Then one attacker reads: every answer comes, in order, none lost.
+    let s = &mut attackers[0];
+    for i in 0..n {
+        let (status, _, body) = read_response(s);
+        assert_eq!(status, 200, "answer {i}");
+        assert!(body.contains("Roomcast"), "answer {i}");
+    }
+}
+
+/// Item 5: a keep-alive client that keeps sending requests is never cut by
+/// the handshake timeout; an idle one is closed after it.
+#[test]
+fn issue_11_5_keep_alive_idle_timeout_restarts_with_each_request() {
+    let server = Server::start(&["--handshake-timeout-secs", "1"]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    // 2 s of requests, one every 400 ms: past the 1 s timeout counted from
+    // the connection's start, never 1 s idle.
+    for i in 0..5 {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s).0, 200, "request {i}");
+        std::thread::sleep(std::time::Duration::from_millis(400));
+    }
+    expect_eof(&mut s);
+}
+
+/// Item 7: a flood closes the connection once, and logs it once, however
+/// many messages were still in the read.
+#[test]
+fn issue_11_7_a_flood_is_closed_and_logged_once() {
+    let (server, logs) = Server::start_logged(&[
+        "--shards",
+        "1",
+        "--rate-limit",
+        "1",
+        "--rate-burst",
+        "2",
+        "--log-level",
+        "info",
+    ]);
+    let flood = |s: &mut TcpStream| {
+        let mut burst = Vec::new();
+        for _ in 0..2000 {
+            burst.extend(client_frame(true, 1, br#"{"op":"ping"}"#, true));
+        }
+        s.write_all(&burst).unwrap();
+        assert_eq!(expect_close(s), 1008);
+    };
+    let mut a = raw_upgrade(&server, "/ws");
+    read_frame(&mut a).expect("welcome");
+    flood(&mut a);
+    // A second flood on the same shard: its log line comes after all of the
+    // first one's.
+    let mut b = raw_upgrade(&server, "/ws");
+    read_frame(&mut b).expect("welcome");
+    flood(&mut b);
+    let mut closing = Vec::new();
+    while closing.len() < 2 {
+        let line = logs.recv_timeout(TIMEOUT).expect("the second close's log line");
+        if line.contains("closing") {
+            closing.push(line);
+        }
+    }
+    assert!(closing[0].contains("conn=1"), "{closing:?}");
+    assert!(
+        closing[1].contains("conn=2"),
+        "one line for the first flood: {closing:?}"
+    );
+}
+
+/// Item 11: a slow consumer cut with 4008 can read every frame it was sent
+/// whole, then the close frame.
+#[test]
+fn issue_11_11_a_cut_slow_consumer_reads_whole_frames_then_4008() {
+    let server = Server::start(&[
+        "--max-queue-bytes",
+        "262144",
+        "--rate-limit",
+        "1000000",
+        "--rate-burst",
+        "1000000",
+    ]);
+    let mut slow = raw_upgrade(&server, "/ws");
+    read_frame(&mut slow).expect("welcome");
+    slow.write_all(&client_frame(
+        true,
+        1,
+        br#"{"op":"join","room":"firehose","id":1}"#,
+        true,
+    ))
+    .unwrap();
+    assert!(read_frame(&mut slow).unwrap().payload.starts_with(br#"{"op":"ack""#));
+    let (mut publisher, _) = join_broker(&server, "");
+    let data = "x".repeat(4000);
+    let mut n = 0u64;
+    while metric(&server, "roomcast_dropped_total{reason=\"slow_consumer\"}") < 1.0 {
+        for _ in 0..64 {
+            send_json(&mut publisher, json!({"op":"publish","room":"firehose","data":data}));
+            n += 1;
+        }
+        assert!(n < 1_000_000, "never cut");
+    }
+    // Now read: whole message frames, then the close frame.
+    loop {
+        let frame = read_frame(&mut slow).expect("a close frame before EOF");
+        match frame.opcode {
+            1 => assert!(frame.payload.ends_with(b"\"}"), "a whole message frame"),
+            8 => {
+                assert_eq!(u16::from_be_bytes([frame.payload[0], frame.payload[1]]), 4008);
+                break;
+            }
+            op => panic!("unexpected opcode {op}"),
+        }
+    }
+}
+
+/// Item 12: a token whose `exp` is the largest integer does not overflow
+/// the expiry check: the client stays connected across sweeps.
+#[test]
+fn issue_11_12_an_exp_near_u64_max_does_not_expire() {
+    let secret = "a-secret-of-at-least-32-bytes-long";
+    let server = Server::start(&["--jwt-secret", secret]);
+    let token = hs256(secret, json!({"sub":"ann","exp":u64::MAX}));
+    let (mut ws, _) = join_broker(&server, &format!("?token={token}"));
+    // The expiry sweep runs every 250 ms: let a few pass.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    send_json(&mut ws, json!({"op":"ping","id":1}));
+    assert_eq!(recv_json(&mut ws), json!({"op":"ack","id":1}));
+}
+
+/// Item 13: HEAD gets the GET head and never a body (so a keep-alive
+/// client stays in step); a `Content-Length` that is not plain digits and a
+/// second `Authorization` header are refused.
+#[test]
+fn issue_11_13_http_details() {
+    let server = Server::start(&[]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nHEAD /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("Content-Length: 3\r\n"),
+        "{head}"
+    );
+    // No body: the next bytes are the next answer's head.
+    let mut next = [0u8; 12];
+    s.read_exact(&mut next).unwrap();
+    assert_eq!(&next, b"HTTP/1.1 404");
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        rest.push(b[0]);
+    }
+    let (status, _, body) = read_response(&mut s);
+    assert_eq!((status, body.as_str()), (200, "ok\n"), "still in step after two HEADs");
+    let refused = |raw: &str| http(&server, raw).0;
+    assert_eq!(
+        refused("POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: +2\r\n\r\n{}"),
+        400
+    );
+    assert_eq!(
+        refused("GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n"),
+        400
+    );
+}
+
+/// Item 14: a token as large as the docs allow (16 KiB) fits in the request
+/// head; an HMAC secret shorter than its hash is refused at start-up.
+#[test]
+fn issue_11_14_large_tokens_fit_and_short_secrets_are_refused() {
+    let secret = "a-secret-of-at-least-32-bytes-long";
+    let server = Server::start(&["--jwt-secret", secret]);
+    let pad = "p".repeat(11_800);
+    let token = hs256(secret, json!({"sub":"ann","exp":unix_now() + 60,"pad":pad}));
+    assert!(token.len() > 15 * 1024 && token.len() <= 16 * 1024, "{}", token.len());
+    let (_ws, welcome) = join_broker(&server, &format!("?token={token}"));
+    assert_eq!(welcome["op"], "welcome");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["--listen", "127.0.0.1:0", "--jwt-secret", "short"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--jwt-secret") && err.contains("32"), "{err}");
+}
+
+/// Item 9: a body nobody will read is not waited for (a wrong API key is
+/// answered as soon as the head is in), and a large body arriving in many
+/// small reads costs linear CPU time, not quadratic.
+#[test]
+fn issue_11_9_bodies_are_checked_before_and_buffered_linearly() {
+    let size = 32 * 1024 * 1024;
+    let server = Server::start(&["--api-key", "k", "--max-message-bytes", "33554432"]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        s,
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nContent-Length: {size}\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut s).0, 401, "answered before any body byte");
+    let cpu_before = cpu_seconds(&server);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        s,
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {size}\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = [b'x'; 8 * 1024];
+    for _ in 0..size / chunk.len() {
+        s.write_all(&chunk).unwrap();
+    }
+    assert_eq!(read_response(&mut s).0, 400, "not JSON, but read whole");
+    let cpu = cpu_seconds(&server) - cpu_before;
+    // Re-copying the body on every 8 KiB read moves 64 GiB (tens of
+    // seconds); copying each byte once is a fraction of a second.
+    assert!(cpu < 5.0, "{cpu:.2} s of CPU for a 32 MiB body");
+}
+
+/// User plus system CPU time the server process has used, in seconds.
+fn cpu_seconds(server: &Server) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id())).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
