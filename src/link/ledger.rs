@@ -230,17 +230,11 @@ impl Ledger {
     /// The connection is gone: every waiting join is confirmed now (waiting
     /// would only delay local delivery) and nothing is in flight any more.
     pub fn disconnected(&mut self, confirms: &mut Vec<Confirm>) {
+        self.release_waiters(confirms);
         for chan in self.chans.values_mut() {
             chan.subscribed = false;
             chan.sent = 0;
             chan.confirmed = 0;
-            for w in chan.waiters.drain(..) {
-                confirms.push(Confirm {
-                    shard: w.shard,
-                    topic: chan.topic.clone(),
-                    seq: w.seq,
-                });
-            }
         }
         self.chans.retain(|_, c| c.mask != 0);
         self.subscribed = 0;
