@@ -150,12 +150,20 @@ impl LinkHandle {
         }
     }
 
-    /// Hands this turn's publishes to the publisher; a full queue drops
-    /// them (counted) rather than stall the shard.
-    pub fn publish(&self, batch: Vec<(Topic, Bytes)>) {
-        let n = batch.len() as u64;
-        if self.publish.try_send(batch).is_err() {
-            self.state.dropped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    /// Hands a turn's publishes to the publisher; `Err` gives the batch
+    /// back when its queue is full (the caller holds it and stops taking
+    /// new work until it goes).
+    pub fn publish(&self, batch: Vec<(Topic, Bytes)>) -> Result<(), Vec<(Topic, Bytes)>> {
+        match self.publish.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(b)) => Err(b),
+            // The link is gone (shutting down): count what it will not carry.
+            Err(TrySendError::Disconnected(b)) => {
+                self.state
+                    .dropped
+                    .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
         }
     }
 }

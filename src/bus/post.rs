@@ -29,6 +29,8 @@ pub(crate) struct Post {
     backlog: Vec<VecDeque<ShardMsg>>,
     /// Frames waiting in backlogs.
     held: usize,
+    /// Frames in this turn's batches, not yet flushed.
+    batched: usize,
     /// Most frames that may wait in backlogs; a batch beyond is dropped.
     max_held: usize,
     /// Destinations that got a message since the last flush, as bits.
@@ -58,6 +60,7 @@ impl Post {
             frames: (0..n).map(|_| Vec::new()).collect(),
             backlog: (0..n).map(|_| VecDeque::new()).collect(),
             held: 0,
+            batched: 0,
             max_held,
             wake: 0,
         }
@@ -72,6 +75,12 @@ impl Post {
     #[inline]
     pub fn frame(&mut self, to: usize, topic: &Topic, frame: &Bytes) {
         self.frames[to].push((topic.clone(), frame.clone()));
+        self.batched += 1;
+    }
+
+    /// Frames in this turn's batches so far.
+    pub fn batched(&self) -> usize {
+        self.batched
     }
 
     /// Sends a control message to shard `to` now, or keeps it (in order)
@@ -100,6 +109,7 @@ impl Post {
     /// waits behind the backlog, unless `max_held` frames already wait: then
     /// it is dropped, and `dropped(to, frames)` counts it.
     pub fn flush(&mut self, mut dropped: impl FnMut(usize, u64)) {
+        self.batched = 0;
         for to in 0..self.to.len() {
             while let Some(msg) = self.backlog[to].pop_front() {
                 let n = frames_in(&msg);

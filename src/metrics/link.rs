@@ -38,8 +38,8 @@ pub struct LinkState {
     pub reconnects: AtomicU64,
     /// Messages waiting in the outage buffer.
     pub buffer_depth: AtomicU64,
-    /// Messages for other nodes dropped because the outage buffer was full
-    /// or the publish queue was (`reason="link_buffer"`).
+    /// Messages for other nodes dropped because the outage buffer was full,
+    /// or the link was gone at shutdown (`reason="link_buffer"`).
     pub dropped: AtomicU64,
     /// Messages from other nodes dropped because a shard's inbox was full
     /// (`reason="link_inbound"`).

@@ -64,8 +64,11 @@ pub enum Left {
     NotMember,
     /// Removed; other local members remain.
     OthersRemain,
-    /// Removed the last local member: tell the other shards.
-    LastLocal,
+    /// Removed the last local member: tell the other shards. The joins
+    /// still waiting for the topic's announcement to be confirmed (this
+    /// connection's or others' that left before it) are answered now: they
+    /// took effect, and were undone.
+    LastLocal(Vec<Waiter>),
 }
 
 #[derive(Debug)]
@@ -242,26 +245,28 @@ impl RoomIndex {
         };
         let sub = subs.swap_remove(i);
         match self.remove_member(slot, sub) {
-            Some(_) => Left::LastLocal,
+            Some((_, waiters)) => Left::LastLocal(waiters),
             None => Left::OthersRemain,
         }
     }
 
     /// Removes `slot` from every topic; `on_last` gets each topic it was the
-    /// last local member of.
-    pub fn leave_all(&mut self, slot: u32, mut on_last: impl FnMut(Topic)) {
+    /// last local member of, with the joins still waiting for it (see
+    /// [`Left::LastLocal`]).
+    pub fn leave_all(&mut self, slot: u32, mut on_last: impl FnMut(Topic, Vec<Waiter>)) {
         let Some(subs) = self.subs.get_mut(slot as usize) else {
             return;
         };
         for sub in std::mem::take(subs) {
-            if let Some(topic) = self.remove_member(slot, sub) {
-                on_last(topic);
+            if let Some((topic, waiters)) = self.remove_member(slot, sub) {
+                on_last(topic, waiters);
             }
         }
     }
 
-    /// Takes `slot` out of one entry; the topic if no local member is left.
-    fn remove_member(&mut self, slot: u32, sub: Sub) -> Option<Topic> {
+    /// Takes `slot` out of one entry; if no local member is left, the topic
+    /// and the joins that were waiting for its announcement.
+    fn remove_member(&mut self, slot: u32, sub: Sub) -> Option<(Topic, Vec<Waiter>)> {
         let counted = self.counts(sub.entry);
         let entry = &mut self.entries[sub.entry as usize];
         debug_assert_eq!(entry.members[sub.pos as usize], slot);
@@ -277,11 +282,14 @@ impl RoomIndex {
         if counted {
             self.rooms -= 1;
         }
-        entry.announce = Announce::None;
+        let waiters = match std::mem::replace(&mut entry.announce, Announce::None) {
+            Announce::Pending { waiters, .. } => waiters,
+            Announce::None | Announce::Confirmed => Vec::new(),
+        };
         entry.members = Vec::new();
         let topic = entry.topic.clone();
         self.free_if_unused(sub.entry);
-        Some(topic)
+        Some((topic, waiters))
     }
 
     /// Another shard says it has (or no longer has) members of `topic`.

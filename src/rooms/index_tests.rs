@@ -40,12 +40,12 @@ fn leaving_keeps_positions_consistent() {
     for slot in [4, 1] {
         assert_eq!(r.leave(slot, &room("a")), Left::OthersRemain);
     }
-    assert_eq!(r.leave(2, &room("a")), Left::LastLocal);
+    assert_eq!(r.leave(2, &room("a")), Left::LastLocal(Vec::new()));
     assert!(r.route(&room("a")).is_none(), "empty room is freed");
     assert_eq!(r.counted_rooms(), 1);
     let mut last = Vec::new();
     for slot in 0..5 {
-        r.leave_all(slot, |t| last.push(t));
+        r.leave_all(slot, |t, _| last.push(t));
     }
     assert_eq!(last, vec![room("b")]);
     assert_eq!((r.counted_rooms(), r.entries()), (0, 0));
@@ -65,12 +65,27 @@ fn first_member_announces_and_waits_for_every_shard() {
 }
 
 #[test]
+fn the_last_leave_answers_every_join_still_waiting() {
+    let mut r = RoomIndex::new(0, 2, 10);
+    let Joined::Announce { .. } = r.join(1, &room("a"), ack(1)) else {
+        panic!()
+    };
+    assert_eq!(r.join(2, &room("a"), ack(2)), Joined::Waiting);
+    // Slot 2 leaves first: slot 1 remains, so nothing is answered yet.
+    assert_eq!(r.leave(2, &room("a")), Left::OthersRemain);
+    let mut answered = Vec::new();
+    r.leave_all(1, |_, waiters| answered.extend(waiters));
+    assert_eq!(answered, vec![ack(1), ack(2)]);
+}
+
+#[test]
 fn a_confirmation_for_an_old_announcement_is_ignored() {
     let mut r = RoomIndex::new(0, 2, 10);
     let Joined::Announce { seq: old } = r.join(1, &room("a"), ack(1)) else {
         panic!()
     };
-    assert_eq!(r.leave(1, &room("a")), Left::LastLocal);
+    // The join still waiting is answered by the leave that undoes it.
+    assert_eq!(r.leave(1, &room("a")), Left::LastLocal(vec![ack(1)]));
     let Joined::Announce { seq: new } = r.join(2, &room("a"), ack(2)) else {
         panic!()
     };
@@ -112,9 +127,9 @@ fn a_room_on_several_shards_is_counted_by_the_lowest_one_only() {
     high.set_remote(&room("a"), 0, true);
     assert_eq!((low.counted_rooms(), high.counted_rooms()), (1, 0));
     // Shard 0's member leaves: shard 1 counts the room again.
-    low.leave_all(1, |_| {});
+    low.leave_all(1, |_, _| {});
     high.set_remote(&room("a"), 0, false);
     assert_eq!((low.counted_rooms(), high.counted_rooms()), (0, 1));
-    high.leave_all(1, |_| {});
+    high.leave_all(1, |_, _| {});
     assert_eq!(high.counted_rooms(), 0);
 }

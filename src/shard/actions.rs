@@ -88,7 +88,12 @@ impl Shard {
                 }
             }
             Action::Leave { topic, id: req } => {
-                if self.rooms.leave(slot as u32, &topic) == Left::LastLocal {
+                if let Left::LastLocal(unanswered) = self.rooms.leave(slot as u32, &topic) {
+                    // Joins undone before they were confirmed are acked
+                    // first: they took effect, and this leave undid them.
+                    for waiter in unanswered {
+                        self.answer(waiter, clock);
+                    }
                     self.renounce(topic);
                 }
                 if let Some(req) = req {

@@ -1,11 +1,13 @@
 //! A shard: one thread, one `mio::Poll`, and the connections it alone owns in
 //! a `Slab`, indexed by their poll token; plus its room index.
 //!
-//! Each loop iteration: poll; handle socket events (each followed by the
-//! actions the connection asked for) and the inbox; give connections that
-//! ran out of read budget another turn; flush every connection that got
-//! frames this turn (one `writev` each) and send this turn's batches to other
-//! shards (one channel send and one wake per destination). Every
+//! Each loop iteration: poll; give connections left with input (held back
+//! by congestion, or out of read budget) another read; handle socket events
+//! (each followed by the actions the connection asked for) and the inbox;
+//! flush every connection that got frames this turn (one `writev` each) and
+//! send this turn's batches to other shards (one channel send and one wake
+//! per destination). While the relay is congested (see `relay`), client
+//! input is not read: that is the shard's backpressure. Every
 //! `SWEEP_INTERVAL`, one pass over all connections checks timeouts and
 //! heartbeats instead of a timer per connection.
 
@@ -65,6 +67,10 @@ pub(crate) struct Shard {
     pending: Pending,
     /// Connections to read again next turn: (slot, id) so a reused slot is skipped.
     again: Vec<(usize, u64)>,
+    /// Readable connections not read while the relay was congested, read
+    /// once it has drained (readiness is edge-triggered: nothing else would
+    /// bring them back).
+    held_back: Vec<(usize, u64)>,
     /// The sweep's list of slots, kept to avoid an allocation every sweep.
     swept: Vec<usize>,
     next_id: u64,
@@ -99,6 +105,7 @@ impl Shard {
             scratch: vec![0; SCRATCH_BYTES],
             pending: Pending::default(),
             again: Vec::new(),
+            held_back: Vec::new(),
             swept: Vec::new(),
             next_id: 1,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
@@ -124,7 +131,7 @@ impl Shard {
         loop {
             let timeout = if self.relay.has_backlog() {
                 BACKLOG_RETRY
-            } else if !self.again.is_empty() {
+            } else if !self.again.is_empty() || !self.held_back.is_empty() {
                 Duration::ZERO
             } else {
                 self.next_sweep.saturating_duration_since(Instant::now())
@@ -139,6 +146,13 @@ impl Shard {
                 unix: unix_now(),
             };
             let now = clock.now;
+            if self.input_paused() {
+                self.again.clear();
+                self.held_back.clear();
+            }
+            // Connections left with input to read go first: those held back
+            // by congestion, then those that ran out of read budget.
+            self.read_again(clock);
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.drain_inbox(clock),
@@ -146,20 +160,18 @@ impl Shard {
                         // Errors and hang-ups surface as a failed or empty read.
                         let hangup = event.is_read_closed() || event.is_error();
                         // While quiesced, client input waits in the kernel (phase 2 reads it).
-                        let readable = (event.is_readable() || hangup) && !self.input_paused();
+                        let mut readable = (event.is_readable() || hangup) && !self.input_paused();
+                        if readable && self.relay.congested() {
+                            self.hold_back(slot);
+                            readable = false;
+                        }
                         let writable = event.is_writable();
-                        self.dispatch(slot, clock, |c, ctx, scratch| {
-                            c.on_ready(ctx, scratch, readable, writable)
-                        });
+                        if readable || writable {
+                            self.dispatch(slot, clock, |c, ctx, scratch| {
+                                c.on_ready(ctx, scratch, readable, writable)
+                            });
+                        }
                     }
-                }
-            }
-            if self.input_paused() {
-                self.again.clear();
-            }
-            for (slot, id) in std::mem::take(&mut self.again) {
-                if self.conns.get(slot).is_some_and(|c| c.id() == id) {
-                    self.dispatch(slot, clock, |c, ctx, scratch| c.on_ready(ctx, scratch, true, false));
                 }
             }
             if now >= self.next_sweep {
@@ -179,6 +191,40 @@ impl Shard {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Reads the connections held back by congestion, then those that ran
+    /// out of read budget; any found while the relay is congested are held
+    /// back (again) instead.
+    fn read_again(&mut self, clock: Clock) {
+        if self.again.is_empty() && self.held_back.is_empty() {
+            return;
+        }
+        let mut retry = std::mem::take(&mut self.held_back);
+        if retry.len() > self.conns.len() {
+            // A connection held back over several turns is listed once.
+            retry.sort_unstable();
+            retry.dedup();
+        }
+        retry.append(&mut self.again);
+        for (slot, id) in retry {
+            if self.conns.get(slot).is_none_or(|c| c.id() != id) {
+                continue;
+            }
+            if self.relay.congested() {
+                self.held_back.push((slot, id));
+                continue;
+            }
+            self.dispatch(slot, clock, |c, ctx, scratch| c.on_ready(ctx, scratch, true, false));
+        }
+    }
+
+    /// Backpressure: leaves a readable connection's input in the kernel
+    /// until the relay has drained (see `relay`).
+    fn hold_back(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get(slot) {
+            self.held_back.push((slot, conn.id()));
         }
     }
 
@@ -274,14 +320,22 @@ impl Shard {
         conn.finish(&Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock));
         let _ = self.poll.registry().deregister(conn.stream_mut());
         self.conns.remove(slot);
-        self.leave_rooms(slot);
+        self.leave_rooms(slot, clock);
     }
 
     /// Takes the connection in `slot` out of every room and user topic,
-    /// telling the other shards about topics it was the last member of.
-    fn leave_rooms(&mut self, slot: usize) {
+    /// telling the other shards about topics it was the last member of and
+    /// answering the joins that still waited for them.
+    fn leave_rooms(&mut self, slot: usize, clock: Clock) {
         let mut gone = Vec::new();
-        self.rooms.leave_all(slot as u32, |topic| gone.push(topic));
+        let mut unanswered = Vec::new();
+        self.rooms.leave_all(slot as u32, |topic, waiters| {
+            gone.push(topic);
+            unanswered.extend(waiters);
+        });
+        for waiter in unanswered {
+            self.answer(waiter, clock);
+        }
         for topic in gone {
             self.renounce(topic);
         }
@@ -313,7 +367,7 @@ impl Shard {
                     conn.cut_slow_consumer(&mut Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock));
                 // It gets nothing more: out of every room now, removed once
                 // its close frame is out.
-                self.leave_rooms(slot);
+                self.leave_rooms(slot, clock);
                 self.settle(slot, id, verdict, clock);
             }
         }

@@ -3,10 +3,12 @@
 //! `bus::Post`), and publishes and subscription changes for the Redis link.
 //!
 //! Fan-out frames for other shards are batched, one `Frames` per
-//! destination per turn; a full inbox drops the batch and counts it
-//! (issue 11 item 1 will hold it instead, with backpressure). Interest
-//! announcements and confirmations are never dropped: they wait in order
-//! until there is room.
+//! destination per turn. Nothing is dropped: a batch, announcement or
+//! confirmation that finds its inbox (or the link's queue) full waits, in
+//! order, until there is room. What bounds the wait is backpressure: while
+//! anything waits, or once a turn has batched `TURN_FRAMES` frames, the
+//! shard reads no more client input ([`Relay::congested`]), so only the
+//! work already read can pile up.
 
 use std::collections::VecDeque;
 
@@ -17,6 +19,10 @@ use crate::bus::{LinkHandle, Post, ShardHandle, ShardMsg, TopicInterest};
 use crate::metrics::{DropReason, ShardMetrics};
 use crate::rooms::Topic;
 
+/// Frames batched in one turn past which the shard stops reading clients
+/// until the end of the turn has sent them.
+const TURN_FRAMES: usize = 64 * 1024;
+
 /// A shard's outgoing mail.
 #[derive(Debug)]
 pub(crate) struct Relay {
@@ -24,6 +30,8 @@ pub(crate) struct Relay {
     post: Post,
     link: Option<LinkHandle>,
     link_batch: Vec<(Topic, Bytes)>,
+    /// Publish batches the link's queue had no room for, in order.
+    link_held: VecDeque<Vec<(Topic, Bytes)>>,
     link_backlog: VecDeque<TopicInterest>,
 }
 
@@ -33,9 +41,11 @@ impl Relay {
     pub fn new(me: usize, peers: Vec<ShardHandle>, link: Option<LinkHandle>) -> Relay {
         Relay {
             me,
-            post: Post::new(peers, 0),
+            // Held without a count: backpressure bounds what can wait.
+            post: Post::new(peers, usize::MAX),
             link,
             link_batch: Vec::new(),
+            link_held: VecDeque::new(),
             link_backlog: VecDeque::new(),
         }
     }
@@ -91,14 +101,21 @@ impl Relay {
         }
     }
 
-    /// Whether messages are waiting for room in some inbox.
+    /// Whether messages are waiting for room in some inbox or in the link's queues.
     pub fn has_backlog(&self) -> bool {
-        !self.link_backlog.is_empty() || self.post.has_backlog()
+        !self.link_backlog.is_empty() || !self.link_held.is_empty() || self.post.has_backlog()
+    }
+
+    /// Whether the shard should read no more client input for now: mail is
+    /// waiting for room, or this turn already batched `TURN_FRAMES` frames.
+    pub fn congested(&self) -> bool {
+        self.has_backlog() || self.post.batched() + self.link_batch.len() >= TURN_FRAMES
     }
 
     /// End of turn: send batches and backlogs, wake each destination once.
     pub fn flush(&mut self, metrics: &ShardMetrics) {
         let me = self.me;
+        // Unreachable with an unbounded hold; counted should that change.
         self.post.flush(|to, n| {
             metrics.dropped[DropReason::ChannelFull as usize].add(n);
             tracing::warn!(from = me, to, frames = n, "shard inbox full: fan-out batch dropped");
@@ -111,8 +128,57 @@ impl Relay {
                 }
             }
             if !self.link_batch.is_empty() {
-                link.publish(std::mem::take(&mut self.link_batch));
+                self.link_held.push_back(std::mem::take(&mut self.link_batch));
+            }
+            while let Some(batch) = self.link_held.pop_front() {
+                if let Err(batch) = link.publish(batch) {
+                    self.link_held.push_front(batch);
+                    break;
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use mio::{Poll, Token, Waker};
+
+    use super::*;
+    use crate::metrics::Registry;
+
+    fn inbox(cap: usize) -> (ShardHandle, crossbeam_channel::Receiver<ShardMsg>, Poll) {
+        let poll = Poll::new().unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(cap);
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
+        (ShardHandle::new(tx, waker), rx, poll)
+    }
+
+    #[test]
+    fn congested_while_mail_waits_and_past_a_turns_frames() {
+        let metrics = Registry::new(2);
+        let (me, _rx0, _p0) = inbox(1);
+        let (other, rx1, _p1) = inbox(1);
+        let mut relay = Relay::new(0, vec![me, other], None);
+        let topic = Topic::Room(Arc::from("r"));
+        let frame = Bytes::from_static(b"x");
+        assert!(!relay.congested());
+        for _ in 0..TURN_FRAMES {
+            relay.fan_out(0b10, &topic, &frame);
+        }
+        assert!(relay.congested(), "a turn's worth of frames batched");
+        relay.flush(&metrics.shards[0]);
+        assert!(!relay.congested(), "sent");
+        // The inbox holds one message: the next batch waits, unread input with it.
+        relay.fan_out(0b10, &topic, &frame);
+        relay.flush(&metrics.shards[0]);
+        assert!(relay.congested(), "a batch waits for room");
+        assert!(matches!(rx1.try_recv(), Ok(ShardMsg::Frames(b)) if b.len() == TURN_FRAMES));
+        relay.flush(&metrics.shards[0]);
+        assert!(!relay.congested(), "drained");
+        assert!(matches!(rx1.try_recv(), Ok(ShardMsg::Frames(b)) if b.len() == 1));
+        assert_eq!(metrics.shards[0].dropped[DropReason::ChannelFull as usize].get(), 0);
     }
 }

@@ -273,3 +273,106 @@ fn cpu_seconds(server: &Server) -> f64 {
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
 }
+
+/// Item 1: a storm of joins and leaves of new rooms (400 connections, each
+/// writing 200 joins then 200 leaves at once: far more interest
+/// announcements than a shard's inbox holds) loses nothing of an unrelated
+/// room. A publisher and a member on different shards: every publish acked
+/// during the storm reaches the member, and no fan-out batch is dropped.
+#[test]
+fn issue_11_1_a_join_storm_loses_no_acknowledged_publish() {
+    let server = Server::start(&["--shards", "2", "--rate-limit", "1000000", "--rate-burst", "1000000"]);
+    // Dealt round-robin: the member and the publisher land on different shards.
+    let (mut member, _) = join_broker(&server, "");
+    let (mut publisher, _) = join_broker(&server, "");
+    join_room(&mut member, "canary", 1);
+    let mut storm: Vec<TcpStream> = (0..400).map(|_| raw_upgrade(&server, "/ws")).collect();
+    for s in &mut storm {
+        read_frame(s).expect("welcome");
+    }
+    let (joins, leaves): (Vec<u8>, Vec<u8>) = {
+        let (mut j, mut l) = (Vec::new(), Vec::new());
+        for i in 0..200 {
+            j.extend(client_frame(
+                true,
+                1,
+                json!({"op":"join","room":format!("storm-{i}"),"id":i})
+                    .to_string()
+                    .as_bytes(),
+                true,
+            ));
+            l.extend(client_frame(
+                true,
+                1,
+                json!({"op":"leave","room":format!("storm-{i}"),"id":i})
+                    .to_string()
+                    .as_bytes(),
+                true,
+            ));
+        }
+        (j, l)
+    };
+    // The publisher keeps publishing, one ack at a time, until the storm is
+    // over; the member must get every acked message.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishing = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut acked = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || acked < 50 {
+                acked += 1;
+                send_json(
+                    &mut publisher,
+                    json!({"op":"publish","room":"canary","data":acked,"id":acked}),
+                );
+                let ack = recv_json(&mut publisher);
+                assert_eq!(ack, json!({"op":"ack","id":acked}));
+            }
+            acked
+        })
+    };
+    for s in &mut storm {
+        s.write_all(&joins).unwrap();
+    }
+    for s in &mut storm {
+        s.write_all(&leaves).unwrap();
+    }
+    for (n, s) in storm.iter_mut().enumerate() {
+        for _ in 0..400 {
+            let f = read_frame(s).unwrap_or_else(|| panic!("storm connection {n} closed"));
+            assert_eq!(f.opcode, 1);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = publishing.join().unwrap();
+    let mut got = Vec::new();
+    while got.last() != Some(&acked) {
+        got.push(recv_json(&mut member)["data"].as_u64().unwrap());
+    }
+    let lost = (1..=acked).filter(|i| !got.contains(i)).count();
+    assert_eq!(
+        got,
+        (1..=acked).collect::<Vec<_>>(),
+        "{lost} of {acked} acked messages lost"
+    );
+    assert_eq!(metric(&server, "roomcast_dropped_total{reason=\"channel_full\"}"), 0.0);
+}
+
+/// Item 1, found by the storm: a join of a room new on its shard, undone by
+/// a leave before the other shards confirmed it, is still acked (before the
+/// leave's ack).
+#[test]
+fn issue_11_1_a_join_left_before_its_confirmation_is_acked() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut s = raw_upgrade(&server, "/ws");
+    read_frame(&mut s).expect("welcome");
+    let mut both = client_frame(true, 1, br#"{"op":"join","room":"brief","id":1}"#, true);
+    both.extend(client_frame(true, 1, br#"{"op":"leave","room":"brief","id":2}"#, true));
+    s.write_all(&both).unwrap();
+    let mut acks = Vec::new();
+    for _ in 0..2 {
+        let f = read_frame(&mut s).expect("an ack");
+        acks.push(String::from_utf8(f.payload).unwrap());
+    }
+    assert_eq!(acks, [r#"{"op":"ack","id":1}"#, r#"{"op":"ack","id":2}"#]);
+}
