@@ -27,6 +27,7 @@ fn run(data: &[u8], cuts: &[usize], max: usize) -> (Vec<(u8, Vec<u8>)>, Option<u
                     (1, p.to_vec())
                 }
                 Event::Binary(p) => (2, p.to_vec()),
+                Event::Fragment => (0, Vec::new()),
                 Event::Ping(p) => (9, p.to_vec()),
                 Event::Pong(p) => (10, p.to_vec()),
                 Event::Close { code, reason } => {

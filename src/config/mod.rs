@@ -102,6 +102,10 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// Serve the demo page at `/`.
     pub demo: bool,
+    /// Serve `/echo` (conformance checks: no auth, no rate limit).
+    pub echo: bool,
+    /// Most connections from one IP address; `None`: no such limit.
+    pub max_connections_per_ip: Option<usize>,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
 }
@@ -155,6 +159,8 @@ impl Config {
                 LogFormat::Json => "json".into(),
             }),
             demo: Some(self.demo),
+            echo: Some(self.echo),
+            max_connections_per_ip: self.max_connections_per_ip,
             redis_url: None,
             redis_prefix: self.redis.as_ref().map(|r| r.prefix.clone()),
             redis_buffer_messages: self.redis.as_ref().map(|r| r.buffer_messages),
@@ -311,6 +317,12 @@ impl Config {
         let auth = resolve_auth(&s)?;
         // The demo is for trying roomcast out: on by default only in dev mode.
         let demo = s.demo.unwrap_or(auth.is_none());
+        // So is /echo: it answers anyone, without a token or a rate limit.
+        let echo = s.echo.unwrap_or(auth.is_none());
+        let max_connections_per_ip = s
+            .max_connections_per_ip
+            .map(|n| positive("max-connections-per-ip", n))
+            .transpose()?;
         if auth.is_none() && !listen.ip().is_loopback() {
             return Err(ConfigError(format!(
                 "refusing to listen on {listen} without --jwt-secret or --jwt-public-key: \
@@ -383,6 +395,8 @@ impl Config {
             shutdown_timeout: Duration::from_secs(shutdown_timeout_secs),
             log_format,
             demo,
+            echo,
+            max_connections_per_ip,
             redis,
             log_level,
         })

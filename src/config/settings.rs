@@ -48,6 +48,10 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// Most connections from one client address (IP); more are refused like those over --max-connections [default: off]
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
     /// Largest outbox per connection; past it the client is cut with 4008 [default: 1048576]
     #[arg(long, env = "ROOMCAST_MAX_QUEUE_BYTES", value_name = "N")]
     pub max_queue_bytes: Option<usize>,
@@ -120,6 +124,10 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_DEMO", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub demo: Option<bool>,
 
+    /// Serve the /echo WebSocket endpoint, for conformance checks (unauthenticated, no rate limit) [default: on in dev mode, off with a JWT key]
+    #[arg(long, env = "ROOMCAST_ECHO", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub echo: Option<bool>,
+
     /// Log filter, e.g. "info" or "roomcast=debug"; RUST_LOG is used when unset [default: info]
     #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -152,6 +160,8 @@ impl Settings {
             redis_prefix: self.redis_prefix.or(lower.redis_prefix),
             redis_buffer_messages: self.redis_buffer_messages.or(lower.redis_buffer_messages),
             demo: self.demo.or(lower.demo),
+            echo: self.echo.or(lower.echo),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
             log_level: self.log_level.or(lower.log_level),
         }
     }

@@ -77,7 +77,10 @@ impl<S: Transport> Conn<S> {
                 break None;
             }
             let len = len as usize;
-            let route = Route::of(&req);
+            let route = match Route::of(&req) {
+                Route::Echo if !ctx.config().echo => Route::NotFound,
+                route => route,
+            };
             if data.len() - off - used < len {
                 if self.endpoints(ctx).wants_body(&req, route) {
                     // The body is still coming (bounded by the check above).

@@ -70,18 +70,10 @@ impl Session {
 
     /// Charges one inbound message to the rate limit; `false` if it must be dropped.
     fn admit(&mut self, ctx: &mut Ctx<'_>, payload: &[u8]) -> bool {
-        let (metrics, config) = (ctx.metrics(), ctx.config());
-        metrics.messages_received.add(1);
-        if self.flooded {
-            // Already closing for flooding: no reply and no second close
-            // per message still in the read.
-            metrics.drop(DropReason::RateLimited);
-            return false;
-        }
-        match self.limiter.admit(config.rate_limit, config.rate_burst, ctx.now) {
+        ctx.metrics().messages_received.add(1);
+        match self.charge(ctx) {
             Admit::Yes => true,
             Admit::Reject => {
-                metrics.drop(DropReason::RateLimited);
                 // The message is not parsed (that is the work being refused),
                 // but its id is cheap to find so the client knows which one.
                 let id = span::request_id(payload);
@@ -89,6 +81,33 @@ impl Session {
                 ctx.work.actions.push(fail(id, ErrorCode::RateLimited, message));
                 false
             }
+            Admit::Flood => false,
+        }
+    }
+
+    /// Charges one frame that is not a whole message — a ping, a pong, a
+    /// fragment of a message — to the same rate limit as messages: without
+    /// it, pings (each answered) and empty fragments (never reaching
+    /// `--max-message-bytes`) would be free. `false`: over the limit, so a
+    /// ping gets no pong; nothing else is sent back (an error per refused
+    /// frame would be the amplification the limit prevents).
+    pub fn charge_frame(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        self.charge(ctx) == Admit::Yes
+    }
+
+    /// Takes a token; counts a refusal, and closes with 1008 on a flood.
+    fn charge(&mut self, ctx: &mut Ctx<'_>) -> Admit {
+        let (metrics, config) = (ctx.metrics(), ctx.config());
+        if self.flooded {
+            // Already closing for flooding: no reply and no second close
+            // per message still in the read.
+            metrics.drop(DropReason::RateLimited);
+            return Admit::Flood;
+        }
+        let admit = self.limiter.admit(config.rate_limit, config.rate_burst, ctx.now);
+        match admit {
+            Admit::Yes => {}
+            Admit::Reject => metrics.drop(DropReason::RateLimited),
             Admit::Flood => {
                 metrics.drop(DropReason::RateLimited);
                 self.flooded = true;
@@ -96,9 +115,9 @@ impl Session {
                     code: CloseCode::POLICY,
                     reason: "rate limit exceeded",
                 });
-                false
             }
         }
+        admit
     }
 
     /// Handles one text message (a JSON op).

@@ -43,12 +43,18 @@ impl<S: Transport> Conn<S> {
                     Some(s) => return s.on_binary(ctx, p),
                     None => echo(outbox, ctx.metrics(), route, OpCode::Binary, p),
                 },
+                // Broker connections pay for every frame (see `Session::charge_frame`).
+                Event::Fragment | Event::Pong(_) => {
+                    if let Some(s) = session {
+                        s.charge_frame(ctx);
+                    }
+                }
                 Event::Ping(p) => {
-                    if !close_sent {
+                    let paid = session.as_mut().is_none_or(|s| s.charge_frame(ctx));
+                    if paid && !close_sent {
                         outbox.push(frame::encode(OpCode::Pong, p));
                     }
                 }
-                Event::Pong(_) => {}
                 Event::Close { code, .. } => {
                     peer_close = Some(code);
                     return ControlFlow::Break(());

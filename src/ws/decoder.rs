@@ -24,6 +24,10 @@ pub enum Event<'a> {
     Text(&'a [u8]),
     /// A whole binary message.
     Binary(&'a [u8]),
+    /// A data frame that is not the last of its message arrived whole (its
+    /// payload is kept for the message); lets the caller count frames, so
+    /// that a flood of empty fragments costs like a flood of messages.
+    Fragment,
     /// A ping; the caller answers with a pong carrying the same payload.
     Ping(&'a [u8]),
     /// A pong (a heartbeat answer).
@@ -334,8 +338,11 @@ impl Decoder {
             return Err(fail(CloseCode::INVALID_PAYLOAD, "text is not valid UTF-8"));
         }
         self.data.extend_from_slice(chunk);
-        if !(complete && frame.fin) {
+        if !complete {
             return Ok(ControlFlow::Continue(()));
+        }
+        if !frame.fin {
+            return Ok(on_event(Event::Fragment));
         }
         let mut msg = self.message.take().expect("message in progress");
         if msg.text && msg.utf8.finish().is_err() {

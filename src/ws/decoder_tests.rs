@@ -26,6 +26,8 @@ fn run(max: usize, bytes: &[u8], cuts: &[usize]) -> (Vec<Got>, Option<ProtocolEr
         start = end;
         let r = d.feed(&mut chunk, |e| {
             got.push(match e {
+                // Counted by `every_frame_of_a_fragmented_message_is_an_event`.
+                Event::Fragment => return ControlFlow::Continue(()),
                 Event::Text(p) => Got::Text(p.to_vec()),
                 Event::Binary(p) => Got::Binary(p.to_vec()),
                 Event::Ping(p) => Got::Ping(p.to_vec()),
@@ -213,5 +215,35 @@ fn unmask_matches_bytewise_at_any_offset() {
             unmask(&mut a, mask, offset);
             assert_eq!(a, want);
         }
+    }
+}
+
+#[test]
+fn every_frame_of_a_fragmented_message_is_an_event() {
+    // "ab" in three frames (one empty), then an unfragmented message.
+    let mut bytes = frame(false, 0x1, b"a");
+    bytes.extend(frame(false, 0x0, b""));
+    bytes.extend(frame(true, 0x0, b"b"));
+    bytes.extend(frame(true, 0x1, b"c"));
+    for cuts in [vec![], vec![1], vec![3, 7, 9, 12]] {
+        let mut d = Decoder::new(1 << 20);
+        let mut events = Vec::new();
+        let mut start = 0;
+        let mut ends = cuts.clone();
+        ends.push(bytes.len());
+        for end in ends {
+            let mut chunk = bytes[start..end].to_vec();
+            start = end;
+            d.feed(&mut chunk, |e| {
+                events.push(match e {
+                    Event::Fragment => "fragment".to_string(),
+                    Event::Text(p) => String::from_utf8(p.to_vec()).unwrap(),
+                    other => panic!("{other:?}"),
+                });
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        }
+        assert_eq!(events, ["fragment", "fragment", "ab", "c"], "cut at {cuts:?}");
     }
 }

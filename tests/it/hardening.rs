@@ -376,3 +376,70 @@ fn issue_11_1_a_join_left_before_its_confirmation_is_acked() {
     }
     assert_eq!(acks, [r#"{"op":"ack","id":1}"#, r#"{"op":"ack","id":2}"#]);
 }
+
+/// Item 6: pings cost like messages on a broker connection. A flood gets
+/// at most the burst answered, then 1008 and a count; the member next to
+/// it on the shard keeps getting its messages.
+#[test]
+fn issue_11_6_a_ping_flood_is_answered_within_the_limit_then_closed() {
+    let server = Server::start(&["--shards", "1", "--rate-limit", "50", "--rate-burst", "100"]);
+    let mut flood = raw_upgrade(&server, "/ws");
+    read_frame(&mut flood).expect("welcome");
+    let pings: Vec<u8> = (0..20_000).flat_map(|_| client_frame(true, 0x9, b"p", true)).collect();
+    flood.write_all(&pings).unwrap();
+    let mut pongs = 0;
+    let code = loop {
+        let f = read_frame(&mut flood).expect("a close frame before EOF");
+        match f.opcode {
+            0xA => pongs += 1,
+            0x8 => break u16::from_be_bytes([f.payload[0], f.payload[1]]),
+            other => panic!("opcode {other}"),
+        }
+    };
+    assert_eq!(code, 1008);
+    // The burst, plus what the rate refilled while the read was decoded.
+    assert!((100..=150).contains(&pongs), "{pongs} pongs for 20 000 pings");
+    assert!(metric(&server, "roomcast_dropped_total{reason=\"rate_limited\"}") >= 1000.0);
+}
+
+/// Item 6: a message's fragments cost like messages, so a stream of empty
+/// continuation frames (which never reach `--max-message-bytes`) is a
+/// flood too.
+#[test]
+fn issue_11_6_empty_continuation_frames_are_a_flood() {
+    let server = Server::start(&["--shards", "1", "--rate-limit", "50", "--rate-burst", "100"]);
+    let mut s = raw_upgrade(&server, "/ws");
+    read_frame(&mut s).expect("welcome");
+    let mut bytes = client_frame(false, 0x1, b"{", true);
+    for _ in 0..20_000 {
+        bytes.extend(client_frame(false, 0x0, b"", true));
+    }
+    s.write_all(&bytes).unwrap();
+    assert_eq!(expect_close(&mut s), 1008);
+    // A message in a few fragments is fine.
+    let mut ok = raw_upgrade(&server, "/ws");
+    read_frame(&mut ok).expect("welcome");
+    let mut msg = client_frame(false, 0x1, br#"{"op":"ping","#, true);
+    msg.extend(client_frame(false, 0x0, b"", true));
+    msg.extend(client_frame(true, 0x0, br#""id":7}"#, true));
+    ok.write_all(&msg).unwrap();
+    let ack = read_frame(&mut ok).expect("ack");
+    assert_eq!(ack.payload, br#"{"op":"ack","id":7}"#);
+}
+
+/// Item 6: `/echo` (no token, no rate limit: for conformance suites) is
+/// served in dev mode, and with a JWT key only when asked for.
+#[test]
+fn issue_11_6_echo_is_off_with_a_jwt_key_unless_asked_for() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let server = Server::start(&["--jwt-secret", secret]);
+    let (status, _) = get(&server, "/echo");
+    assert_eq!(status, 404);
+    let upgrade = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    assert_eq!(http(&server, upgrade).0, 404);
+    let server = Server::start(&["--jwt-secret", secret, "--echo"]);
+    let mut s = raw_upgrade(&server, "/echo");
+    s.write_all(&client_frame(true, 0x1, b"hi", true)).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap().payload, b"hi");
+}
