@@ -285,6 +285,12 @@ export class Roomcast {
       case 'direct':
         this._emit('direct', { from: msg.from, data: msg.data });
         break;
+      case 'unsubscribed':
+        // The server took us out (e.g. a refreshed token no longer allows
+        // the room): do not re-join it on the next connection.
+        this._rooms.delete(msg.room);
+        this._emit('unsubscribed', { room: msg.room, reason: msg.reason });
+        break;
       default: // ops of a newer server are ignored
     }
   }

@@ -46,6 +46,12 @@ pub enum Action {
         /// The request's id.
         id: Option<u64>,
     },
+    /// The connection's token was refreshed: leave every room it no longer
+    /// allows (telling the client, room by room), then ack `id`.
+    Recheck {
+        /// The refresh request's id.
+        id: Option<u64>,
+    },
     /// Start the close handshake with this code.
     Close {
         /// The close code.

@@ -135,6 +135,11 @@ impl<S: Transport> Conn<S> {
         }
     }
 
+    /// Whether this connection's token allows `room` (false before a session).
+    pub fn may_join(&self, room: &str) -> bool {
+        self.session.as_ref().is_some_and(|s| s.allows(room))
+    }
+
     /// The broker user, once authenticated on `/ws`.
     pub fn user(&self) -> Option<&std::sync::Arc<str>> {
         self.session.as_ref().map(|s| &s.user)

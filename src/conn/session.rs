@@ -234,7 +234,14 @@ impl Session {
         }
         self.exp = Some(p.exp);
         self.policy = p.rooms;
-        id.map(|id| Action::Reply(encode::ack(id)))
+        // The new `rooms` claim may be narrower: the shard re-checks every
+        // membership, then acks.
+        Some(Action::Recheck { id })
+    }
+
+    /// Whether the token allows `room`.
+    pub fn allows(&self, room: &str) -> bool {
+        self.policy.allows(room)
     }
 }
 

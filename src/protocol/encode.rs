@@ -10,7 +10,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::ws::frame::{write_header, MAX_SERVER_HEADER};
 use crate::ws::OpCode;
 
-use super::error::OpError;
+use super::error::{ErrorCode, OpError};
 
 /// Builds one frame: payload first, header last.
 pub struct FrameWriter {
@@ -150,6 +150,18 @@ pub fn welcome(user: &str, conn: u64) -> Bytes {
 pub fn ack(id: u64) -> Bytes {
     let mut w = FrameWriter::new(40);
     w.raw(br#"{"op":"ack","id":"#).number(id).raw(b"}");
+    w.finish(OpCode::Text)
+}
+
+/// `{"op":"unsubscribed","room":R,"reason":C}`: the server took the
+/// connection out of a room (`reason` is an error code, e.g. `forbidden`).
+pub fn unsubscribed(room: &str, reason: ErrorCode) -> Bytes {
+    let mut w = FrameWriter::new(48 + room.len());
+    w.raw(br#"{"op":"unsubscribed","room":"#)
+        .string(room)
+        .raw(br#","reason":"#)
+        .string(reason.as_str())
+        .raw(b"}");
     w.finish(OpCode::Text)
 }
 

@@ -250,6 +250,16 @@ impl RoomIndex {
         }
     }
 
+    /// The rooms (not the user topic) `slot` is a member of, in no order.
+    pub fn rooms_of(&self, slot: u32) -> impl Iterator<Item = &Topic> + '_ {
+        self.subs
+            .get(slot as usize)
+            .into_iter()
+            .flatten()
+            .map(|sub| &self.entries[sub.entry as usize].topic)
+            .filter(|topic| matches!(topic, Topic::Room(_)))
+    }
+
     /// Removes `slot` from every topic; `on_last` gets each topic it was the
     /// last local member of, with the joins still waiting for it (see
     /// [`Left::LastLocal`]).

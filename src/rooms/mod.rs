@@ -21,6 +21,13 @@ pub enum Topic {
 }
 
 impl Topic {
+    /// The room's or user's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Topic::Room(n) | Topic::User(n) => n,
+        }
+    }
+
     /// The borrowed form, for lookups.
     pub fn as_ref(&self) -> TopicRef<'_> {
         match self {

@@ -88,13 +88,24 @@ impl Shard {
                 }
             }
             Action::Leave { topic, id: req } => {
-                if let Left::LastLocal(unanswered) = self.rooms.leave(slot as u32, &topic) {
-                    // Joins undone before they were confirmed are acked
-                    // first: they took effect, and this leave undid them.
-                    for waiter in unanswered {
-                        self.answer(waiter, clock);
-                    }
-                    self.renounce(topic);
+                self.leave(slot, topic, clock);
+                if let Some(req) = req {
+                    self.reply(slot, id, encode::ack(req));
+                }
+            }
+            Action::Recheck { id: req } => {
+                let Some(conn) = self.conns.get(slot).filter(|c| c.id() == id) else {
+                    return;
+                };
+                let revoked: Vec<Topic> = self
+                    .rooms
+                    .rooms_of(slot as u32)
+                    .filter(|topic| !conn.may_join(topic.name()))
+                    .cloned()
+                    .collect();
+                for topic in revoked {
+                    self.reply(slot, id, encode::unsubscribed(topic.name(), ErrorCode::Forbidden));
+                    self.leave(slot, topic, clock);
                 }
                 if let Some(req) = req {
                     self.reply(slot, id, encode::ack(req));
@@ -131,6 +142,19 @@ impl Shard {
                     self.pending.dirty.push((slot, id));
                 }
             }
+        }
+    }
+
+    /// Takes connection `slot` out of `topic`; if it was the last local
+    /// member, answers the joins still waiting and tells the other shards.
+    fn leave(&mut self, slot: usize, topic: Topic, clock: Clock) {
+        if let Left::LastLocal(unanswered) = self.rooms.leave(slot as u32, &topic) {
+            // Joins undone before they were confirmed are acked first: they
+            // took effect, and this leave undid them.
+            for waiter in unanswered {
+                self.answer(waiter, clock);
+            }
+            self.renounce(topic);
         }
     }
 

@@ -443,3 +443,51 @@ fn issue_11_6_echo_is_off_with_a_jwt_key_unless_asked_for() {
     s.write_all(&client_frame(true, 0x1, b"hi", true)).unwrap();
     assert_eq!(read_frame(&mut s).unwrap().payload, b"hi");
 }
+
+/// Item 10: a `refresh` whose `rooms` claim no longer allows a room takes
+/// the connection out of it, says so (`unsubscribed`, before the ack), and
+/// nothing of that room arrives afterwards; the rooms still allowed stay.
+#[test]
+fn issue_11_10_a_narrowing_refresh_leaves_the_rooms_it_no_longer_allows() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let server = Server::start(&["--jwt-secret", secret, "--shards", "2"]);
+    let token = |sub: &str, rooms: serde_json::Value| {
+        hs256(secret, json!({"sub": sub, "exp": unix_now() + 600, "rooms": rooms}))
+    };
+    let (mut ann, _) = join_broker(&server, &format!("?token={}", token("ann", json!(["*"]))));
+    for (i, room) in ["lobby", "secret", "secret-2"].iter().enumerate() {
+        join_room(&mut ann, room, i as u64 + 1);
+    }
+    let (mut bob, _) = join_broker(&server, &format!("?token={}", token("bob", json!(["*"]))));
+    send_json(
+        &mut ann,
+        json!({"op":"refresh","token":token("ann", json!(["lobby"])),"id":9}),
+    );
+    let mut left = Vec::new();
+    loop {
+        let m = recv_json(&mut ann);
+        if m["op"] == "ack" {
+            assert_eq!(m["id"], 9);
+            break;
+        }
+        assert_eq!(m["op"], "unsubscribed", "{m}");
+        assert_eq!(m["reason"], "forbidden", "{m}");
+        left.push(m["room"].as_str().unwrap().to_string());
+    }
+    left.sort();
+    assert_eq!(left, ["secret", "secret-2"]);
+    // bob (on the other shard) publishes to both rooms: only lobby arrives.
+    for (i, room) in ["secret", "secret-2", "lobby"].iter().enumerate() {
+        send_json(&mut bob, json!({"op":"publish","room":room,"data":room,"id":i}));
+        assert_eq!(recv_json(&mut bob), json!({"op":"ack","id":i}));
+    }
+    let m = recv_json(&mut ann);
+    assert_eq!(
+        (m["room"].as_str(), m["data"].as_str()),
+        (Some("lobby"), Some("lobby")),
+        "{m}"
+    );
+    // The room can no longer be joined either.
+    send_json(&mut ann, json!({"op":"join","room":"secret","id":10}));
+    assert_eq!(recv_json(&mut ann)["code"], "forbidden");
+}

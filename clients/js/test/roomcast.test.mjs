@@ -34,7 +34,8 @@ async function connected(options = {}) {
 /** Records every event the client emits, as [name, payload]. */
 function record(rc) {
   const events = [];
-  for (const name of ['open', 'close', 'message', 'direct', 'error']) rc.on(name, (e) => events.push([name, e]));
+  for (const name of ['open', 'close', 'message', 'direct', 'unsubscribed', 'error'])
+    rc.on(name, (e) => events.push([name, e]));
   return events;
 }
 
@@ -219,6 +220,24 @@ test('leave: forgets the room, and cancels a join still waiting for a connection
   assert.deepEqual(server.sockets[0].ackAll().map((r) => [r.op, r.room]), [['leave', 'x']]);
   await settle();
   assert.equal(leave.state, 'resolved');
+  rc.close();
+});
+
+test('unsubscribed: an event, and the room is not re-joined', async () => {
+  const { rc, server, ws, events } = await connected();
+  rc.join('lobby');
+  rc.join('secret');
+  ws.ackAll();
+  await settle();
+  ws.receive({ op: 'unsubscribed', room: 'secret', reason: 'forbidden' });
+  await settle();
+  assert.deepEqual(events.at(-1), ['unsubscribed', { room: 'secret', reason: 'forbidden' }]);
+  assert.deepEqual(rc.rooms, ['lobby']);
+  ws.serverClose(1006);
+  await advance(60_000);
+  server.sockets[1].welcome();
+  await settle();
+  assert.deepEqual(server.sockets[1].sent.map((r) => r.room), ['lobby']);
   rc.close();
 });
 
