@@ -200,12 +200,17 @@ impl<S: Transport> Conn<S> {
         };
         self.last_seen = ctx.now;
         self.last_ping = ctx.now;
-        if self.permit.ticket() != Ticket::Counted {
-            // Over --max-connections: a browser can read a close code, not an
-            // HTTP status, so finish the upgrade and close with 1013.
-            ctx.metrics().drop(DropReason::ConnectionLimit);
+        let over = match self.permit.ticket() {
+            Ticket::Counted => None,
+            Ticket::Refusing => Some((DropReason::ConnectionLimit, "try again later")),
+            Ticket::OverIpLimit => Some((DropReason::IpLimit, "too many connections from your address")),
+        };
+        if let Some((why, reason)) = over {
+            // Over a cap: a browser can read a close code, not an HTTP
+            // status, so finish the upgrade and close with 1013.
+            ctx.metrics().drop(why);
             ctx.metrics().close(CloseCode::TRY_AGAIN_LATER.0);
-            self.start_close(ctx, CloseCode::TRY_AGAIN_LATER, "try again later");
+            self.start_close(ctx, CloseCode::TRY_AGAIN_LATER, reason);
             return Served::Upgraded;
         }
         self.upgraded = true;

@@ -111,7 +111,7 @@ impl<S: Transport> Conn<S> {
     pub fn new(stream: S, peer: SocketAddr, id: u64, permit: Permit, config: &Config, now: Instant) -> Conn<S> {
         let handshake = match permit.ticket() {
             Ticket::Counted => config.handshake_timeout,
-            Ticket::Refusing => config.handshake_timeout.min(REFUSING_HANDSHAKE),
+            Ticket::Refusing | Ticket::OverIpLimit => config.handshake_timeout.min(REFUSING_HANDSHAKE),
         };
         Conn {
             stream,
@@ -133,6 +133,17 @@ impl<S: Transport> Conn<S> {
             session: None,
             held: Vec::new(),
         }
+    }
+
+    /// What the connection was admitted as.
+    pub fn ticket(&self) -> Ticket {
+        self.permit.ticket()
+    }
+
+    /// Whether the client has sent nothing yet: no byte of a request, and
+    /// nothing is being answered.
+    pub fn is_silent(&self) -> bool {
+        matches!(&self.phase, Phase::Http { head, served: false } if head.is_empty()) && self.outbox.is_empty()
     }
 
     /// Whether this connection's token allows `room` (false before a session).

@@ -136,10 +136,10 @@ impl Harness {
             link: None,
         };
         let env = Env::new(0, shared);
-        let admission = Arc::new(Admission::new(10));
-        let permit = admission.admit().expect("under the cap");
+        let admission = Arc::new(Admission::new(10, None));
+        let peer: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let permit = admission.admit(peer.ip()).expect("under the cap");
         let now = Instant::now();
-        let peer = "127.0.0.1:9".parse().unwrap();
         let conn = Conn::new(Scripted::default(), peer, 1, permit, env.config(), now);
         Harness {
             env,

@@ -1,19 +1,29 @@
-//! Admission against `--max-connections`: the acceptor takes a [`Permit`]
-//! for each connection, and the permit gives its place back when it is
-//! dropped, wherever the connection ends — no path can leak a count.
+//! Admission against `--max-connections` and `--max-connections-per-ip`:
+//! the acceptor takes a [`Permit`] for each connection, and the permit
+//! gives its places back when it is dropped, wherever the connection ends —
+//! no path can leak a count.
 //!
-//! A connection over the cap is not closed at once: it is held until its
+//! A connection over a cap is not closed at once: it is held until its
 //! upgrade so that a browser can read close code 1013, and so that plain
 //! HTTP probes still get answers. Those held connections use the file
 //! descriptors left above the cap (64 by default, see
 //! `config::default_max_connections`), so at most `MAX_REFUSING` are held at
 //! a time and each has `REFUSING_HANDSHAKE` to send its request. Beyond
-//! that, a connection is closed as soon as it is accepted: a flood of silent
-//! sockets over the cap cannot take the descriptors that health probes,
-//! `/metrics` and the Redis link need.
+//! that, a connection is closed as soon as it is accepted. Silent sockets
+//! cannot keep that reserve to themselves: a shard holding more than its
+//! share of them closes the oldest one that has not sent a byte whenever a
+//! new one arrives (`shard::Shard::adopt`), so a probe that speaks gets its
+//! answer under any flood of silent sockets.
+//!
+//! The per-address count is kept only when `--max-connections-per-ip` is
+//! set; a connection over it is refused like one over the global cap (its
+//! own close reason and drop label), so a single address cannot take the
+//! cap from everybody else.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Connections over the cap held at once to be told 1013.
@@ -24,54 +34,71 @@ pub(crate) const REFUSING_HANDSHAKE: Duration = Duration::from_secs(2);
 /// What a connection was admitted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ticket {
-    /// Under the cap: a full connection.
+    /// Under the caps: a full connection.
     Counted,
-    /// Over the cap: served a probe or refused with 1013 after its upgrade.
+    /// Over `--max-connections`: served a probe or refused with 1013 after
+    /// its upgrade.
     Refusing,
+    /// Over `--max-connections-per-ip`: the same, with its own reason.
+    OverIpLimit,
 }
 
-/// A connection's place in the node's counts, released on drop (like
+/// A connection's places in the node's counts, released on drop (like
 /// tokio's `OwnedSemaphorePermit`). One pointer: every `Conn` holds one.
 #[derive(Debug)]
 pub(crate) struct Permit {
-    count: Arc<Count>,
+    held: Box<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    pool: Arc<AtomicUsize>,
+    ticket: Ticket,
+    /// The client address's count, when one is kept.
+    ip: Option<Arc<AtomicUsize>>,
 }
 
 impl Permit {
     /// What the connection was admitted as.
     pub fn ticket(&self) -> Ticket {
-        self.count.ticket
+        self.held.ticket
     }
 }
 
-impl Drop for Permit {
+impl Drop for Held {
     fn drop(&mut self) {
-        self.count.held.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Connections held of one kind.
-#[derive(Debug)]
-struct Count {
-    held: AtomicUsize,
-    ticket: Ticket,
-}
-
-impl Count {
-    fn new(ticket: Ticket) -> Arc<Count> {
-        Arc::new(Count {
-            held: AtomicUsize::new(0),
-            ticket,
-        })
-    }
-
-    /// Takes a place if fewer than `max` are held.
-    fn take(self: &Arc<Count>, max: usize) -> Option<Permit> {
-        if self.held.fetch_add(1, Ordering::Relaxed) < max {
-            return Some(Permit { count: self.clone() });
+        self.pool.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = &self.ip {
+            ip.fetch_sub(1, Ordering::Relaxed);
         }
-        self.held.fetch_sub(1, Ordering::Relaxed);
-        None
+    }
+}
+
+/// Takes a place in `pool` if fewer than `max` are held.
+fn take(pool: &AtomicUsize, max: usize) -> bool {
+    if pool.fetch_add(1, Ordering::Relaxed) < max {
+        return true;
+    }
+    pool.fetch_sub(1, Ordering::Relaxed);
+    false
+}
+
+/// Connections per client address; entries nobody holds are pruned as the
+/// map grows, so it stays proportional to the addresses connected.
+#[derive(Debug, Default)]
+struct ByIp {
+    counts: HashMap<IpAddr, Arc<AtomicUsize>>,
+    prune_at: usize,
+}
+
+impl ByIp {
+    fn count(&mut self, ip: IpAddr) -> Arc<AtomicUsize> {
+        if self.counts.len() >= self.prune_at {
+            // Only the map holds an entry whose connections are all gone.
+            self.counts.retain(|_, c| Arc::strong_count(c) > 1);
+            self.prune_at = (self.counts.len() * 2).max(1024);
+        }
+        self.counts.entry(ip).or_default().clone()
     }
 }
 
@@ -79,29 +106,69 @@ impl Count {
 #[derive(Debug)]
 pub(crate) struct Admission {
     max: usize,
-    open: Arc<Count>,
-    refusing: Arc<Count>,
+    per_ip: Option<usize>,
+    open: Arc<AtomicUsize>,
+    refusing: Arc<AtomicUsize>,
+    /// Locked only by the acceptor, once per accepted connection.
+    by_ip: Mutex<ByIp>,
 }
 
 impl Admission {
-    /// Admission for at most `max` counted connections.
-    pub fn new(max: usize) -> Admission {
+    /// Admission for at most `max` counted connections, and at most
+    /// `per_ip` from one address if given.
+    pub fn new(max: usize, per_ip: Option<usize>) -> Admission {
         Admission {
             max,
-            open: Count::new(Ticket::Counted),
-            refusing: Count::new(Ticket::Refusing),
+            per_ip,
+            open: Arc::default(),
+            refusing: Arc::default(),
+            by_ip: Mutex::default(),
         }
     }
 
-    /// Admits a new connection; `None` means close it now.
-    pub fn admit(&self) -> Option<Permit> {
-        self.open.take(self.max).or_else(|| self.refusing.take(MAX_REFUSING))
+    /// Admits a new connection from `ip`; `None` means close it now.
+    pub fn admit(&self, ip: IpAddr) -> Option<Permit> {
+        let mut ticket = Ticket::Refusing;
+        if let Some(limit) = self.per_ip {
+            let count = self.by_ip().count(ip);
+            if !take(&count, limit) {
+                ticket = Ticket::OverIpLimit;
+            } else if take(&self.open, self.max) {
+                return Some(self.permit(&self.open, Ticket::Counted, Some(count)));
+            } else {
+                count.fetch_sub(1, Ordering::Relaxed);
+            }
+        } else if take(&self.open, self.max) {
+            return Some(self.permit(&self.open, Ticket::Counted, None));
+        }
+        take(&self.refusing, MAX_REFUSING).then(|| self.permit(&self.refusing, ticket, None))
+    }
+
+    fn by_ip(&self) -> MutexGuard<'_, ByIp> {
+        // Nothing panics while holding it; a poisoned map is still consistent.
+        self.by_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A permit for a place already taken in `pool` (and in `ip`).
+    fn permit(&self, pool: &Arc<AtomicUsize>, ticket: Ticket, ip: Option<Arc<AtomicUsize>>) -> Permit {
+        Permit {
+            held: Box::new(Held {
+                pool: pool.clone(),
+                ticket,
+                ip,
+            }),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
 
     fn ticket(p: &Option<Permit>) -> Option<Ticket> {
         p.as_ref().map(Permit::ticket)
@@ -109,30 +176,60 @@ mod tests {
 
     #[test]
     fn over_the_cap_a_few_are_held_to_be_refused_and_the_rest_closed() {
-        let a = Arc::new(Admission::new(2));
-        let first = a.admit();
-        let _second = a.admit();
+        let a = Admission::new(2, None);
+        let first = a.admit(A);
+        let _second = a.admit(A);
         assert_eq!(ticket(&first), Some(Ticket::Counted));
-        let mut refusing: Vec<_> = (0..MAX_REFUSING).map(|_| a.admit()).collect();
+        let mut refusing: Vec<_> = (0..MAX_REFUSING).map(|_| a.admit(A)).collect();
         assert!(refusing.iter().all(|p| ticket(p) == Some(Ticket::Refusing)));
-        assert!(a.admit().is_none());
+        assert!(a.admit(A).is_none());
         refusing.pop();
         assert_eq!(
-            ticket(&a.admit()),
+            ticket(&a.admit(A)),
             Some(Ticket::Refusing),
             "a dropped permit frees its place"
         );
         drop(first);
-        assert_eq!(ticket(&a.admit()), Some(Ticket::Counted));
+        assert_eq!(ticket(&a.admit(A)), Some(Ticket::Counted));
     }
 
     #[test]
     fn every_permit_dropped_leaves_the_counts_at_zero() {
-        let a = Arc::new(Admission::new(1));
-        let permits: Vec<_> = (0..10).filter_map(|_| a.admit()).collect();
+        let a = Admission::new(1, Some(1));
+        let permits: Vec<_> = (0..10)
+            .filter_map(|i| a.admit(if i % 2 == 0 { A } else { B }))
+            .collect();
         assert_eq!(permits.len(), 1 + MAX_REFUSING.min(9));
         drop(permits);
-        assert_eq!(a.open.held.load(Ordering::Relaxed), 0);
-        assert_eq!(a.refusing.held.load(Ordering::Relaxed), 0);
+        assert_eq!(a.open.load(Ordering::Relaxed), 0);
+        assert_eq!(a.refusing.load(Ordering::Relaxed), 0);
+        let mut by_ip = a.by_ip();
+        assert!(by_ip.counts.values().all(|c| c.load(Ordering::Relaxed) == 0));
+        by_ip.prune_at = 0;
+        by_ip.count(A);
+        assert_eq!(by_ip.counts.len(), 1, "entries nobody holds are pruned");
+    }
+
+    #[test]
+    fn one_address_over_its_limit_is_refused_while_others_get_in() {
+        let a = Admission::new(10, Some(2));
+        let held: Vec<_> = (0..2).map(|_| a.admit(A)).collect();
+        assert!(held.iter().all(|p| ticket(p) == Some(Ticket::Counted)));
+        let over = a.admit(A);
+        assert_eq!(ticket(&over), Some(Ticket::OverIpLimit));
+        assert_eq!(ticket(&a.admit(B)), Some(Ticket::Counted));
+        drop(over);
+        drop(held);
+        assert_eq!(ticket(&a.admit(A)), Some(Ticket::Counted), "places given back");
+    }
+
+    #[test]
+    fn a_refusal_for_the_global_cap_gives_the_address_its_place_back() {
+        let a = Admission::new(1, Some(5));
+        let _in = a.admit(B);
+        for _ in 0..5 {
+            assert_eq!(ticket(&a.admit(A)), Some(Ticket::Refusing));
+        }
+        assert_eq!(a.by_ip().counts[&A].load(Ordering::Relaxed), 0);
     }
 }

@@ -4,5 +4,5 @@
 pub(crate) mod admission;
 pub(crate) mod rate;
 
-pub(crate) use admission::{Admission, Permit, Ticket, REFUSING_HANDSHAKE};
+pub(crate) use admission::{Admission, Permit, Ticket, MAX_REFUSING, REFUSING_HANDSHAKE};
 pub(crate) use rate::{Admit, RateLimiter};

@@ -23,6 +23,8 @@ pub enum DropReason {
     ChannelFull,
     /// A connection over `--max-connections`.
     ConnectionLimit,
+    /// A connection over `--max-connections-per-ip`.
+    IpLimit,
     /// A handshake that did not complete in time.
     HandshakeTimeout,
     /// A connection silent for two heartbeat intervals.
@@ -35,11 +37,12 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::SlowConsumer,
         DropReason::RateLimited,
         DropReason::ChannelFull,
         DropReason::ConnectionLimit,
+        DropReason::IpLimit,
         DropReason::HandshakeTimeout,
         DropReason::HeartbeatTimeout,
         DropReason::LinkBuffer,
@@ -53,6 +56,7 @@ impl DropReason {
             DropReason::RateLimited => "rate_limited",
             DropReason::ChannelFull => "channel_full",
             DropReason::ConnectionLimit => "connection_limit",
+            DropReason::IpLimit => "ip_limit",
             DropReason::HandshakeTimeout => "handshake_timeout",
             DropReason::HeartbeatTimeout => "heartbeat_timeout",
             DropReason::LinkBuffer => "link_buffer",

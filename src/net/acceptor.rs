@@ -2,9 +2,10 @@
 //! shards round-robin, so load spreads evenly whatever the client addresses
 //! (see `docs/architecture.md` for why not `SO_REUSEPORT`).
 //!
-//! It also enforces `--max-connections` (`admission.rs`): a connection past
-//! the cap is handed to a shard to be upgraded and closed with 1013, or,
-//! when too many such are already held, closed at once.
+//! It also enforces `--max-connections` and `--max-connections-per-ip`
+//! (`limits::admission`): a connection past a cap is handed to a shard to
+//! be upgraded and closed with 1013, or, when too many such are already
+//! held, closed at once.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,7 +104,7 @@ impl Acceptor {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
             }
-            let Some(permit) = self.admission.admit() else {
+            let Some(permit) = self.admission.admit(peer.ip()) else {
                 // Over the cap with enough already waiting to be refused.
                 self.metrics.refused.add(1);
                 tracing::debug!(peer = %peer, "over --max-connections: closed at accept");

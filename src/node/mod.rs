@@ -91,7 +91,7 @@ impl Node {
         let listener = crate::net::listener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
         let registry = Registry::new(config.shards);
-        let admission = Arc::new(Admission::new(config.max_connections));
+        let admission = Arc::new(Admission::new(config.max_connections, config.max_connections_per_ip));
         let node_id: Arc<str> = Arc::from(new_node_id());
         let link_state = config.redis.as_ref().map(|_| Arc::new(LinkState::new()));
         let shared = Shared {

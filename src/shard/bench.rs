@@ -83,7 +83,7 @@ impl FanoutBench {
                 link: None,
             },
         );
-        let admission = Arc::new(Admission::new(recipients));
+        let admission = Arc::new(Admission::new(recipients, None));
         let mut bench = FanoutBench {
             env,
             work: Work::default(),
@@ -99,8 +99,8 @@ impl FanoutBench {
             let stream = Sink {
                 input: request.to_vec(),
             };
-            let permit = admission.admit().expect("sized for every recipient");
-            let peer = "127.0.0.1:9".parse().expect("an address");
+            let peer: std::net::SocketAddr = "127.0.0.1:9".parse().expect("an address");
+            let permit = admission.admit(peer.ip()).expect("sized for every recipient");
             let mut conn = Conn::new(stream, peer, id as u64, permit, bench.env.config(), clock.now);
             let mut ctx = Ctx::new(&bench.env, &mut bench.work, &bench.pending.frames, clock);
             conn.on_ready(&mut ctx, &mut bench.scratch, true, true);

@@ -15,6 +15,7 @@ mod actions;
 pub mod bench;
 mod relay;
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +27,8 @@ use crate::bus::{LinkHandle, ShardHandle, ShardMsg, INBOX_CAPACITY};
 use crate::conn::turn::TurnLog;
 pub(crate) use crate::conn::Shared;
 use crate::conn::{Clock, Conn, Ctx, Env, Verdict, Work};
-use crate::limits::Permit;
+use crate::limits::{Permit, Ticket, MAX_REFUSING};
+use crate::metrics::{DropReason, ShardMetrics};
 use crate::rooms::RoomIndex;
 use relay::Relay;
 
@@ -67,6 +69,9 @@ pub(crate) struct Shard {
     pending: Pending,
     /// Connections to read again next turn: (slot, id) so a reused slot is skipped.
     again: Vec<(usize, u64)>,
+    /// Connections over a cap (`limits::admission`), oldest first; may
+    /// list some already gone.
+    refusing: VecDeque<(usize, u64)>,
     /// Readable connections not read while the relay was congested, read
     /// once it has drained (readiness is edge-triggered: nothing else would
     /// bring them back).
@@ -106,6 +111,7 @@ impl Shard {
             pending: Pending::default(),
             again: Vec::new(),
             held_back: Vec::new(),
+            refusing: VecDeque::new(),
             swept: Vec::new(),
             next_id: 1,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
@@ -276,7 +282,8 @@ impl Shard {
         }
     }
 
-    /// Takes ownership of an accepted socket.
+    /// Takes ownership of an accepted socket, and reads it at once: under
+    /// load its request is usually there already.
     fn adopt(&mut self, stream: mio::net::TcpStream, peer: std::net::SocketAddr, permit: Permit, clock: Clock) {
         let id = self.next_id;
         self.next_id += 1;
@@ -287,7 +294,44 @@ impl Shard {
             tracing::warn!(shard = self.id, peer = %peer, error = %e, "cannot register connection");
             return;
         }
+        let over_cap = conn.ticket() != Ticket::Counted;
         self.conns.insert(conn);
+        if self.input_paused() {
+            return;
+        }
+        if self.relay.congested() {
+            self.hold_back(slot);
+        } else {
+            self.dispatch(slot, clock, |c, ctx, scratch| c.on_ready(ctx, scratch, true, true));
+        }
+        if over_cap {
+            self.refusing.push_back((slot, id));
+            self.evict_silent(clock);
+        }
+    }
+
+    /// Keeps the connections over a cap that this shard holds within its
+    /// share of `MAX_REFUSING`: while over it, closes the oldest one that
+    /// has not sent a byte (never one being answered). Silent sockets thus
+    /// cannot keep the reserve from probes that speak.
+    fn evict_silent(&mut self, clock: Clock) {
+        let share = (MAX_REFUSING / (2 * self.env.shards)).max(2);
+        let conns = &self.conns;
+        self.refusing
+            .retain(|&(slot, id)| conns.get(slot).is_some_and(|c| c.id() == id));
+        while self.refusing.len() > share {
+            let conns = &self.conns;
+            let Some(i) = self.refusing.iter().position(|&(slot, _)| conns[slot].is_silent()) else {
+                return;
+            };
+            let (slot, _) = self.refusing.remove(i).expect("found");
+            ShardMetrics::drop(&self.env.metrics, DropReason::ConnectionLimit);
+            tracing::debug!(
+                shard = self.id,
+                "over the connection cap: closing a silent socket for a newer one"
+            );
+            self.remove(slot, clock);
+        }
     }
 
     /// Runs `f` on the connection in `slot` (with the shard's read buffer),

@@ -491,3 +491,86 @@ fn issue_11_10_a_narrowing_refresh_leaves_the_rooms_it_no_longer_allows() {
     send_json(&mut ann, json!({"op":"join","room":"secret","id":10}));
     assert_eq!(recv_json(&mut ann)["code"], "forbidden");
 }
+
+/// Item 8: with the node at `--max-connections` and an attacker opening a
+/// silent socket every millisecond (each held up to 2 s if nothing evicted
+/// it: far more than the 32 places kept for connections over the cap),
+/// health probes and `/metrics` are still answered, every time.
+#[test]
+fn issue_11_8_probes_are_answered_under_a_flood_of_silent_sockets() {
+    let server = Server::start(&["--max-connections", "2"]);
+    let _at_the_cap = [join_broker(&server, "").0, join_broker(&server, "").0];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let attacker = {
+        let (stop, opened, addr) = (stop.clone(), opened.clone(), server.addr);
+        std::thread::spawn(move || {
+            let mut silent = std::collections::VecDeque::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(s) = TcpStream::connect(addr) {
+                    silent.push_back(s);
+                    opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if silent.len() > 1000 {
+                    silent.pop_front();
+                }
+                // A pace far above what the 2 s hold lets 32 places absorb.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    while opened.load(std::sync::atomic::Ordering::Relaxed) < 200 {
+        assert!(started.elapsed() < TIMEOUT, "the attacker could not connect");
+        std::thread::yield_now();
+    }
+    for i in 0..10 {
+        assert_eq!(get(&server, "/healthz").0, 200, "probe {i}");
+        assert_eq!(get(&server, "/metrics").0, 200, "metrics {i}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    attacker.join().unwrap();
+    assert!(metric(&server, "roomcast_dropped_total{reason=\"connection_limit\"}") >= 100.0);
+}
+
+/// Item 8: `--max-connections-per-ip` refuses a further connection from a
+/// full address with 1013 (and its own drop label) while another address
+/// gets in; a place is given back when a connection closes.
+#[test]
+fn issue_11_8_max_connections_per_ip() {
+    let server = Server::start(&["--max-connections-per-ip", "2"]);
+    let from = |ip: &str| {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&format!("{ip}:0").parse::<std::net::SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.connect(&server.addr.into()).unwrap();
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        tungstenite::client::client(server.url("/ws"), stream)
+            .expect("handshake")
+            .0
+    };
+    let mut first = from("127.0.0.1");
+    assert_eq!(recv_json(&mut first)["op"], "welcome");
+    let mut second = from("127.0.0.1");
+    assert_eq!(recv_json(&mut second)["op"], "welcome");
+    let mut third = from("127.0.0.1");
+    assert_eq!(
+        recv_close(&mut third),
+        (1013, "too many connections from your address".to_string())
+    );
+    let mut elsewhere = from("127.0.0.2");
+    assert_eq!(recv_json(&mut elsewhere)["op"], "welcome");
+    assert_eq!(metric(&server, "roomcast_dropped_total{reason=\"ip_limit\"}"), 1.0);
+    first.close(None).unwrap();
+    recv_close(&mut first);
+    // The place comes back once the server has closed the connection.
+    eventually("a place for 127.0.0.1 again", || {
+        let mut again = from("127.0.0.1");
+        match again.read().expect("a frame") {
+            tungstenite::Message::Text(t) => t.contains("welcome"),
+            _ => false,
+        }
+    });
+}
