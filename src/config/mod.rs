@@ -53,6 +53,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_REDIS_PREFIX: &str = "roomcast";
 /// Default number of messages buffered while Redis is unreachable.
 pub const DEFAULT_REDIS_BUFFER_MESSAGES: usize = 10_000;
+/// Default of `--redis-resubscribe-wait-secs`: twice the reconnect backoff's cap.
+pub const DEFAULT_REDIS_RESUBSCRIBE_WAIT_SECS: u64 = 10;
 /// Default log filter when neither `--log-level` nor `RUST_LOG` is set.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -119,6 +121,9 @@ pub struct RedisConfig {
     pub prefix: String,
     /// Messages kept while Redis is unreachable; more are dropped and counted.
     pub buffer_messages: usize,
+    /// After an outage, longest wait for the nodes that were subscribed to
+    /// a buffered message's channel to be subscribed again.
+    pub resubscribe_wait: Duration,
 }
 
 /// How log lines are written.
@@ -164,6 +169,7 @@ impl Config {
             redis_url: None,
             redis_prefix: self.redis.as_ref().map(|r| r.prefix.clone()),
             redis_buffer_messages: self.redis.as_ref().map(|r| r.buffer_messages),
+            redis_resubscribe_wait_secs: self.redis.as_ref().map(|r| r.resubscribe_wait.as_secs()),
             log_level: Some(self.log_level.clone()),
         };
         let mut out = String::from("# roomcast effective configuration (roomcast --print-config)\n");
@@ -363,10 +369,14 @@ impl Config {
                     ));
                 }
                 let buffer_messages = s.redis_buffer_messages.unwrap_or(DEFAULT_REDIS_BUFFER_MESSAGES);
+                let wait = s
+                    .redis_resubscribe_wait_secs
+                    .unwrap_or(DEFAULT_REDIS_RESUBSCRIBE_WAIT_SECS);
                 Some(RedisConfig {
                     url: url.clone(),
                     prefix,
                     buffer_messages,
+                    resubscribe_wait: Duration::from_secs(wait),
                 })
             }
         };

@@ -120,6 +120,10 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_REDIS_BUFFER_MESSAGES", value_name = "N")]
     pub redis_buffer_messages: Option<usize>,
 
+    /// After a Redis outage, longest wait for the nodes that were subscribed to re-subscribe before the buffer is flushed anyway [default: 10]
+    #[arg(long, env = "ROOMCAST_REDIS_RESUBSCRIBE_WAIT_SECS", value_name = "N")]
+    pub redis_resubscribe_wait_secs: Option<u64>,
+
     /// Serve the demo chat page at / [default: on in dev mode, off with a JWT key]
     #[arg(long, env = "ROOMCAST_DEMO", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub demo: Option<bool>,
@@ -159,6 +163,7 @@ impl Settings {
             redis_url: self.redis_url.or(lower.redis_url),
             redis_prefix: self.redis_prefix.or(lower.redis_prefix),
             redis_buffer_messages: self.redis_buffer_messages.or(lower.redis_buffer_messages),
+            redis_resubscribe_wait_secs: self.redis_resubscribe_wait_secs.or(lower.redis_resubscribe_wait_secs),
             demo: self.demo.or(lower.demo),
             echo: self.echo.or(lower.echo),
             max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),

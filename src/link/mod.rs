@@ -18,6 +18,7 @@ mod backoff;
 pub(crate) mod envelope;
 mod ledger;
 mod publisher;
+mod receivers;
 mod subscriber;
 pub mod wire;
 

@@ -3,10 +3,15 @@
 //!
 //! While Redis is unreachable, messages wait in a bounded buffer (overflow
 //! is dropped and counted) and are published, in order, once the
-//! subscriber has restored its subscriptions — so this node hears replies
-//! to what it sends. Delivery of buffered messages to other nodes that have
-//! not re-subscribed yet is best effort. A pipeline that fails midway is
-//! sent again whole after reconnecting: at least once, never silently lost.
+//! subscriber has restored its subscriptions (so this node hears replies to
+//! what it sends) and the other nodes that were subscribed to the buffered
+//! messages' channels are subscribed again (`PUBSUB NUMSUB`, compared with
+//! what PUBLISH replies said before the outage: `receivers.rs`), for at
+//! most `--redis-resubscribe-wait-secs`. A message that then reaches fewer
+//! subscribers than its channel had is counted
+//! (`roomcast_redis_unconfirmed_total`): another node may have missed it.
+//! A pipeline that fails midway is sent again whole after reconnecting: at
+//! least once, never silently lost.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,6 +24,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::rooms::Topic;
 
 use super::backoff::Backoff;
+use super::receivers::Receivers;
 use super::{channel, envelope, probe_channel};
 use crate::config::RedisConfig;
 use crate::metrics::link::{unix_nanos, PROBE_INTERVAL};
@@ -26,9 +32,13 @@ use crate::metrics::LinkState;
 
 /// Most messages in one pipeline.
 const PIPELINE: usize = 1024;
-/// Wait after this node has re-subscribed before flushing the outage
-/// buffer, so that other nodes have re-subscribed too (best effort).
+/// Least wait after this node has re-subscribed before flushing the outage
+/// buffer when some of its channels had no known subscribers to wait for.
 const FLUSH_GRACE: Duration = Duration::from_secs(1);
+/// How often `PUBSUB NUMSUB` is asked while the buffer waits.
+const NUMSUB_INTERVAL: Duration = Duration::from_millis(100);
+/// Channels per `PUBSUB NUMSUB`.
+const NUMSUB_CHUNK: usize = 256;
 /// How long a connect, read or write to Redis may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -44,8 +54,14 @@ pub(crate) struct Publisher {
     state: Arc<LinkState>,
     buffer: VecDeque<Outgoing>,
     capacity: usize,
+    /// Longest wait for other nodes to re-subscribe after an outage.
+    resubscribe_wait: Duration,
+    /// Subscriber counts per channel, and the current recovery.
+    receivers: Receivers,
     /// Since when the subscriber is up again with messages still buffered.
     ready_since: Option<Instant>,
+    /// When to ask `PUBSUB NUMSUB` again.
+    next_numsub: Instant,
 }
 
 impl Publisher {
@@ -65,7 +81,10 @@ impl Publisher {
             state,
             buffer: VecDeque::new(),
             capacity: cfg.buffer_messages,
+            resubscribe_wait: cfg.resubscribe_wait,
+            receivers: Receivers::default(),
             ready_since: None,
+            next_numsub: Instant::now(),
         }
     }
 
@@ -169,7 +188,7 @@ impl Publisher {
         self.state.buffer_depth.store(self.buffer.len() as u64, Relaxed);
     }
 
-    /// Publishes the outage buffer (once the subscriber is back), then `pending`.
+    /// Publishes the outage buffer (once the nodes are back), then `pending`.
     fn send(
         &mut self,
         conn: &mut redis::Connection,
@@ -180,52 +199,110 @@ impl Publisher {
             pipeline(conn, std::slice::from_ref(&p))?;
         }
         if !self.buffer.is_empty() {
-            let up = self.state.subscriber_up.load(Relaxed);
-            match (up, self.ready_since) {
-                (false, _) => self.ready_since = None,
-                (true, None) => self.ready_since = Some(Instant::now()),
-                _ => {}
-            }
-            // Peers that lost the same Redis reconnect on their own jittered
-            // backoff: give them a moment to re-subscribe before flushing.
-            if self.ready_since.is_none_or(|t| t.elapsed() < FLUSH_GRACE) {
+            if !self.ready_to_flush(conn)? {
                 self.hold(pending);
                 return Ok(());
             }
             while !self.buffer.is_empty() {
                 let n = self.buffer.len().min(PIPELINE);
                 let chunk: Vec<Outgoing> = self.buffer.range(..n).cloned().collect();
-                pipeline(conn, &chunk)?;
+                let replies = pipeline(conn, &chunk)?;
+                self.tally(&chunk, &replies);
                 self.buffer.drain(..n);
-                self.state.messages_out.fetch_add(n as u64, Relaxed);
                 self.state.buffer_depth.store(self.buffer.len() as u64, Relaxed);
             }
+            self.receivers.flushed(Instant::now() + self.resubscribe_wait);
             self.ready_since = None;
+            self.state.flush_waiting.store(false, Relaxed);
             tracing::info!("redis link: outage buffer flushed");
         }
         let mut sent = 0;
         while sent < pending.len() {
             let end = (sent + PIPELINE).min(pending.len());
-            if let Err(e) = pipeline(conn, &pending[sent..end]) {
-                // Unsent (and possibly half-sent) messages go out again later.
-                let mut rest: Vec<Outgoing> = pending.drain(sent..).collect();
-                pending.clear();
-                self.hold(&mut rest);
-                return Err(e);
+            match pipeline(conn, &pending[sent..end]) {
+                Ok(replies) => self.tally(&pending[sent..end], &replies),
+                Err(e) => {
+                    // Unsent (and possibly half-sent) messages go out again later.
+                    let mut rest: Vec<Outgoing> = pending.drain(sent..).collect();
+                    pending.clear();
+                    self.hold(&mut rest);
+                    return Err(e);
+                }
             }
-            self.state.messages_out.fetch_add((end - sent) as u64, Relaxed);
             sent = end;
         }
         pending.clear();
         Ok(())
     }
+
+    /// Whether the outage buffer may go: the subscriber is back, and so is
+    /// every node that was subscribed to its channels (or the wait is over).
+    fn ready_to_flush(&mut self, conn: &mut redis::Connection) -> redis::RedisResult<bool> {
+        if !self.state.subscriber_up.load(Relaxed) {
+            self.ready_since = None;
+            self.state.flush_waiting.store(false, Relaxed);
+            return Ok(false);
+        }
+        let now = Instant::now();
+        let since = match self.ready_since {
+            Some(t) => t,
+            None => {
+                self.ready_since = Some(now);
+                self.receivers.begin(self.buffer.iter().map(|(ch, _)| &ch[..]));
+                self.state.flush_waiting.store(true, Relaxed);
+                self.next_numsub = now;
+                now
+            }
+        };
+        let waited = now.saturating_duration_since(since);
+        if waited >= self.resubscribe_wait {
+            if !self.receivers.all_back() {
+                tracing::warn!(
+                    waited_ms = waited.as_millis() as u64,
+                    "redis link: flushing the outage buffer before every node re-subscribed"
+                );
+            }
+            return Ok(true);
+        }
+        if !self.receivers.all_back() && now >= self.next_numsub {
+            self.next_numsub = now + NUMSUB_INTERVAL;
+            let short: Vec<Vec<u8>> = self.receivers.short().map(<[u8]>::to_vec).collect();
+            for chunk in short.chunks(NUMSUB_CHUNK) {
+                let mut cmd = redis::cmd("PUBSUB");
+                cmd.arg("NUMSUB").arg(chunk);
+                let counts: Vec<(Vec<u8>, u64)> = cmd.query(conn)?;
+                for (ch, n) in counts {
+                    self.receivers.subscribed(&ch, n);
+                }
+            }
+        }
+        let grace = if self.receivers.has_unknown() {
+            FLUSH_GRACE
+        } else {
+            Duration::ZERO
+        };
+        Ok(self.receivers.all_back() && waited >= grace)
+    }
+
+    /// Counts what was published, and what another node may have missed.
+    fn tally(&mut self, sent: &[Outgoing], replies: &[u64]) {
+        let now = Instant::now();
+        let mut unconfirmed = 0;
+        for ((ch, _), &n) in sent.iter().zip(replies) {
+            unconfirmed += u64::from(self.receivers.published(ch, n, now));
+        }
+        self.state.messages_out.fetch_add(sent.len() as u64, Relaxed);
+        if unconfirmed > 0 {
+            self.state.unconfirmed.fetch_add(unconfirmed, Relaxed);
+        }
+    }
 }
 
-/// One round trip: PUBLISH for every message.
-fn pipeline(conn: &mut redis::Connection, msgs: &[Outgoing]) -> redis::RedisResult<()> {
+/// One round trip: PUBLISH for every message; how many subscribers got each.
+fn pipeline(conn: &mut redis::Connection, msgs: &[Outgoing]) -> redis::RedisResult<Vec<u64>> {
     let mut pipe = redis::pipe();
     for (ch, env) in msgs {
-        pipe.cmd("PUBLISH").arg(ch).arg(env).ignore();
+        pipe.cmd("PUBLISH").arg(ch).arg(env);
     }
-    pipe.query::<()>(conn)
+    pipe.query(conn)
 }

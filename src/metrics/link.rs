@@ -46,6 +46,12 @@ pub struct LinkState {
     pub dropped_inbound: AtomicU64,
     /// Channels subscribed.
     pub subscriptions: AtomicU64,
+    /// The outage buffer is held until the nodes that were subscribed to
+    /// its channels have re-subscribed.
+    pub flush_waiting: AtomicBool,
+    /// Messages published after an outage that fewer subscribers received
+    /// than the channel had before it (other nodes may have missed them).
+    pub unconfirmed: AtomicU64,
     /// Bumped by the subscriber each time all subscriptions are in place.
     pub resubscribed: AtomicU64,
 }

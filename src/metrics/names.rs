@@ -42,6 +42,11 @@ pub const REDIS_MESSAGES_OUT_TOTAL: &str = "roomcast_redis_messages_out_total";
 pub const REDIS_MESSAGES_IN_TOTAL: &str = "roomcast_redis_messages_in_total";
 /// Gauge: messages waiting in the outage buffer.
 pub const REDIS_BUFFER_DEPTH: &str = "roomcast_redis_buffer_depth";
+/// Gauge: 1 while the outage buffer waits for nodes to re-subscribe.
+pub const REDIS_FLUSH_WAITING: &str = "roomcast_redis_flush_waiting";
+/// Counter: messages published after an outage that fewer nodes received
+/// than were subscribed before it.
+pub const REDIS_UNCONFIRMED_TOTAL: &str = "roomcast_redis_unconfirmed_total";
 /// Counter: reconnections after a failure.
 pub const REDIS_RECONNECTS_TOTAL: &str = "roomcast_redis_reconnects_total";
 /// Gauge: publish-to-receive lag of the last probe, seconds.

@@ -111,7 +111,7 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
     );
     let _ = writeln!(out, "{RESIDENT_MEMORY_BYTES} {}", resident_memory_bytes().unwrap_or(0));
     if let Some(l) = link {
-        let gauges: [(&str, &str, &str, String); 7] = [
+        let gauges: [(&str, &str, &str, String); 9] = [
             (
                 REDIS_LINK_UP,
                 "gauge",
@@ -135,6 +135,18 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
                 "gauge",
                 "Messages waiting in the outage buffer.",
                 l.buffer_depth.load(Relaxed).to_string(),
+            ),
+            (
+                REDIS_FLUSH_WAITING,
+                "gauge",
+                "1 while the outage buffer waits for the nodes subscribed before the outage to re-subscribe.",
+                u8::from(l.flush_waiting.load(Relaxed)).to_string(),
+            ),
+            (
+                REDIS_UNCONFIRMED_TOTAL,
+                "counter",
+                "Messages published after a Redis outage that fewer nodes received than were subscribed before it: other nodes may have missed them.",
+                l.unconfirmed.load(Relaxed).to_string(),
             ),
             (
                 REDIS_RECONNECTS_TOTAL,

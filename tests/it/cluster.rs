@@ -300,3 +300,146 @@ fn issue_11_3_a_stalled_redis_does_not_block_logins_or_joins() {
     assert_eq!(recv_json(&mut publisher)["op"], "ack");
     assert_eq!(recv_json(&mut member)["data"], "after");
 }
+
+/// A TCP forwarder to Redis that a test can shut: while shut, new
+/// connections are closed at once (the node behind it cannot reconnect).
+struct Gate {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    fn to(redis: &Redis) -> Gate {
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (open, stop) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
+        let (o, st, upstream) = (open.clone(), stop.clone(), redis.port);
+        std::thread::spawn(move || {
+            while !st.load(Relaxed) {
+                let Ok((down, _)) = listener.accept() else {
+                    // Polling: the gate has no event to wait on but its flag.
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                if !o.load(Relaxed) {
+                    continue;
+                }
+                down.set_nonblocking(false).unwrap();
+                let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Gate { port, open, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.store(open, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Issue 11, item 2: after a Redis restart, a node that comes back late
+/// (here: kept out by a gate until the publishing node's buffer is
+/// waiting) still gets every message buffered during the outage, because
+/// the flush waits for the nodes that were subscribed to re-subscribe.
+#[test]
+fn issue_11_2_the_outage_buffer_waits_for_late_nodes() {
+    let mut redis = Redis::start();
+    let gate = Gate::to(&redis);
+    let a = node(&redis, &[]);
+    let b = {
+        let url = gate.url();
+        let server = Server::start(&["--redis-url", &url, "--shards", "2"]);
+        eventually("B's link to come up", || get(&server, "/readyz").0 == 200);
+        server
+    };
+    let (mut member, _) = join_broker(&b, "");
+    join_room(&mut member, "late", 1);
+    let (mut publisher, _) = join_broker(&a, "");
+    send_json(
+        &mut publisher,
+        json!({"op":"publish","room":"late","data":"before","id":0}),
+    );
+    assert_eq!(recv_json(&mut publisher)["op"], "ack");
+    assert_eq!(recv_json(&mut member)["data"], "before");
+
+    gate.set_open(false);
+    redis.stop();
+    eventually("A to see the outage", || get(&a, "/readyz").0 == 503);
+    for n in 1..=50 {
+        send_json(&mut publisher, json!({"op":"publish","room":"late","data":n,"id":n}));
+        assert_eq!(recv_json(&mut publisher)["op"], "ack");
+    }
+    redis.restart();
+    eventually("A to recover while B cannot", || get(&a, "/readyz").0 == 200);
+    // A holds the buffer for B (before the fix it flushed it 1 s after its
+    // own re-subscription, to nobody).
+    eventually("A's buffer to wait for B", || {
+        metric(&a, "roomcast_redis_flush_waiting") == 1.0 || metric(&a, "roomcast_redis_buffer_depth") == 0.0
+    });
+    assert_eq!(metric(&a, "roomcast_redis_buffer_depth"), 50.0, "held, not flushed");
+    gate.set_open(true);
+    for n in 1..=50 {
+        assert_eq!(recv_json(&mut member)["data"], n, "buffered message {n}");
+    }
+    eventually("the flush to end", || metric(&a, "roomcast_redis_flush_waiting") == 0.0);
+    assert_eq!(metric(&a, "roomcast_redis_unconfirmed_total"), 0.0);
+}
+
+/// Issue 11, item 2: a node that is not back when the wait runs out misses
+/// the buffered messages, and the publishing node counts every one of them.
+#[test]
+fn issue_11_2_messages_a_node_may_have_missed_are_counted() {
+    let mut redis = Redis::start();
+    let gate = Gate::to(&redis);
+    let a = node(&redis, &["--redis-resubscribe-wait-secs", "1"]);
+    let b = {
+        let url = gate.url();
+        let server = Server::start(&["--redis-url", &url, "--shards", "2"]);
+        eventually("B's link to come up", || get(&server, "/readyz").0 == 200);
+        server
+    };
+    let (mut member, _) = join_broker(&b, "");
+    join_room(&mut member, "gone", 1);
+    let (mut publisher, _) = join_broker(&a, "");
+    send_json(
+        &mut publisher,
+        json!({"op":"publish","room":"gone","data":"before","id":0}),
+    );
+    assert_eq!(recv_json(&mut publisher)["op"], "ack");
+    assert_eq!(recv_json(&mut member)["data"], "before");
+
+    gate.set_open(false);
+    redis.stop();
+    eventually("A to see the outage", || get(&a, "/readyz").0 == 503);
+    for n in 1..=20 {
+        send_json(&mut publisher, json!({"op":"publish","room":"gone","data":n,"id":n}));
+        assert_eq!(recv_json(&mut publisher)["op"], "ack");
+    }
+    redis.restart();
+    eventually("A to flush after its wait", || {
+        metric(&a, "roomcast_redis_buffer_depth") == 0.0 && get(&a, "/readyz").0 == 200
+    });
+    assert_eq!(metric(&a, "roomcast_redis_unconfirmed_total"), 20.0);
+    drop(b);
+}
