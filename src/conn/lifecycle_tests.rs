@@ -316,3 +316,12 @@ fn a_slow_consumer_cut_mid_frame_gets_the_whole_frame_then_4008() {
     assert_eq!((frames[1].0, code_of(&frames[1].1)), (CLOSE, 4008));
     assert!(h.conn.stream.shut.get());
 }
+
+#[test]
+fn a_connection_is_listed_to_read_again_once_however_often_it_asks() {
+    let mut h = Harness::new(Config::default());
+    assert!(h.conn.queue_read(), "first time: listed");
+    assert!(!h.conn.queue_read(), "already listed: not twice");
+    h.conn.unqueue_read();
+    assert!(h.conn.queue_read(), "taken off, then listed again");
+}

@@ -98,6 +98,8 @@ pub(crate) struct Conn<S = mio::net::TcpStream> {
     read_paused: bool,
     /// Queued to the shard's list of connections to flush this turn.
     dirty: bool,
+    /// On the shard's list of connections to read again (at most once).
+    read_queued: bool,
     /// The broker session on `/ws`.
     session: Option<Box<Session>>,
     /// Bytes a client sent right behind its upgrade request, held until the
@@ -130,6 +132,7 @@ impl<S: Transport> Conn<S> {
             upgraded: false,
             read_paused: false,
             dirty: false,
+            read_queued: false,
             session: None,
             held: Vec::new(),
         }
@@ -194,6 +197,21 @@ impl<S: Transport> Conn<S> {
     #[inline]
     pub fn mark_dirty(&mut self) -> bool {
         !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// Marks the connection as on the shard's list to read again; `true`
+    /// if it was not already (a connection is listed once, however many
+    /// times it asked: one that asked every turn would otherwise be read
+    /// once more per turn, and end up owning the shard).
+    #[inline]
+    pub fn queue_read(&mut self) -> bool {
+        !std::mem::replace(&mut self.read_queued, true)
+    }
+
+    /// Takes the connection off the shard's list to read again.
+    #[inline]
+    pub fn unqueue_read(&mut self) {
+        self.read_queued = false;
     }
 
     /// Flushes a connection from the shard's dirty list at the end of the
@@ -326,6 +344,12 @@ impl<S: Transport> Conn<S> {
                     if self.outbox.len_bytes() > pause_limit(ctx.config()) {
                         self.read_paused = true;
                     }
+                    if self.input_ignored() {
+                        // Read only to see the peer's FIN: one buffer a
+                        // turn, so a client still flooding after its close
+                        // costs the shard next to nothing.
+                        return Verdict::ReadAgain;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Verdict::Keep,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -333,6 +357,15 @@ impl<S: Transport> Conn<S> {
             }
         }
         Verdict::ReadAgain
+    }
+
+    /// Whether what the peer sends now is discarded unread.
+    fn input_ignored(&self) -> bool {
+        match &self.phase {
+            Phase::Ws { decoder, .. } => decoder.is_done(),
+            Phase::Linger { .. } => true,
+            Phase::Http { .. } => false,
+        }
     }
 
     /// Routes bytes just read to the current phase.

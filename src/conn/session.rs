@@ -85,6 +85,16 @@ impl Session {
         }
     }
 
+    /// Whether to go on decoding this connection's input: not once it is
+    /// being closed for flooding (what it still sends is not even parsed).
+    pub fn flow(&self) -> ControlFlow<()> {
+        if self.flooded {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
     /// Charges one frame that is not a whole message — a ping, a pong, a
     /// fragment of a message — to the same rate limit as messages: without
     /// it, pings (each answered) and empty fragments (never reaching
@@ -123,7 +133,7 @@ impl Session {
     /// Handles one text message (a JSON op).
     pub fn on_text(&mut self, ctx: &mut Ctx<'_>, payload: &[u8]) -> ControlFlow<()> {
         if !self.admit(ctx, payload) {
-            return ControlFlow::Continue(());
+            return self.flow();
         }
         let env = ctx.env;
         let Work {
@@ -141,7 +151,7 @@ impl Session {
     /// out unchanged, header included.
     pub fn on_binary(&mut self, ctx: &mut Ctx<'_>, payload: &[u8]) -> ControlFlow<()> {
         if !self.admit(ctx, payload) {
-            return ControlFlow::Continue(());
+            return self.flow();
         }
         let max = ctx.config().max_message_bytes;
         let action = match binary::room_of(payload) {

@@ -46,12 +46,18 @@ impl<S: Transport> Conn<S> {
                 // Broker connections pay for every frame (see `Session::charge_frame`).
                 Event::Fragment | Event::Pong(_) => {
                     if let Some(s) = session {
-                        s.charge_frame(ctx);
+                        if !s.charge_frame(ctx) {
+                            return s.flow();
+                        }
                     }
                 }
                 Event::Ping(p) => {
-                    let paid = session.as_mut().is_none_or(|s| s.charge_frame(ctx));
-                    if paid && !close_sent {
+                    if let Some(s) = session {
+                        if !s.charge_frame(ctx) {
+                            return s.flow();
+                        }
+                    }
+                    if !close_sent {
                         outbox.push(frame::encode(OpCode::Pong, p));
                     }
                 }

@@ -153,8 +153,11 @@ impl Shard {
             };
             let now = clock.now;
             if self.input_paused() {
-                self.again.clear();
-                self.held_back.clear();
+                for (slot, id) in self.again.drain(..).chain(self.held_back.drain(..)) {
+                    if let Some(c) = self.conns.get_mut(slot).filter(|c| c.id() == id) {
+                        c.unqueue_read();
+                    }
+                }
             }
             // Connections left with input to read go first: those held back
             // by congestion, then those that ran out of read budget.
@@ -208,20 +211,17 @@ impl Shard {
             return;
         }
         let mut retry = std::mem::take(&mut self.held_back);
-        if retry.len() > self.conns.len() {
-            // A connection held back over several turns is listed once.
-            retry.sort_unstable();
-            retry.dedup();
-        }
         retry.append(&mut self.again);
         for (slot, id) in retry {
-            if self.conns.get(slot).is_none_or(|c| c.id() != id) {
+            let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) else {
                 continue;
-            }
+            };
             if self.relay.congested() {
+                // Still listed (`read_queued` stays set).
                 self.held_back.push((slot, id));
                 continue;
             }
+            conn.unqueue_read();
             self.dispatch(slot, clock, |c, ctx, scratch| c.on_ready(ctx, scratch, true, false));
         }
     }
@@ -229,8 +229,10 @@ impl Shard {
     /// Backpressure: leaves a readable connection's input in the kernel
     /// until the relay has drained (see `relay`).
     fn hold_back(&mut self, slot: usize) {
-        if let Some(conn) = self.conns.get(slot) {
-            self.held_back.push((slot, conn.id()));
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if conn.queue_read() {
+                self.held_back.push((slot, conn.id()));
+            }
         }
     }
 
@@ -353,7 +355,11 @@ impl Shard {
     fn settle(&mut self, slot: usize, id: u64, verdict: Verdict, clock: Clock) {
         match verdict {
             Verdict::Keep => {}
-            Verdict::ReadAgain => self.again.push((slot, id)),
+            Verdict::ReadAgain => {
+                if self.conns.get_mut(slot).is_some_and(Conn::queue_read) {
+                    self.again.push((slot, id));
+                }
+            }
             Verdict::Remove => self.remove(slot, clock),
         }
     }

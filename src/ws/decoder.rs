@@ -105,6 +105,12 @@ impl Decoder {
         }
     }
 
+    /// Whether it has stopped (a close frame, an error, or the caller's
+    /// `Break`): whatever else arrives is ignored.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// Whether the decoder holds a partial frame or message.
     #[cfg(test)]
     pub fn is_mid_message(&self) -> bool {

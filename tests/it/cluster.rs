@@ -11,13 +11,13 @@ use crate::util::*;
 use serde_json::json;
 
 /// A private redis-server, killed on drop.
-struct Redis {
+pub(crate) struct Redis {
     child: Option<Child>,
     port: u16,
 }
 
 impl Redis {
-    fn start() -> Redis {
+    pub(crate) fn start() -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -28,12 +28,12 @@ impl Redis {
         r
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Starts (again) on the same port and waits until it answers PING.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -55,7 +55,7 @@ impl Redis {
         });
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

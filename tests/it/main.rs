@@ -15,6 +15,7 @@ mod heartbeat;
 mod http_endpoints;
 mod layering;
 mod limits;
+mod measure;
 mod messaging;
 mod operations;
 mod protection;
