@@ -40,7 +40,9 @@ impl Server {
     fn spawn(args: &[&str], env: &[(&str, &str)], logs: Option<mpsc::Sender<String>>) -> Server {
         // `ROOMCAST_BIN` runs another build (the measurements in `measure`
         // compare one before a fix with one after it).
-        let bin = std::env::var_os("ROOMCAST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_roomcast").into());
+        let bin = std::env::var_os("ROOMCAST_BIN")
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_roomcast").into());
         let mut cmd = Command::new(bin);
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
