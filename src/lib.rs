@@ -21,6 +21,7 @@
 //!   `protocol` (client ops and API bodies in, server frames out, the
 //!   publish checks), `rooms` (naming and each shard's topic index),
 //!   `auth` (JWT into a principal), `limits` (rate limit, admission),
+//!   `history` (each room's numbered recent messages, on one node),
 //!   [`config`] (flags, environment and TOML into a [`Config`]);
 //! - `bus` (every cross-thread message and handle) and `metrics`
 //!   (per-shard counters, the link's health, the exposition);
@@ -39,6 +40,7 @@ mod auth;
 mod bus;
 pub mod config;
 mod conn;
+mod history;
 mod http;
 mod limits;
 mod link;

@@ -18,8 +18,10 @@ use mio::net::TcpStream;
 use mio::Waker;
 pub(crate) use post::Post;
 
+use crate::history::Since;
 use crate::limits::Permit;
 use crate::metrics::LinkState;
+use crate::protocol::encode::Draft;
 use crate::rooms::Topic;
 
 /// Work for a shard.
@@ -55,9 +57,10 @@ pub(crate) enum ShardMsg {
         /// The announcement's sequence number.
         seq: u64,
     },
-    /// Frames for local members of each topic, in publish order: another
-    /// shard's fan-out, or messages of other nodes from the Redis link.
-    Frames(Vec<(Topic, Bytes)>),
+    /// Frames for local members of each topic, in publish order (another
+    /// shard's fan-out, or messages of other nodes from the Redis link),
+    /// with the history items of the same turn in their places.
+    Frames(Batch),
     /// Graceful shutdown, phase 1: stop reading client input (so nothing new
     /// is accepted), then report on the channel.
     Quiesce(Sender<usize>),
@@ -67,6 +70,96 @@ pub(crate) enum ShardMsg {
     GoAway {
         /// When to give up on close handshakes.
         deadline: std::time::Instant,
+    },
+}
+
+/// What one shard sends another in a loop turn, in the order it happened.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Frames for local members of each topic.
+    pub frames: Vec<(Topic, Bytes)>,
+    /// History items, each with the number of `frames` that come before it.
+    pub items: Vec<(usize, Item)>,
+}
+
+impl Batch {
+    /// Frames and items.
+    pub fn len(&self) -> usize {
+        self.frames.len() + self.items.len()
+    }
+}
+
+/// Who to answer, on which shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplyTo {
+    /// The connection's shard.
+    pub shard: usize,
+    /// Its slot there.
+    pub slot: u32,
+    /// Its id (a reused slot is not answered).
+    pub conn: u64,
+    /// The request's id; `None`: answer nothing.
+    pub req: Option<u64>,
+}
+
+/// Work on a room with history, between a shard and the room's owner
+/// shard (the one that numbers its messages and keeps them). Carried in
+/// batches, in order with the frames, so a member admitted at an offset
+/// gets every later message and no earlier one.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// A publish for the owner to number, keep and fan out.
+    Publish {
+        /// The room.
+        room: Arc<str>,
+        /// The message frame, finished once numbered.
+        draft: Draft,
+        /// The publisher, for the ack with the offset.
+        reply: ReplyTo,
+    },
+    /// A member joined on the sending shard (pending): where does it start?
+    Admit {
+        /// The room.
+        room: Arc<str>,
+        /// Matches the answer to the join.
+        ticket: u64,
+        /// The sending shard.
+        from: usize,
+        /// The join's id, for the ack.
+        req: Option<u64>,
+        /// Where the client stopped, to recover from.
+        since: Option<Since>,
+    },
+    /// The owner's answer: queue `frames` (what the member missed), then
+    /// `ack`, and admit the member.
+    Admitted {
+        /// The join's ticket.
+        ticket: u64,
+        /// Messages to replay, oldest first.
+        frames: Vec<Bytes>,
+        /// The join's ack, with the position.
+        ack: Option<Bytes>,
+    },
+    /// A `history` query for the owner.
+    Query {
+        /// The room.
+        room: Arc<str>,
+        /// Most messages.
+        limit: usize,
+        /// From after this position.
+        since: Option<Since>,
+        /// Who asked.
+        reply: ReplyTo,
+    },
+    /// A frame for one connection of the receiving shard (an ack with an
+    /// offset, a history answer).
+    Reply {
+        /// The connection's slot.
+        slot: u32,
+        /// Its id.
+        conn: u64,
+        /// The frame.
+        frame: Bytes,
     },
 }
 

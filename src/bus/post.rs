@@ -19,13 +19,13 @@ use crossbeam_channel::TrySendError;
 
 use crate::rooms::Topic;
 
-use super::{ShardHandle, ShardMsg};
+use super::{Batch, Item, ShardHandle, ShardMsg};
 
 /// Per-destination frame batches and control backlogs.
 #[derive(Debug)]
 pub(crate) struct Post {
     to: Vec<ShardHandle>,
-    frames: Vec<Vec<(Topic, Bytes)>>,
+    batches: Vec<Batch>,
     backlog: Vec<VecDeque<ShardMsg>>,
     /// Frames waiting in backlogs.
     held: usize,
@@ -57,7 +57,7 @@ impl Post {
         let n = to.len();
         Post {
             to,
-            frames: (0..n).map(|_| Vec::new()).collect(),
+            batches: (0..n).map(|_| Batch::default()).collect(),
             backlog: (0..n).map(|_| VecDeque::new()).collect(),
             held: 0,
             batched: 0,
@@ -74,7 +74,15 @@ impl Post {
     /// Adds `frame` for `topic`'s members on shard `to` to this turn's batch.
     #[inline]
     pub fn frame(&mut self, to: usize, topic: &Topic, frame: &Bytes) {
-        self.frames[to].push((topic.clone(), frame.clone()));
+        self.batches[to].frames.push((topic.clone(), frame.clone()));
+        self.batched += 1;
+    }
+
+    /// Adds a history item for shard `to` to this turn's batch, after the
+    /// frames already in it.
+    pub fn item(&mut self, to: usize, item: Item) {
+        let batch = &mut self.batches[to];
+        batch.items.push((batch.frames.len(), item));
         self.batched += 1;
     }
 
@@ -128,10 +136,10 @@ impl Post {
                     }
                 }
             }
-            if self.frames[to].is_empty() {
+            if self.batches[to].len() == 0 {
                 continue;
             }
-            let batch = ShardMsg::Frames(std::mem::take(&mut self.frames[to]));
+            let batch = ShardMsg::Frames(std::mem::take(&mut self.batches[to]));
             let result = if self.backlog[to].is_empty() {
                 self.to[to].send(batch)
             } else {
@@ -208,7 +216,9 @@ mod tests {
         post.flush(|_, _| panic!("nothing is full"));
         assert!(rx_a.try_recv().is_err());
         match rx_b.try_recv().unwrap() {
-            ShardMsg::Frames(batch) => assert_eq!(batch.iter().map(|(_, f)| f[0]).collect::<Vec<_>>(), [0, 1, 2]),
+            ShardMsg::Frames(batch) => {
+                assert_eq!(batch.frames.iter().map(|(_, f)| f[0]).collect::<Vec<_>>(), [0, 1, 2])
+            }
             other => panic!("{other:?}"),
         }
         assert!(rx_b.try_recv().is_err(), "one send per destination per flush");
@@ -255,7 +265,7 @@ mod tests {
         while seen.len() < 5 {
             match rx.try_recv() {
                 Ok(ShardMsg::Confirm { seq, .. }) => seen.push(format!("c{seq}")),
-                Ok(ShardMsg::Frames(b)) => seen.push(b.iter().map(|(_, f)| f[0] as char).collect()),
+                Ok(ShardMsg::Frames(b)) => seen.push(b.frames.iter().map(|(_, f)| f[0] as char).collect()),
                 Ok(other) => panic!("{other:?}"),
                 Err(_) => post.flush(|_, _| panic!("nothing is dropped")),
             }

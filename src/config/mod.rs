@@ -10,6 +10,7 @@
 //! is refused at start-up too. [`Config::default`] reads nothing.
 
 mod file;
+pub mod rooms;
 mod settings;
 
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use std::time::Duration;
 
 use crate::auth::{Algorithm, AuthConfig, Authenticator, KeySource};
 
+pub use rooms::{RoomOptions, RoomRules, RoomSection};
+use rooms::{DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_SECS, MAX_HISTORY_SIZE};
 pub use settings::{Cli, Settings};
 
 /// Default listen address: loopback only, so a fresh `cargo run` is not an open broker.
@@ -53,6 +56,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_REDIS_PREFIX: &str = "roomcast";
 /// Default number of messages buffered while Redis is unreachable.
 pub const DEFAULT_REDIS_BUFFER_MESSAGES: usize = 10_000;
+/// Default of `--history-max-bytes`: 256 MiB.
+pub const DEFAULT_HISTORY_MAX_BYTES: usize = 256 * 1024 * 1024;
 /// Default of `--redis-resubscribe-wait-secs`: twice the reconnect backoff's cap.
 pub const DEFAULT_REDIS_RESUBSCRIBE_WAIT_SECS: u64 = 10;
 /// Default log filter when neither `--log-level` nor `RUST_LOG` is set.
@@ -110,6 +115,10 @@ pub struct Config {
     pub max_connections_per_ip: Option<usize>,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
+    /// Options per room (`[[rooms]]` sections, then the history flags).
+    pub rooms: RoomRules,
+    /// Memory for history, all rooms together (one node).
+    pub history_max_bytes: usize,
 }
 
 /// Settings of the Redis link (`docs/cluster.md`).
@@ -171,6 +180,10 @@ impl Config {
             redis_buffer_messages: self.redis.as_ref().map(|r| r.buffer_messages),
             redis_resubscribe_wait_secs: self.redis.as_ref().map(|r| r.resubscribe_wait.as_secs()),
             log_level: Some(self.log_level.clone()),
+            history_size: Some(self.rooms.default_options().history_size),
+            history_ttl_secs: Some(self.rooms.default_options().history_ttl.as_secs()),
+            history_max_bytes: Some(self.history_max_bytes),
+            rooms: (!self.rooms.written().is_empty()).then(|| self.rooms.written().to_vec()),
         };
         let mut out = String::from("# roomcast effective configuration (roomcast --print-config)\n");
         if matches!(auth.map(|a| &a.key), Some(KeySource::Secret(_))) {
@@ -321,6 +334,31 @@ impl Config {
             return Err(ConfigError(format!("--shards must be at most {MAX_SHARDS}")));
         }
         let auth = resolve_auth(&s)?;
+        let history_ttl_secs = s.history_ttl_secs.unwrap_or(DEFAULT_HISTORY_TTL_SECS);
+        let history_size = s.history_size.unwrap_or(DEFAULT_HISTORY_SIZE);
+        if history_size > MAX_HISTORY_SIZE {
+            return Err(ConfigError(format!(
+                "--history-size must be at most {MAX_HISTORY_SIZE}"
+            )));
+        }
+        let rooms = RoomRules::new(
+            s.rooms.clone().unwrap_or_default(),
+            RoomOptions {
+                history_size,
+                history_ttl: Duration::from_secs(positive("history-ttl-secs", history_ttl_secs)?),
+            },
+        )?;
+        let history_max_bytes = positive(
+            "history-max-bytes",
+            s.history_max_bytes.unwrap_or(DEFAULT_HISTORY_MAX_BYTES),
+        )?;
+        if rooms.any_history() && s.redis_url.is_some() {
+            // Offsets of a linked room must come from Redis (a stream per
+            // room), or two nodes would number the same room differently.
+            return Err(ConfigError(
+                "room history with --redis-url is not supported yet: history is per node for now".into(),
+            ));
+        }
         // The demo is for trying roomcast out: on by default only in dev mode.
         let demo = s.demo.unwrap_or(auth.is_none());
         // So is /echo: it answers anyone, without a token or a rate limit.
@@ -409,6 +447,8 @@ impl Config {
             max_connections_per_ip,
             redis,
             log_level,
+            rooms,
+            history_max_bytes,
         })
     }
 }

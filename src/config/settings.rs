@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::rooms::RoomSection;
+
 /// The `roomcast` command line.
 #[derive(Debug, clap::Parser)]
 #[command(name = "roomcast", version, about = "A high-performance WebSocket message broker")]
@@ -135,6 +137,23 @@ pub struct Settings {
     /// Log filter, e.g. "info" or "roomcast=debug"; RUST_LOG is used when unset [default: info]
     #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    /// Messages kept per room, for rooms no [[rooms]] section matches; 0: no history [default: 0]
+    #[arg(long, env = "ROOMCAST_HISTORY_SIZE", value_name = "N")]
+    pub history_size: Option<usize>,
+
+    /// Seconds a room's history lives after its last publish, for rooms no [[rooms]] section matches [default: 300]
+    #[arg(long, env = "ROOMCAST_HISTORY_TTL_SECS", value_name = "N")]
+    pub history_ttl_secs: Option<u64>,
+
+    /// Memory for history on one node, all rooms together; past it the rooms idle longest lose theirs [default: 268435456]
+    #[arg(long, env = "ROOMCAST_HISTORY_MAX_BYTES", value_name = "N")]
+    pub history_max_bytes: Option<usize>,
+
+    /// Options per room pattern: `[[rooms]]` sections, in the TOML file only (last: TOML writes tables after values)
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<RoomSection>>,
 }
 
 impl Settings {
@@ -168,6 +187,10 @@ impl Settings {
             echo: self.echo.or(lower.echo),
             max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
             log_level: self.log_level.or(lower.log_level),
+            history_size: self.history_size.or(lower.history_size),
+            history_ttl_secs: self.history_ttl_secs.or(lower.history_ttl_secs),
+            history_max_bytes: self.history_max_bytes.or(lower.history_max_bytes),
+            rooms: self.rooms.or(lower.rooms),
         }
     }
 }

@@ -9,8 +9,21 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use crate::history::Since;
+use crate::protocol::encode::Draft;
 use crate::rooms::Topic;
 use crate::ws::CloseCode;
+
+/// Where a new member of a room starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinAt {
+    /// A room without history: from its next message, no offsets.
+    Plain,
+    /// A room with history: after its last message (the ack says which).
+    Top,
+    /// A room with history: after `Since`, if every message since is held.
+    Since(Since),
+}
 
 /// One request from a connection to its shard.
 #[derive(Debug)]
@@ -26,6 +39,8 @@ pub enum Action {
         topic: Topic,
         /// The request's id.
         id: Option<u64>,
+        /// Where the member starts, in a room with history.
+        at: JoinAt,
     },
     /// Leave a room; ack `id`.
     Leave {
@@ -50,6 +65,27 @@ pub enum Action {
     /// allows (telling the client, room by room), then ack `id`.
     Recheck {
         /// The refresh request's id.
+        id: Option<u64>,
+    },
+    /// Publish to a room with history: its owner shard numbers the frame,
+    /// keeps it and fans it out; ack `id` with the offset.
+    PublishNumbered {
+        /// The room's name in `Ctx::names`.
+        name: Range<usize>,
+        /// The frame up to its offset.
+        draft: Draft,
+        /// The request's id.
+        id: Option<u64>,
+    },
+    /// A `history` query, answered by the room's owner shard.
+    History {
+        /// The room's name in `Ctx::names`.
+        name: Range<usize>,
+        /// Most messages.
+        limit: usize,
+        /// From after this position.
+        since: Option<Since>,
+        /// The request's id.
         id: Option<u64>,
     },
     /// Start the close handshake with this code.

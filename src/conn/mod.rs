@@ -32,7 +32,7 @@ use crate::limits::{Permit, Ticket, REFUSING_HANDSHAKE};
 use crate::metrics::DropReason;
 use crate::protocol::encode;
 use crate::ws::{frame, CloseCode, Decoder, OpCode};
-pub(crate) use action::Action;
+pub(crate) use action::{Action, JoinAt};
 pub(crate) use ctx::{Clock, Ctx, Env, Shared, Work};
 use outbox::Outbox;
 use session::Session;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::auth::{Principal, RoomPolicy};
 use crate::config::Config;
+use crate::history::{Epoch, Since};
 use crate::limits::{Admit, RateLimiter};
 use crate::metrics::DropReason;
 use crate::protocol::publish::{self, Body, Target, ROOM_RULES};
@@ -15,7 +16,7 @@ use crate::protocol::{binary, encode, span, ErrorCode, Op, OpError, Request};
 use crate::rooms::{valid_room, Topic};
 use crate::ws::CloseCode;
 
-use super::action::Action;
+use super::action::{Action, JoinAt};
 use super::{Ctx, Env, Work};
 
 /// Identity and limits of one broker connection.
@@ -175,28 +176,67 @@ impl Session {
         let id = req.id;
         let max = env.config().max_message_bytes;
         let action = match req.op {
-            Op::Join { room } | Op::Leave { room } if !valid_room(room) => fail(id, ErrorCode::InvalidRoom, ROOM_RULES),
-            Op::Join { room } if !self.policy.allows(room) => {
+            Op::Join { room, .. } | Op::Leave { room } | Op::History { room, .. } if !valid_room(room) => {
+                fail(id, ErrorCode::InvalidRoom, ROOM_RULES)
+            }
+            Op::Join { room, .. } | Op::History { room, .. } if !self.policy.allows(room) => {
                 fail(id, ErrorCode::Forbidden, "room not allowed by token")
             }
-            Op::Join { room } => Action::Join {
-                topic: Topic::Room(Arc::from(room)),
-                id,
-            },
+            Op::Join { room, since } => {
+                let at = match (env.config().rooms.options(room).has_history(), since) {
+                    (false, _) => JoinAt::Plain,
+                    (true, None) => JoinAt::Top,
+                    (true, Some(s)) => JoinAt::Since(since_of(s)),
+                };
+                Action::Join {
+                    topic: Topic::Room(Arc::from(room)),
+                    id,
+                    at,
+                }
+            }
+            Op::History { .. } if !env.config().rooms.any_history() => {
+                fail(id, ErrorCode::NoHistory, "the room keeps no history")
+            }
+            Op::History { room, limit, since } => {
+                if !env.config().rooms.options(room).has_history() {
+                    return Some(fail(id, ErrorCode::NoHistory, "the room keeps no history"));
+                }
+                Action::History {
+                    name: push_name(names, room),
+                    limit,
+                    since: since.map(since_of),
+                    id,
+                }
+            }
             Op::Leave { room } => Action::Leave {
                 topic: Topic::Room(Arc::from(room)),
                 id,
             },
             Op::Publish { room, data } => {
                 let data = &payload[data];
+                let numbered = env.config().rooms.any_history() && env.config().rooms.options(room).has_history();
+                // A numbered message also carries `,"offset":N`.
+                let max = if numbered {
+                    max.saturating_sub(encode::OFFSET_BYTES)
+                } else {
+                    max
+                };
                 if let Err((code, message)) = publish::check(Target::Room(room), &self.policy, self.body(data), max) {
                     return Some(fail(id, code, message));
                 }
-                Action::Publish {
-                    user: false,
-                    name: push_name(names, room),
-                    frame: encode::message(room, &self.user, data),
-                    id,
+                if numbered {
+                    Action::PublishNumbered {
+                        name: push_name(names, room),
+                        draft: encode::message_draft(room, &self.user, data),
+                        id,
+                    }
+                } else {
+                    Action::Publish {
+                        user: false,
+                        name: push_name(names, room),
+                        frame: encode::message(room, &self.user, data),
+                        id,
+                    }
                 }
             }
             Op::Send { user, data } => {
@@ -252,6 +292,14 @@ impl Session {
     /// Whether the token allows `room`.
     pub fn allows(&self, room: &str) -> bool {
         self.policy.allows(room)
+    }
+}
+
+/// A client's `since`, with an epoch that is not one of ours made unmatchable.
+fn since_of(s: crate::protocol::ops::Since<'_>) -> Since {
+    Since {
+        offset: s.offset,
+        epoch: Epoch::parse(s.epoch).unwrap_or(Epoch::UNKNOWN),
     }
 }
 

@@ -131,6 +131,18 @@ pub struct ShardMetrics {
     pub auth_failures: Counter,
     /// Plain HTTP responses, indexed like [`HTTP_STATUSES`].
     pub http_responses: [Counter; HTTP_STATUSES.len()],
+    /// Messages held in this shard's history (a gauge, sampled every sweep).
+    pub history_messages: Counter,
+    /// Bytes of them (a gauge).
+    pub history_bytes: Counter,
+    /// Joins with `since` that got every missed message.
+    pub recovered: Counter,
+    /// Joins with `since` that could not (another epoch, too old, in the future).
+    pub recovery_gaps: Counter,
+    /// Messages replayed to recovering members.
+    pub replayed: Counter,
+    /// Messages dropped from history to stay within `--history-max-bytes`.
+    pub history_evicted: Counter,
 }
 
 impl ShardMetrics {

@@ -14,6 +14,16 @@ pub const ROOMS: &str = "roomcast_rooms";
 /// Gauge: bytes queued for clients in roomcast (not yet taken by the
 /// kernel), sampled every sweep.
 pub const QUEUED_BYTES: &str = "roomcast_queued_bytes";
+/// Gauge: messages held in room history.
+pub const HISTORY_MESSAGES: &str = "roomcast_history_messages";
+/// Gauge: bytes of room history.
+pub const HISTORY_BYTES: &str = "roomcast_history_bytes";
+/// Counter: joins with `since`, by result (`recovered`, `gap`).
+pub const RECOVERIES_TOTAL: &str = "roomcast_recoveries_total";
+/// Counter: messages replayed to recovering members.
+pub const REPLAYED_TOTAL: &str = "roomcast_replayed_messages_total";
+/// Counter: messages dropped from history for `--history-max-bytes`.
+pub const HISTORY_EVICTED_TOTAL: &str = "roomcast_history_evicted_total";
 /// Counter: tokens refused (upgrade, refresh, expiry while connected).
 pub const AUTH_FAILURES_TOTAL: &str = "roomcast_auth_failures_total";
 /// Counter: data messages received from clients.

@@ -50,7 +50,40 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
     let help = "Bytes queued for clients, not yet taken by the kernel (sampled every 250 ms).";
     header(&mut out, QUEUED_BYTES, "gauge", help);
     let _ = writeln!(out, "{QUEUED_BYTES} {}", sum(reg, |s| s.queued_bytes.get()));
-    let counters: [(&str, &str, Read); 6] = [
+    header(
+        &mut out,
+        HISTORY_MESSAGES,
+        "gauge",
+        "Messages held in room history (sampled every 250 ms).",
+    );
+    let _ = writeln!(out, "{HISTORY_MESSAGES} {}", sum(reg, |s| s.history_messages.get()));
+    header(
+        &mut out,
+        HISTORY_BYTES,
+        "gauge",
+        "Bytes of room history, frames and bookkeeping.",
+    );
+    let _ = writeln!(out, "{HISTORY_BYTES} {}", sum(reg, |s| s.history_bytes.get()));
+    header(&mut out, RECOVERIES_TOTAL, "counter", "Joins with `since`, by result.");
+    let _ = writeln!(
+        out,
+        "{RECOVERIES_TOTAL}{{result=\"recovered\"}} {}",
+        sum(reg, |s| s.recovered.get())
+    );
+    let _ = writeln!(
+        out,
+        "{RECOVERIES_TOTAL}{{result=\"gap\"}} {}",
+        sum(reg, |s| s.recovery_gaps.get())
+    );
+    let counters: [(&str, &str, Read); 8] = [
+        (REPLAYED_TOTAL, "Messages replayed to recovering members.", |s| {
+            s.replayed.get()
+        }),
+        (
+            HISTORY_EVICTED_TOTAL,
+            "Messages dropped from history to stay within --history-max-bytes.",
+            |s| s.history_evicted.get(),
+        ),
         (AUTH_FAILURES_TOTAL, "Tokens refused.", |s| s.auth_failures.get()),
         (CONNECTIONS_TOTAL, "WebSocket connections upgraded.", |s| {
             s.connections_total.get()

@@ -13,6 +13,7 @@ use crate::ws::OpCode;
 use super::error::{ErrorCode, OpError};
 
 /// Builds one frame: payload first, header last.
+#[derive(Debug)]
 pub struct FrameWriter {
     buf: BytesMut,
 }
@@ -112,6 +113,108 @@ pub fn message(room: &str, from: &str, data: &[u8]) -> Bytes {
         .raw(br#","data":"#)
         .raw(data)
         .raw(b"}");
+    w.finish(OpCode::Text)
+}
+
+/// A `message` frame for a room with history, written up to its offset:
+/// the room's owner shard numbers it and finishes it (no copy: the header
+/// space is reserved in front, as for every frame).
+#[derive(Debug)]
+pub struct Draft {
+    w: FrameWriter,
+    /// Payload range of `"from":U,"data":D`.
+    body: (usize, usize),
+}
+
+/// `{"op":"message","room":R,"from":U,"data":D,` — the rest is the offset's.
+pub fn message_draft(room: &str, from: &str, data: &[u8]) -> Draft {
+    let mut w = FrameWriter::new(64 + room.len() + from.len() + data.len());
+    w.raw(br#"{"op":"message","room":"#).string(room).raw(b",");
+    let start = w.payload_len();
+    w.raw(br#""from":"#).string(from).raw(br#","data":"#).raw(data);
+    let end = w.payload_len();
+    Draft { w, body: (start, end) }
+}
+
+impl Draft {
+    /// `...,"offset":N}`: the finished frame, and where its body is in it.
+    pub fn finish(mut self, offset: u64) -> (Bytes, (u32, u32)) {
+        self.w.raw(br#","offset":"#).number(offset).raw(b"}");
+        let payload = self.w.payload_len();
+        let frame = self.w.finish(OpCode::Text);
+        let header = frame.len() - payload;
+        let (start, end) = self.body;
+        (frame, ((header + start) as u32, (header + end) as u32))
+    }
+
+    /// Payload bytes so far (the offset adds at most 31).
+    pub fn payload_len(&self) -> usize {
+        self.w.payload_len()
+    }
+}
+
+/// Most bytes `,"offset":N` adds to a numbered message.
+pub const OFFSET_BYTES: usize = 30;
+
+/// `{"op":"ack","id":N,"offset":O}`: where a publish landed.
+pub fn ack_offset(id: u64, offset: u64) -> Bytes {
+    let mut w = FrameWriter::new(64);
+    w.raw(br#"{"op":"ack","id":"#)
+        .number(id)
+        .raw(br#","offset":"#)
+        .number(offset)
+        .raw(b"}");
+    w.finish(OpCode::Text)
+}
+
+/// `{"op":"ack","id":N,"offset":TOP,"epoch":E}` (and `"recovered":B` when the
+/// join asked to recover): where a member of a room with history starts.
+pub fn ack_position(id: u64, top: u64, epoch: &str, recovered: Option<bool>) -> Bytes {
+    let mut w = FrameWriter::new(96);
+    w.raw(br#"{"op":"ack","id":"#)
+        .number(id)
+        .raw(br#","offset":"#)
+        .number(top)
+        .raw(br#","epoch":"#)
+        .string(epoch);
+    match recovered {
+        Some(true) => w.raw(br#","recovered":true}"#),
+        Some(false) => w.raw(br#","recovered":false}"#),
+        None => w.raw(b"}"),
+    };
+    w.finish(OpCode::Text)
+}
+
+/// The `history` answer: `{"op":"history","id":I,"room":R,"epoch":E,
+/// "offset":TOP,"messages":[{"offset":N,"from":U,"data":D},...]}` (`id`
+/// only if the request had one); `messages` are `(offset, body)` pairs,
+/// the body being `"from":U,"data":D` as the message frame has it.
+pub fn history<'a>(
+    id: Option<u64>,
+    room: &str,
+    epoch: &str,
+    top: u64,
+    messages: impl IntoIterator<Item = (u64, &'a [u8])>,
+) -> Bytes {
+    let mut w = FrameWriter::new(128 + room.len());
+    w.raw(br#"{"op":"history","#);
+    if let Some(id) = id {
+        w.raw(br#""id":"#).number(id).raw(b",");
+    }
+    w.raw(br#""room":"#)
+        .string(room)
+        .raw(br#","epoch":"#)
+        .string(epoch)
+        .raw(br#","offset":"#)
+        .number(top)
+        .raw(br#","messages":["#);
+    for (i, (offset, body)) in messages.into_iter().enumerate() {
+        if i > 0 {
+            w.raw(b",");
+        }
+        w.raw(br#"{"offset":"#).number(offset).raw(b",").raw(body).raw(b"}");
+    }
+    w.raw(b"]}");
     w.finish(OpCode::Text)
 }
 

@@ -17,6 +17,10 @@ pub enum ErrorCode {
     RateLimited,
     /// The message, or the connection's room count, is over a limit.
     TooLarge,
+    /// The room keeps no history (a `history` query).
+    NoHistory,
+    /// What the request needs is unreachable for now (the history store).
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -30,6 +34,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooLarge => "too_large",
+            ErrorCode::NoHistory => "no_history",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Parsing client ops: `join`, `leave`, `publish`, `send`, `refresh`.
+//! Parsing client ops: `join`, `leave`, `publish`, `send`, `refresh`,
+//! `history`, `ping`.
 //!
 //! simd-json rewrites its input while parsing, so the payload is copied into
 //! a per-shard scratch buffer first (the original stays intact for splicing
@@ -16,10 +17,21 @@ use super::span;
 /// A client operation; strings borrow from the parser's scratch buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Op<'a> {
-    /// Join a room.
+    /// Join a room; with `since`, recover what was missed after it.
     Join {
         /// The room name (not yet validated).
         room: &'a str,
+        /// Where the client stopped, to recover from.
+        since: Option<Since<'a>>,
+    },
+    /// Ask for a room's recent messages.
+    History {
+        /// The room name (not yet validated).
+        room: &'a str,
+        /// How many at most (1 to `MAX_HISTORY_LIMIT`).
+        limit: usize,
+        /// From after this position, instead of the latest.
+        since: Option<Since<'a>>,
     },
     /// Leave a room (idempotent).
     Leave {
@@ -49,6 +61,20 @@ pub enum Op<'a> {
         token: &'a str,
     },
 }
+
+/// A position as a client gives it: `{"offset":N,"epoch":E}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Since<'a> {
+    /// The last offset the client received.
+    pub offset: u64,
+    /// The stream it belongs to, as the server named it.
+    pub epoch: &'a str,
+}
+
+/// Messages a `history` query returns when it gives no `limit`.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+/// Most messages one `history` query may ask for.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
 
 /// A parsed request: the op and its optional correlation id.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,6 +126,28 @@ fn field_message(key: &str, what: &str) -> &'static str {
     }
 }
 
+/// The optional `since` object.
+fn since_field<'v>(obj: &'v BorrowedValue<'_>, id: Option<u64>) -> Result<Option<Since<'v>>, OpError> {
+    const SHAPE: &str = "field \"since\" must be {\"offset\": a non-negative integer, \"epoch\": a string}";
+    let Some(v) = obj.get("since") else {
+        return Ok(None);
+    };
+    let offset = v.get("offset").and_then(|o| o.as_u64()).ok_or_else(|| bad(id, SHAPE))?;
+    let epoch = v.get("epoch").and_then(|e| e.as_str()).ok_or_else(|| bad(id, SHAPE))?;
+    Ok(Some(Since { offset, epoch }))
+}
+
+/// The optional `limit` of a `history` query.
+fn limit_field(obj: &BorrowedValue<'_>, id: Option<u64>) -> Result<usize, OpError> {
+    match obj.get("limit") {
+        None => Ok(DEFAULT_HISTORY_LIMIT),
+        Some(v) => match v.as_u64() {
+            Some(n @ 1..) if n as usize <= MAX_HISTORY_LIMIT => Ok(n as usize),
+            _ => Err(bad(id, "field \"limit\" must be an integer from 1 to 1000")),
+        },
+    }
+}
+
 fn data_field(payload: &[u8], id: Option<u64>) -> Result<Range<usize>, OpError> {
     match span::field(payload, "data") {
         Ok(Some(r)) => Ok(r),
@@ -139,6 +187,12 @@ impl Parser {
         let op = match op {
             "join" => Op::Join {
                 room: str_field(&value, "room", id)?,
+                since: since_field(&value, id)?,
+            },
+            "history" => Op::History {
+                room: str_field(&value, "room", id)?,
+                limit: limit_field(&value, id)?,
+                since: since_field(&value, id)?,
             },
             "leave" => Op::Leave {
                 room: str_field(&value, "room", id)?,
@@ -186,8 +240,46 @@ mod tests {
         })
         .unwrap();
         p.parse(br#"{"op":"join","room":"a\"b"}"#, |r| {
-            assert_eq!(r.op, Op::Join { room: "a\"b" })
+            assert_eq!(
+                r.op,
+                Op::Join {
+                    room: "a\"b",
+                    since: None
+                }
+            )
         })
+        .unwrap();
+        p.parse(br#"{"op":"join","room":"r","since":{"offset":7,"epoch":"e"}}"#, |r| {
+            let since = Some(Since { offset: 7, epoch: "e" });
+            assert_eq!(r.op, Op::Join { room: "r", since })
+        })
+        .unwrap();
+        p.parse(br#"{"op":"history","room":"r"}"#, |r| {
+            let (limit, since) = (DEFAULT_HISTORY_LIMIT, None);
+            assert_eq!(
+                r.op,
+                Op::History {
+                    room: "r",
+                    limit,
+                    since
+                }
+            )
+        })
+        .unwrap();
+        p.parse(
+            br#"{"op":"history","room":"r","limit":5,"since":{"offset":0,"epoch":"e"}}"#,
+            |r| {
+                let since = Some(Since { offset: 0, epoch: "e" });
+                assert_eq!(
+                    r.op,
+                    Op::History {
+                        room: "r",
+                        limit: 5,
+                        since
+                    }
+                )
+            },
+        )
         .unwrap();
         p.parse(br#"{"op":"leave","room":"x"}"#, |r| {
             assert_eq!(r.op, Op::Leave { room: "x" })
@@ -237,5 +329,16 @@ mod tests {
             code(r#"{"op":"join","room":"r","id":"x"}"#),
             (None, ErrorCode::BadRequest)
         );
+        for bad in [
+            r#"{"op":"join","room":"r","id":3,"since":5}"#,
+            r#"{"op":"join","room":"r","id":3,"since":{"offset":-1,"epoch":"e"}}"#,
+            r#"{"op":"join","room":"r","id":3,"since":{"offset":1}}"#,
+            r#"{"op":"join","room":"r","id":3,"since":{"offset":1.5,"epoch":"e"}}"#,
+            r#"{"op":"history","room":"r","id":3,"limit":0}"#,
+            r#"{"op":"history","room":"r","id":3,"limit":1001}"#,
+            r#"{"op":"history","room":"r","id":3,"limit":"all"}"#,
+        ] {
+            assert_eq!(code(bad), (Some(3), ErrorCode::BadRequest), "{bad}");
+        }
     }
 }

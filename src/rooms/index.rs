@@ -88,17 +88,32 @@ enum Announce {
 #[derive(Debug)]
 struct Entry {
     topic: Topic,
+    /// Local members messages are fanned out to.
     members: Vec<u32>,
+    /// Local members not admitted yet (a room with history: they wait for
+    /// the room's owner shard to say where they start).
+    pending: u32,
     /// Bit `s` set: shard `s` has members.
     remote: u64,
     announce: Announce,
 }
 
-/// One subscription of a slot: the entry and the slot's index in its members.
+/// One subscription of a slot: the entry and the slot's index in its
+/// members (`PENDING` while not admitted).
 #[derive(Debug, Clone, Copy)]
 struct Sub {
     entry: u32,
     pos: u32,
+}
+
+/// `Sub::pos` of a member not admitted yet.
+const PENDING: u32 = u32::MAX;
+
+impl Entry {
+    /// Whether the shard has members of it, admitted or not.
+    fn has_local(&self) -> bool {
+        !self.members.is_empty() || self.pending > 0
+    }
 }
 
 /// A shard's topic index.
@@ -154,7 +169,7 @@ impl RoomIndex {
     fn counts(&self, e: u32) -> bool {
         let entry = &self.entries[e as usize];
         let lower = (1u64 << self.shard) - 1;
-        matches!(entry.topic, Topic::Room(_)) && !entry.members.is_empty() && entry.remote & lower == 0
+        matches!(entry.topic, Topic::Room(_)) && entry.has_local() && entry.remote & lower == 0
     }
 
     /// Topics this shard tracks (local members or remote interest).
@@ -170,6 +185,7 @@ impl RoomIndex {
         let e = self.entries.insert(Entry {
             topic: topic.clone(),
             members: Vec::new(),
+            pending: 0,
             remote: 0,
             announce: Announce::None,
         }) as u32;
@@ -179,7 +195,7 @@ impl RoomIndex {
 
     fn free_if_unused(&mut self, e: u32) {
         let entry = &self.entries[e as usize];
-        if entry.members.is_empty() && entry.remote == 0 {
+        if !entry.has_local() && entry.remote == 0 {
             let entry = self.entries.remove(e as usize);
             self.by_topic.remove(&entry.topic);
         }
@@ -187,6 +203,37 @@ impl RoomIndex {
 
     /// Adds connection `slot` to `topic`; `waiter` is answered per [`Joined`].
     pub fn join(&mut self, slot: u32, topic: &Topic, waiter: Waiter) -> Joined {
+        self.join_as(slot, topic, waiter, false)
+    }
+
+    /// Adds connection `slot` to `topic` without admitting it: it counts as
+    /// a local member (announced, kept) but gets no message until
+    /// [`RoomIndex::admit`].
+    pub fn join_pending(&mut self, slot: u32, topic: &Topic, waiter: Waiter) -> Joined {
+        self.join_as(slot, topic, waiter, true)
+    }
+
+    /// Admits a member that joined pending; `false` if it is not one (it
+    /// left, or was admitted already).
+    pub fn admit(&mut self, slot: u32, topic: &Topic) -> bool {
+        let Some(&e) = self.by_topic.get(topic) else {
+            return false;
+        };
+        let Some(sub) = self
+            .subs
+            .get_mut(slot as usize)
+            .and_then(|subs| subs.iter_mut().find(|sub| sub.entry == e && sub.pos == PENDING))
+        else {
+            return false;
+        };
+        let entry = &mut self.entries[e as usize];
+        sub.pos = entry.members.len() as u32;
+        entry.members.push(slot);
+        entry.pending -= 1;
+        true
+    }
+
+    fn join_as(&mut self, slot: u32, topic: &Topic, waiter: Waiter, pending: bool) -> Joined {
         let s = slot as usize;
         if self.subs.len() <= s {
             self.subs.resize_with(s + 1, Vec::new);
@@ -202,8 +249,13 @@ impl RoomIndex {
         let e = self.entry_for(topic);
         let counted = self.counts(e);
         let entry = &mut self.entries[e as usize];
-        let pos = entry.members.len() as u32;
-        entry.members.push(slot);
+        let pos = if pending {
+            entry.pending += 1;
+            PENDING
+        } else {
+            entry.members.push(slot);
+            entry.members.len() as u32 - 1
+        };
         self.subs[s].push(Sub { entry: e, pos });
         if !counted && self.counts(e) {
             self.rooms += 1;
@@ -279,14 +331,18 @@ impl RoomIndex {
     fn remove_member(&mut self, slot: u32, sub: Sub) -> Option<(Topic, Vec<Waiter>)> {
         let counted = self.counts(sub.entry);
         let entry = &mut self.entries[sub.entry as usize];
-        debug_assert_eq!(entry.members[sub.pos as usize], slot);
-        entry.members.swap_remove(sub.pos as usize);
-        if let Some(&moved) = entry.members.get(sub.pos as usize) {
-            if let Some(m) = self.subs[moved as usize].iter_mut().find(|m| m.entry == sub.entry) {
-                m.pos = sub.pos;
+        if sub.pos == PENDING {
+            entry.pending -= 1;
+        } else {
+            debug_assert_eq!(entry.members[sub.pos as usize], slot);
+            entry.members.swap_remove(sub.pos as usize);
+            if let Some(&moved) = entry.members.get(sub.pos as usize) {
+                if let Some(m) = self.subs[moved as usize].iter_mut().find(|m| m.entry == sub.entry) {
+                    m.pos = sub.pos;
+                }
             }
         }
-        if !entry.members.is_empty() {
+        if entry.has_local() {
             return None;
         }
         if counted {

@@ -133,3 +133,26 @@ fn a_room_on_several_shards_is_counted_by_the_lowest_one_only() {
     high.leave_all(1, |_, _| {});
     assert_eq!(high.counted_rooms(), 0);
 }
+
+#[test]
+fn a_pending_member_counts_as_local_but_gets_nothing_until_admitted() {
+    let mut r = RoomIndex::new(0, 2, 10);
+    let Joined::Announce { .. } = r.join_pending(1, &room("h"), ack(1)) else {
+        panic!("the first local member, pending or not, is announced")
+    };
+    assert_eq!(r.route(&room("h")).unwrap().0, &[] as &[u32], "not fanned out to");
+    assert_eq!(r.counted_rooms(), 1);
+    assert_eq!(r.join(2, &room("h"), ack(2)), Joined::Waiting);
+    assert!(r.admit(1, &room("h")));
+    assert!(!r.admit(1, &room("h")), "once");
+    let mut members = r.route(&room("h")).unwrap().0.to_vec();
+    members.sort();
+    assert_eq!(members, [1, 2]);
+    // A pending member that leaves is simply gone; the last one out renounces.
+    assert_eq!(r.join_pending(3, &room("h"), ack(3)), Joined::Waiting);
+    assert_eq!(r.leave(3, &room("h")), Left::OthersRemain);
+    assert!(!r.admit(3, &room("h")));
+    assert_eq!(r.leave(1, &room("h")), Left::OthersRemain);
+    assert!(matches!(r.leave(2, &room("h")), Left::LastLocal(_)));
+    assert_eq!((r.counted_rooms(), r.entries()), (0, 0));
+}

@@ -8,8 +8,8 @@
 
 use bytes::Bytes;
 
-use crate::bus::ShardMsg;
-use crate::conn::{Action, Clock, Conn, Ctx};
+use crate::bus::{ReplyTo, ShardMsg};
+use crate::conn::{Action, Clock, Conn, Ctx, JoinAt};
 use crate::protocol::{encode, ErrorCode, OpError};
 use crate::rooms::{Joined, Left, Topic, TopicRef, Waiter};
 
@@ -36,7 +36,7 @@ impl Shard {
     }
 
     /// Queues a frame to the connection itself.
-    fn reply(&mut self, slot: usize, id: u64, frame: Bytes) {
+    pub(super) fn reply(&mut self, slot: usize, id: u64, frame: Bytes) {
         let Some(conn) = self.conn(slot, id) else { return };
         conn.push_reply(frame);
         if conn.mark_dirty() {
@@ -71,7 +71,10 @@ impl Shard {
                     Joined::Waiting | Joined::TooMany => {}
                 }
             }
-            Action::Join { topic, id: req } => {
+            Action::Join { topic, id: req, at } if at != JoinAt::Plain => {
+                self.join_numbered(slot, id, topic, req, at);
+            }
+            Action::Join { topic, id: req, .. } => {
                 let waiter = Waiter::Ack {
                     slot: slot as u32,
                     conn: id,
@@ -88,6 +91,7 @@ impl Shard {
                 }
             }
             Action::Leave { topic, id: req } => {
+                self.forget_admissions(slot, id, Some(&topic));
                 self.leave(slot, topic, clock);
                 if let Some(req) = req {
                     self.reply(slot, id, encode::ack(req));
@@ -129,6 +133,33 @@ impl Shard {
                     self.reply(slot, id, encode::ack(req));
                 }
             }
+            Action::PublishNumbered { name, draft, id: req } => {
+                let names = std::mem::take(&mut self.work.names);
+                let reply = ReplyTo {
+                    shard: self.id,
+                    slot: slot as u32,
+                    conn: id,
+                    req,
+                };
+                self.publish_numbered(&names[name], draft, reply, clock);
+                self.work.names = names;
+            }
+            Action::History {
+                name,
+                limit,
+                since,
+                id: req,
+            } => {
+                let names = std::mem::take(&mut self.work.names);
+                let reply = ReplyTo {
+                    shard: self.id,
+                    slot: slot as u32,
+                    conn: id,
+                    req,
+                };
+                self.query_history(&names[name], limit, since, reply);
+                self.work.names = names;
+            }
             Action::Close { code, reason } => {
                 let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) else {
                     return;
@@ -159,7 +190,7 @@ impl Shard {
     }
 
     /// Tells every other shard that this one now has members of `topic`.
-    fn announce(&mut self, topic: Topic, seq: u64) {
+    pub(super) fn announce(&mut self, topic: Topic, seq: u64) {
         let me = self.id;
         self.relay.control_all(|| ShardMsg::Interest {
             topic: topic.clone(),
@@ -209,7 +240,7 @@ impl Shard {
 
     /// Delivers `frame` to local members of `topic` and queues it for the
     /// other shards that have members.
-    fn publish(&mut self, topic: TopicRef<'_>, frame: &Bytes) {
+    pub(super) fn publish(&mut self, topic: TopicRef<'_>, frame: &Bytes) {
         let Some((owned, members, remote)) = self.rooms.lookup(topic) else {
             // No member on this node; other nodes may have some.
             if self.relay.has_link() {

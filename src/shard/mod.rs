@@ -13,6 +13,7 @@
 
 mod actions;
 pub mod bench;
+mod history;
 mod relay;
 
 use std::collections::VecDeque;
@@ -23,7 +24,7 @@ use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::bus::{LinkHandle, ShardHandle, ShardMsg, INBOX_CAPACITY};
+use crate::bus::{Batch, LinkHandle, ShardHandle, ShardMsg, INBOX_CAPACITY};
 use crate::conn::turn::TurnLog;
 pub(crate) use crate::conn::Shared;
 use crate::conn::{Clock, Conn, Ctx, Env, Verdict, Work};
@@ -69,6 +70,12 @@ pub(crate) struct Shard {
     pending: Pending,
     /// Connections to read again next turn: (slot, id) so a reused slot is skipped.
     again: Vec<(usize, u64)>,
+    /// The history of the rooms this shard owns (`history.rs`).
+    history: crate::history::Store,
+    /// Members joined pending on this shard, by ticket: (slot, id, room).
+    admissions: hashbrown::HashMap<u64, (u32, u64, crate::rooms::Topic)>,
+    next_ticket: u64,
+    next_history_expiry: Instant,
     /// Connections over a cap (`limits::admission`), oldest first; may
     /// list some already gone.
     refusing: VecDeque<(usize, u64)>,
@@ -97,6 +104,8 @@ impl Shard {
         let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::bounded(INBOX_CAPACITY);
         let env = Env::new(id, shared);
+        // Each shard owns a share of the rooms, and of the budget.
+        let env_history_budget = env.config().history_max_bytes / env.shards;
         let shard = Shard {
             id,
             poll,
@@ -112,6 +121,10 @@ impl Shard {
             again: Vec::new(),
             held_back: Vec::new(),
             refusing: VecDeque::new(),
+            history: crate::history::Store::new(env_history_budget),
+            admissions: hashbrown::HashMap::new(),
+            next_ticket: 1,
+            next_history_expiry: Instant::now(),
             swept: Vec::new(),
             next_id: 1,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
@@ -259,9 +272,17 @@ impl Shard {
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
                 ShardMsg::Accept { stream, peer, permit } => self.adopt(stream, peer, permit, clock),
-                ShardMsg::Frames(batch) => {
-                    for (topic, frame) in &batch {
+                ShardMsg::Frames(Batch { frames, items }) => {
+                    // History items in their places among the frames.
+                    let mut items = items.into_iter().peekable();
+                    for (i, (topic, frame)) in frames.iter().enumerate() {
+                        while let Some((_, item)) = items.next_if(|(at, _)| *at <= i) {
+                            self.on_item(item, clock);
+                        }
                         self.fan_out_local(topic, frame);
+                    }
+                    for (_, item) in items {
+                        self.on_item(item, clock);
                     }
                 }
                 ShardMsg::Interest { topic, from, on, seq } => {
@@ -406,6 +427,7 @@ impl Shard {
         slots.clear();
         self.swept = slots;
         self.env.metrics.queued_bytes.set(queued as u64);
+        self.sweep_history(clock);
     }
 
     /// End of a turn: cut slow consumers, flush every connection that got

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::bus::post::shards_in;
-use crate::bus::{LinkHandle, Post, ShardHandle, ShardMsg, TopicInterest};
+use crate::bus::{Item, LinkHandle, Post, ShardHandle, ShardMsg, TopicInterest};
 use crate::metrics::{DropReason, ShardMetrics};
 use crate::rooms::Topic;
 
@@ -85,6 +85,11 @@ impl Relay {
         for s in shards_in(mask & !(1 << self.me)) {
             self.post.frame(s, topic, frame);
         }
+    }
+
+    /// Adds a history item for shard `to`, in order with this turn's frames.
+    pub fn item(&mut self, to: usize, item: Item) {
+        self.post.item(to, item);
     }
 
     /// Sends a control message to shard `to`, never dropping it.
@@ -175,10 +180,10 @@ mod tests {
         relay.fan_out(0b10, &topic, &frame);
         relay.flush(&metrics.shards[0]);
         assert!(relay.congested(), "a batch waits for room");
-        assert!(matches!(rx1.try_recv(), Ok(ShardMsg::Frames(b)) if b.len() == TURN_FRAMES));
+        assert!(matches!(rx1.try_recv(), Ok(ShardMsg::Frames(b)) if b.frames.len() == TURN_FRAMES));
         relay.flush(&metrics.shards[0]);
         assert!(!relay.congested(), "drained");
-        assert!(matches!(rx1.try_recv(), Ok(ShardMsg::Frames(b)) if b.len() == 1));
+        assert!(matches!(rx1.try_recv(), Ok(ShardMsg::Frames(b)) if b.frames.len() == 1));
         assert_eq!(metrics.shards[0].dropped[DropReason::ChannelFull as usize].get(), 0);
     }
 }

@@ -14,6 +14,7 @@ const RANKS: &[(&str, u32)] = &[
     ("auth", 0),
     ("rooms", 0),
     ("limits", 0),
+    ("history", 0),
     ("protocol", 1),
     ("config", 1),
     ("http", 2),

@@ -12,6 +12,7 @@ mod config;
 mod echo;
 mod hardening;
 mod heartbeat;
+mod history;
 mod http_endpoints;
 mod layering;
 mod limits;

@@ -1,0 +1,288 @@
+//! Rooms with history: each has an owner shard (by a hash of its name),
+//! the only one that numbers its messages and keeps them
+//! (`history::Store`), so no lock is needed. A publish from another shard
+//! hops to the owner in that turn's batch; the owner numbers it, keeps it,
+//! fans it out like any publish and answers the publisher with the offset.
+//!
+//! A join on a shard other than the owner is pending (counted, announced,
+//! but fanned out nothing) until the owner says where the member starts:
+//! the owner's answer travels in its batch to that shard, in order with the
+//! room's frames, so the member gets the replay, then every frame after
+//! its position, with no gap and no duplicate at the seam.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::bus::{Item, ReplyTo};
+use crate::conn::{Clock, JoinAt};
+use crate::history::{Limits, Since};
+use crate::protocol::encode::{self, Draft};
+use crate::protocol::{ErrorCode, OpError};
+use crate::rooms::{Joined, Topic, TopicRef, Waiter};
+
+use super::Shard;
+
+/// The shard that owns `room`'s history: the same on every shard, for the
+/// life of the process.
+pub(super) fn owner_of(room: &str, shards: usize) -> usize {
+    // SipHash with fixed keys: deterministic, and spreads rooms evenly.
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    room.hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
+
+impl Shard {
+    /// The history settings of `room`.
+    fn limits(&self, room: &str) -> Limits {
+        let o = self.env.config().rooms.options(room);
+        Limits {
+            size: o.history_size,
+            ttl: o.history_ttl,
+        }
+    }
+
+    /// A connection of this shard publishes to a room with history.
+    pub(super) fn publish_numbered(&mut self, room: &str, draft: Draft, reply: ReplyTo, clock: Clock) {
+        let owner = owner_of(room, self.env.shards);
+        if owner != self.id {
+            let room = Arc::from(room);
+            self.relay.item(owner, Item::Publish { room, draft, reply });
+            return;
+        }
+        self.number(room, draft, reply, clock);
+    }
+
+    /// The owner numbers, keeps and fans out a message, and acks it.
+    fn number(&mut self, room: &str, draft: Draft, reply: ReplyTo, clock: Clock) {
+        let limits = self.limits(room);
+        let (offset, frame) = self.history.append(room, limits, clock.now, |n| draft.finish(n));
+        self.publish(TopicRef::Room(room), &frame);
+        if let Some(req) = reply.req {
+            self.answer_to(reply, encode::ack_offset(req, offset));
+        }
+    }
+
+    /// Queues `frame` to the connection `reply` names, here or on its shard.
+    fn answer_to(&mut self, reply: ReplyTo, frame: Bytes) {
+        if reply.shard == self.id {
+            self.reply(reply.slot as usize, reply.conn, frame);
+        } else {
+            let (slot, conn) = (reply.slot, reply.conn);
+            self.relay.item(reply.shard, Item::Reply { slot, conn, frame });
+        }
+    }
+
+    /// A connection of this shard joins a room with history.
+    pub(super) fn join_numbered(&mut self, slot: usize, conn: u64, topic: Topic, req: Option<u64>, at: JoinAt) {
+        let Topic::Room(room) = &topic else { return };
+        let room = room.clone();
+        let since = match at {
+            JoinAt::Since(s) => Some(s),
+            JoinAt::Top | JoinAt::Plain => None,
+        };
+        // The ack comes with the position, not with the confirmations.
+        let silent = Waiter::Ack {
+            slot: slot as u32,
+            conn,
+            id: None,
+        };
+        let owner = owner_of(&room, self.env.shards);
+        let joined = if owner == self.id {
+            self.rooms.join(slot as u32, &topic, silent)
+        } else {
+            self.rooms.join_pending(slot as u32, &topic, silent)
+        };
+        match joined {
+            Joined::TooMany => {
+                let e = OpError::new(req, ErrorCode::TooLarge, "too many rooms on this connection");
+                self.reply(slot, conn, encode::error(&e));
+                return;
+            }
+            Joined::Announce { seq } => self.announce(topic.clone(), seq),
+            Joined::Already | Joined::Ready | Joined::Waiting => {}
+        }
+        if owner == self.id {
+            // Everything later is fanned out to it from here: the seam is
+            // this very point.
+            let already = matches!(joined, Joined::Already);
+            let (frames, ack) = self.start_position(&room, req, since, already);
+            for frame in frames {
+                self.reply(slot, conn, frame);
+            }
+            if let Some(ack) = ack {
+                self.reply(slot, conn, ack);
+            }
+            return;
+        }
+        // A member already in misses nothing: no replay.
+        let since = if matches!(joined, Joined::Already) { None } else { since };
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.admissions.insert(ticket, (slot as u32, conn, topic));
+        let from = self.id;
+        self.relay.item(
+            owner,
+            Item::Admit {
+                room,
+                ticket,
+                from,
+                req,
+                since,
+            },
+        );
+    }
+
+    /// The owner: where a new member of `room` starts, what it missed since
+    /// `since` (nothing for a member already in), and the join's ack.
+    fn start_position(
+        &mut self,
+        room: &str,
+        req: Option<u64>,
+        since: Option<Since>,
+        already: bool,
+    ) -> (Vec<Bytes>, Option<Bytes>) {
+        let (limits, now) = (self.limits(room), std::time::Instant::now());
+        let (position, frames, recovered) = match since {
+            Some(since) if !already => {
+                let r = self.history.recover(room, limits, since, now);
+                let m = &self.env.metrics;
+                if r.recovered {
+                    m.recovered.add(1);
+                    m.replayed.add(r.frames.len() as u64);
+                } else {
+                    m.recovery_gaps.add(1);
+                }
+                (r.position, r.frames, Some(r.recovered))
+            }
+            _ => (
+                self.history.position(room, limits, now),
+                Vec::new(),
+                since.map(|_| true),
+            ),
+        };
+        let ack = req.map(|id| encode::ack_position(id, position.top, position.epoch.as_str(), recovered));
+        (frames, ack)
+    }
+
+    /// A `history` query from a connection of this shard.
+    pub(super) fn query_history(&mut self, room: &str, limit: usize, since: Option<Since>, reply: ReplyTo) {
+        let owner = owner_of(room, self.env.shards);
+        if owner != self.id {
+            let room = Arc::from(room);
+            self.relay.item(
+                owner,
+                Item::Query {
+                    room,
+                    limit,
+                    since,
+                    reply,
+                },
+            );
+            return;
+        }
+        let (limits, now) = (self.limits(room), std::time::Instant::now());
+        let (position, messages) = self.history.query(room, limits, since, limit, now);
+        let frame = encode::history(
+            reply.req,
+            room,
+            position.epoch.as_str(),
+            position.top,
+            messages.iter().map(|k| (k.offset, k.body())),
+        );
+        self.answer_to(reply, frame);
+    }
+
+    /// A history item from another shard's batch.
+    pub(super) fn on_item(&mut self, item: Item, clock: Clock) {
+        match item {
+            Item::Publish { room, draft, reply } => self.number(&room, draft, reply, clock),
+            Item::Admit {
+                room,
+                ticket,
+                from,
+                req,
+                since,
+            } => {
+                let (frames, ack) = self.start_position(&room, req, since, false);
+                self.relay.item(from, Item::Admitted { ticket, frames, ack });
+            }
+            Item::Admitted { ticket, frames, ack } => self.admitted(ticket, frames, ack),
+            Item::Query {
+                room,
+                limit,
+                since,
+                reply,
+            } => self.query_history(&room, limit, since, reply),
+            Item::Reply { slot, conn, frame } => self.reply(slot as usize, conn, frame),
+        }
+    }
+
+    /// The owner said where a pending member starts: queue what it missed
+    /// and the ack, and let it have the room's frames from now on.
+    fn admitted(&mut self, ticket: u64, frames: Vec<Bytes>, ack: Option<Bytes>) {
+        let Some((slot, conn, topic)) = self.admissions.remove(&ticket) else {
+            // The member left (or its connection closed) meanwhile.
+            return;
+        };
+        if self.conns.get(slot as usize).is_none_or(|c| c.id() != conn) {
+            return;
+        }
+        if self.rooms.admit(slot, &topic) {
+            for frame in frames {
+                self.reply(slot as usize, conn, frame);
+            }
+        }
+        if let Some(ack) = ack {
+            self.reply(slot as usize, conn, ack);
+        }
+    }
+
+    /// A member left `topic` (or is leaving every room): its pending
+    /// admissions there are void.
+    pub(super) fn forget_admissions(&mut self, slot: usize, conn: u64, topic: Option<&Topic>) {
+        if self.admissions.is_empty() {
+            return;
+        }
+        self.admissions
+            .retain(|_, (s, c, t)| !(*s as usize == slot && *c == conn && topic.is_none_or(|topic| topic == t)));
+    }
+
+    /// The sweep's share: expire streams, publish the gauges.
+    pub(super) fn sweep_history(&mut self, clock: Clock) {
+        if !self.env.config().rooms.any_history() {
+            return;
+        }
+        if clock.now >= self.next_history_expiry {
+            self.history.expire(clock.now);
+            self.next_history_expiry = clock.now + HISTORY_EXPIRY_INTERVAL;
+        }
+        let (messages, bytes) = self.history.held();
+        let m = &self.env.metrics;
+        m.history_messages.set(messages);
+        m.history_bytes.set(bytes);
+        m.history_evicted.set(self.history.evicted());
+    }
+}
+
+/// How often expired streams are looked for (each access also checks).
+const HISTORY_EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_room_has_one_owner_spread_over_the_shards() {
+        let mut per_shard = [0; 4];
+        for i in 0..4000 {
+            let room = format!("room-{i}");
+            let owner = owner_of(&room, 4);
+            assert_eq!(owner, owner_of(&room, 4), "stable");
+            per_shard[owner] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| n > 800), "{per_shard:?}");
+    }
+}
