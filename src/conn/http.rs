@@ -142,15 +142,27 @@ impl<S: Transport> Conn<S> {
             metrics.auth_failures.add(1);
         }
         metrics.messages_received.add(answer.publish.len() as u64);
+        let rooms = &ctx.env.config().rooms;
         for item in std::mem::take(&mut answer.publish) {
             let start = ctx.work.names.len();
             ctx.work.names.push_str(&item.name);
-            ctx.work.actions.push(Action::Publish {
-                user: item.user,
-                name: start..ctx.work.names.len(),
-                frame: item.frame,
-                id: None,
-            });
+            let name = start..ctx.work.names.len();
+            let action = if !item.user && rooms.any_history() && rooms.options(&item.name).has_history() {
+                // Numbered by the room's owner shard, like a client's.
+                Action::PublishNumbered {
+                    name,
+                    draft: item.draft(),
+                    id: None,
+                }
+            } else {
+                Action::Publish {
+                    user: item.user,
+                    name,
+                    frame: item.frame,
+                    id: None,
+                }
+            };
+            ctx.work.actions.push(action);
         }
         let response = if head_only { answer.head() } else { answer.response };
         self.queue(response);

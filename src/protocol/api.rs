@@ -28,6 +28,16 @@ pub struct Item {
     pub name: String,
     /// The encoded frame.
     pub frame: Bytes,
+    /// Where `data` sits in `frame` (a room with history re-encodes it
+    /// with its offset).
+    pub data: std::ops::Range<usize>,
+}
+
+impl Item {
+    /// The message for a room with history, to be numbered by its owner.
+    pub fn draft(&self) -> encode::Draft {
+        encode::message_draft(&self.name, SERVER_SENDER, &self.frame[self.data.clone()])
+    }
 }
 
 /// Why a body was refused (a 400 with this code and message).
@@ -105,9 +115,12 @@ fn item(body: &[u8], range: Range<usize>, max_message: usize) -> Result<Item, Ba
     } else {
         encode::message(name, SERVER_SENDER, data)
     };
+    // `data` is the frame's last field: it ends one byte before the end.
+    let end = frame.len() - 1;
     Ok(Item {
         user,
         name: name.to_string(),
+        data: end - data.len()..end,
         frame,
     })
 }
@@ -158,6 +171,20 @@ mod tests {
         assert_eq!(
             payload(&items[0].frame),
             r#"{"op":"direct","from":"server","data":"hi"}"#
+        );
+    }
+
+    #[test]
+    fn an_item_becomes_a_numbered_message_with_the_same_data() {
+        let items = parse_publish(br#"{"room":"h","data":{"x":[1, 2]}}"#, 1000).unwrap();
+        let (frame, body) = items[0].draft().finish(7);
+        assert_eq!(
+            payload(&frame),
+            r#"{"op":"message","room":"h","from":"server","data":{"x":[1, 2]},"offset":7}"#
+        );
+        assert_eq!(
+            &frame[body.0 as usize..body.1 as usize],
+            br#""from":"server","data":{"x":[1, 2]}"#
         );
     }
 

@@ -333,3 +333,23 @@ fn the_history_query_follows_the_rooms_claim() {
         (Some("history"), Some(0))
     );
 }
+
+#[test]
+fn backend_publishes_to_a_room_with_history_are_numbered_too() {
+    let server = Server::start(&["--history-size", "10", "--api-key", "k", "--shards", "2"]);
+    let (mut ws, _) = join_broker(&server, "");
+    join(&mut ws, "h", 1, None);
+    let body = r#"{"batch":[{"room":"h","data":1},{"room":"h","data":2}]}"#;
+    let (status, _, _) = http(
+        &server,
+        &format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(status, 200);
+    for n in 1..=2 {
+        let m = recv_json(&mut ws);
+        assert_eq!((m["data"].as_u64(), m["offset"].as_u64()), (Some(n), Some(n)), "{m}");
+    }
+}
