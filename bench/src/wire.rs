@@ -75,6 +75,17 @@ pub fn find_stamp(payload: &[u8], size: usize) -> Option<Stamp> {
             return Some(s);
         }
     }
+    // A numbered message (roomcast's rooms with history) ends with
+    // `,"offset":N}` right after `data`: still no search of the payload.
+    const OFFSET: &[u8] = br#","offset":"#;
+    let tail = payload.len().saturating_sub(32);
+    if let Some(i) = payload[tail..].windows(OFFSET.len()).position(|w| w == OFFSET) {
+        if let Some(at) = (tail + i).checked_sub(data_len + 1) {
+            if let Some(s) = decode(&payload[at..]) {
+                return Some(s);
+            }
+        }
+    }
     let mut from = 0;
     while let Some(i) = payload[from..].iter().position(|&b| b == MARK[0]) {
         if let Some(s) = decode(&payload[from + i..]) {
@@ -174,6 +185,11 @@ mod tests {
             // A different size (stamp not at the expected offset) still finds it.
             assert_eq!(find_stamp(&msg, size + 7), Some(st));
             assert_eq!(find_stamp(&message(&out, " "), size), Some(st));
+            // A numbered message: `,"offset":N` after `data`.
+            let mut numbered = msg.clone();
+            numbered.pop();
+            numbered.extend_from_slice(br#","offset":18446744073709551615}"#);
+            assert_eq!(find_stamp(&numbered, size), Some(st), "numbered, size {size}");
         }
     }
 

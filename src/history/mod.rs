@@ -208,14 +208,20 @@ impl Store {
 
     /// The room's stream, made (with a new epoch) if it had none or it expired.
     fn stream(&mut self, room: &str, limits: Limits, now: Instant) -> &mut Stream {
-        let expired = self.rooms.get(room).is_some_and(|s| s.expired(now));
-        if expired {
-            if let Some(old) = self.rooms.remove(room) {
+        // Two lookups when the stream is there and live (every publish but
+        // a room's first); the map is keyed by `Arc<str>`, so an entry API
+        // taking `&str` is not available.
+        let live = match self.rooms.get(room) {
+            Some(s) if !s.expired(now) => true,
+            Some(_) => {
+                let old = self.rooms.remove(room).expect("just seen");
                 self.bytes -= old.bytes;
                 self.messages -= old.kept.len();
+                false
             }
-        }
-        if !self.rooms.contains_key(room) {
+            None => false,
+        };
+        if !live {
             self.rooms.insert(Arc::from(room), Stream::new(limits, now));
         }
         let s = self.rooms.get_mut(room).expect("just made");

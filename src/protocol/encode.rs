@@ -128,7 +128,8 @@ pub struct Draft {
 
 /// `{"op":"message","room":R,"from":U,"data":D,` — the rest is the offset's.
 pub fn message_draft(room: &str, from: &str, data: &[u8]) -> Draft {
-    let mut w = FrameWriter::new(64 + room.len() + from.len() + data.len());
+    // Room for the escaped names and the offset: one allocation, no regrowth.
+    let mut w = FrameWriter::new(72 + OFFSET_BYTES + room.len() + from.len() + data.len());
     w.raw(br#"{"op":"message","room":"#).string(room).raw(b",");
     let start = w.payload_len();
     w.raw(br#""from":"#).string(from).raw(br#","data":"#).raw(data);
