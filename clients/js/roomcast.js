@@ -80,6 +80,7 @@ export class Roomcast {
     this._state = 'connecting';
     this._listeners = new Map();
     this._rooms = new Set(); // rooms to be in, re-joined on every connection
+    this._positions = new Map(); // room with history -> {offset, epoch} of the last message delivered
     this._joinWaiters = new Map(); // room -> [{resolve, reject}] until a join of it is acked
     this._pending = new Map(); // request id -> {resolve, reject}, sent on this socket
     this._queue = []; // [{body, resolve, reject}] publishes and sends made while not open
@@ -114,8 +115,12 @@ export class Roomcast {
    * data}; binary publishes give {room, data: Uint8Array, binary: true});
    * `direct` ({from, data}); `close` ({code, reason, willReconnect, delayMs,
    * attempt}) whenever a socket closes or an attempt fails; `error`
-   * (a RoomcastError not tied to a request).
-   * @param {'open' | 'message' | 'direct' | 'close' | 'error'} event
+   * (a RoomcastError not tied to a request); `unsubscribed` ({room,
+   * reason}); in rooms with history, messages carry `offset`, and a
+   * re-join after a reconnection emits `recovered` ({room, offset}: every
+   * missed message was delivered, once) or `gap` ({room, offset, epoch,
+   * since}: some are gone; reload the room, e.g. with `history()`).
+   * @param {'open' | 'message' | 'direct' | 'close' | 'error' | 'unsubscribed' | 'recovered' | 'gap'} event
    * @param {Function} fn
    * @returns {() => void} a function that removes the listener
    */
@@ -161,6 +166,7 @@ export class Roomcast {
   leave(room) {
     if (this._state === 'closed') return Promise.reject(this._closeReason);
     this._rooms.delete(room);
+    this._positions.delete(room);
     this._settleJoin(room, new RoomcastError('cancelled', `join of room "${room}" cancelled by leave()`));
     if (!this._welcomed) return Promise.resolve();
     return this._request(JSON.stringify({ op: 'leave', room })).catch((err) => {
@@ -179,7 +185,46 @@ export class Roomcast {
    *   before the ack (the message may or may not have been delivered).
    */
   publish(room, data) {
-    return this._data({ op: 'publish', room, data }, `room "${room}"`);
+    return this._data({ op: 'publish', room, data }, `room "${room}"`).then((ack) =>
+      typeof ack?.offset === 'number' ? { offset: ack.offset } : undefined,
+    );
+  }
+
+  /**
+   * A room's recent messages (a room with history; else rejects with
+   * `no_history`): the latest `limit`, or with `since` the first `limit`
+   * after that position. Needs a connection (rejects with `disconnected`
+   * while offline).
+   * @param {string} room
+   * @param {{limit?: number, since?: {offset: number, epoch: string}}} [options]
+   * @returns {Promise<{room: string, epoch: string, offset: number,
+   *   messages: {offset: number, from: string, data: *}[]}>}
+   */
+  history(room, options = {}) {
+    if (this._state === 'closed') return Promise.reject(this._closeReason);
+    if (this._state !== 'open') {
+      return Promise.reject(new RoomcastError('disconnected', 'roomcast: history() needs a connection'));
+    }
+    const req = { op: 'history', room };
+    if (options.limit !== undefined) req.limit = options.limit;
+    if (options.since !== undefined) req.since = options.since;
+    return this._request(JSON.stringify(req)).then(({ room: r, epoch, offset, messages }) => ({
+      room: r,
+      epoch,
+      offset,
+      messages,
+    }));
+  }
+
+  /**
+   * Where this client is in a room with history: the offset and epoch of
+   * the last message delivered (or of the join), or undefined.
+   * @param {string} room
+   * @returns {{offset: number, epoch: string} | undefined}
+   */
+  position(room) {
+    const pos = this._positions.get(room);
+    return pos && { ...pos };
   }
 
   /**
@@ -271,7 +316,8 @@ export class Roomcast {
         this._onWelcome(msg);
         break;
       case 'ack':
-        this._settle(msg.id, null);
+      case 'history':
+        this._settle(msg.id, null, msg);
         break;
       case 'error': {
         const err = new RoomcastError(msg.code, `roomcast: ${msg.code}: ${msg.message}`);
@@ -280,6 +326,15 @@ export class Roomcast {
         break;
       }
       case 'message':
+        if (typeof msg.offset === 'number') {
+          // A room with history: deliver each offset once, and remember
+          // the last one to recover from after a reconnection.
+          const pos = this._positions.get(msg.room);
+          if (pos && msg.offset <= pos.offset) break;
+          if (pos) pos.offset = msg.offset;
+          this._emit('message', { room: msg.room, from: msg.from, data: msg.data, offset: msg.offset });
+          break;
+        }
         this._emit('message', { room: msg.room, from: msg.from, data: msg.data });
         break;
       case 'direct':
@@ -289,6 +344,7 @@ export class Roomcast {
         // The server took us out (e.g. a refreshed token no longer allows
         // the room): do not re-join it on the next connection.
         this._rooms.delete(msg.room);
+        this._positions.delete(msg.room);
         this._emit('unsubscribed', { room: msg.room, reason: msg.reason });
         break;
       default: // ops of a newer server are ignored
@@ -322,10 +378,16 @@ export class Roomcast {
     });
   }
 
-  // Sends a join; always resolves (the outcome goes to the room's waiters).
+  // Sends a join (recovering from the last position in a room with
+  // history); always resolves (the outcome goes to the room's waiters).
   _sendJoin(room) {
-    return this._request(JSON.stringify({ op: 'join', room })).then(
-      () => this._settleJoin(room, null),
+    const pos = this._positions.get(room);
+    const req = pos ? { op: 'join', room, since: { offset: pos.offset, epoch: pos.epoch } } : { op: 'join', room };
+    return this._request(JSON.stringify(req)).then(
+      (ack) => {
+        if (typeof ack?.epoch === 'string') this._onPosition(room, ack, pos);
+        this._settleJoin(room, null, ack);
+      },
       (err) => {
         // Lost connection: the waiters wait for the next one. Closed: already rejected.
         if (err.code === 'disconnected' || this._state === 'closed') return;
@@ -336,11 +398,32 @@ export class Roomcast {
     );
   }
 
+  // A join of a room with history was acked at `ack`'s position; `since`
+  // is the position it asked to recover from, if any.
+  _onPosition(room, ack, since) {
+    const pos = this._positions.get(room);
+    if (!since) {
+      this._positions.set(room, { offset: ack.offset, epoch: ack.epoch });
+      return;
+    }
+    if (ack.recovered) {
+      // The replay came before the ack: the position is at least its top.
+      if (!pos || pos.offset < ack.offset) this._positions.set(room, { offset: ack.offset, epoch: ack.epoch });
+      this._emit('recovered', { room, offset: ack.offset });
+      return;
+    }
+    // Not recoverable: start over from the current position; the app
+    // reloads what it shows of the room.
+    this._positions.set(room, { offset: ack.offset, epoch: ack.epoch });
+    this._emit('gap', { room, offset: ack.offset, epoch: ack.epoch, since });
+  }
+
   // Settles the room's waiting join promises; false if there were none.
-  _settleJoin(room, err) {
+  _settleJoin(room, err, ack) {
     const waiters = this._joinWaiters.get(room) ?? [];
     this._joinWaiters.delete(room);
-    for (const w of waiters) (err ? w.reject(err) : w.resolve());
+    const position = typeof ack?.epoch === 'string' ? { offset: ack.offset, epoch: ack.epoch } : undefined;
+    for (const w of waiters) (err ? w.reject(err) : w.resolve(position));
     return waiters.length > 0;
   }
 
@@ -468,12 +551,12 @@ export class Roomcast {
     });
   }
 
-  _settle(id, err) {
+  _settle(id, err, reply) {
     const p = this._pending.get(id);
     if (!p) return;
     this._pending.delete(id);
     if (err) p.reject(err);
-    else p.resolve();
+    else p.resolve(reply);
   }
 
   // -- events ---------------------------------------------------------------

@@ -34,7 +34,7 @@ async function connected(options = {}) {
 /** Records every event the client emits, as [name, payload]. */
 function record(rc) {
   const events = [];
-  for (const name of ['open', 'close', 'message', 'direct', 'unsubscribed', 'error'])
+  for (const name of ['open', 'close', 'message', 'direct', 'unsubscribed', 'recovered', 'gap', 'error'])
     rc.on(name, (e) => events.push([name, e]));
   return events;
 }
@@ -220,6 +220,70 @@ test('leave: forgets the room, and cancels a join still waiting for a connection
   assert.deepEqual(server.sockets[0].ackAll().map((r) => [r.op, r.room]), [['leave', 'x']]);
   await settle();
   assert.equal(leave.state, 'resolved');
+  rc.close();
+});
+
+test('rooms with history: offsets delivered once, re-joined with since, recovered or gap', async () => {
+  const { rc, server, ws, events } = await connected();
+  const joined = track(rc.join('h'));
+  const [join] = ws.sent;
+  ws.receive({ op: 'ack', id: join.id, offset: 4, epoch: 'e1' });
+  await settle();
+  assert.deepEqual(joined.value, { offset: 4, epoch: 'e1' });
+  for (const offset of [5, 6, 6, 5, 7]) ws.receive({ op: 'message', room: 'h', from: 'bob', data: offset, offset });
+  const delivered = () => events.filter(([e]) => e === 'message').map(([, m]) => m.offset);
+  assert.deepEqual(delivered(), [5, 6, 7], 'each offset once');
+  assert.deepEqual(rc.position('h'), { offset: 7, epoch: 'e1' });
+
+  // Reconnect: the re-join asks for what came after 7; replay, then the ack.
+  ws.serverClose(1006);
+  await advance(60_000);
+  const ws2 = server.sockets[1];
+  ws2.welcome();
+  await settle();
+  const [rejoin] = ws2.sent;
+  assert.deepEqual(rejoin.since, { offset: 7, epoch: 'e1' });
+  for (const offset of [7, 8, 9]) ws2.receive({ op: 'message', room: 'h', from: 'bob', data: offset, offset });
+  ws2.receive({ op: 'ack', id: rejoin.id, offset: 9, epoch: 'e1', recovered: true });
+  await settle();
+  assert.deepEqual(delivered(), [5, 6, 7, 8, 9], 'the replay, without the duplicate');
+  assert.deepEqual(events.filter(([e]) => e === 'recovered'), [['recovered', { room: 'h', offset: 9 }]]);
+
+  // The server restarted: a new epoch, nothing replayed, a gap to reload.
+  ws2.serverClose(1006);
+  await advance(60_000);
+  const ws3 = server.sockets[2];
+  ws3.welcome();
+  await settle();
+  const [third] = ws3.sent;
+  assert.deepEqual(third.since, { offset: 9, epoch: 'e1' });
+  ws3.receive({ op: 'ack', id: third.id, offset: 0, epoch: 'e2', recovered: false });
+  await settle();
+  assert.deepEqual(events.filter(([e]) => e === 'gap'), [
+    ['gap', { room: 'h', offset: 0, epoch: 'e2', since: { offset: 9, epoch: 'e1' } }],
+  ]);
+  ws3.receive({ op: 'message', room: 'h', from: 'bob', data: 1, offset: 1 });
+  await settle();
+  assert.deepEqual(delivered().at(-1), 1, 'the new stream counts from its start');
+  assert.deepEqual(rc.position('h'), { offset: 1, epoch: 'e2' });
+  track(rc.leave('h'));
+  assert.equal(rc.position('h'), undefined);
+  rc.close();
+});
+
+test('history() asks the server and resolves with its answer', async () => {
+  const { rc, ws } = await connected();
+  const h = track(rc.history('h', { limit: 2 }));
+  const [req] = ws.sent;
+  assert.deepEqual({ ...req, id: undefined }, { op: 'history', room: 'h', limit: 2, id: undefined });
+  const messages = [{ offset: 3, from: 'bob', data: 'x' }];
+  ws.receive({ op: 'history', id: req.id, room: 'h', epoch: 'e', offset: 3, messages });
+  await settle();
+  assert.deepEqual(h.value, { room: 'h', epoch: 'e', offset: 3, messages });
+  const p = track(rc.publish('h', 1));
+  ws.receive({ op: 'ack', id: ws.sent[1].id, offset: 4 });
+  await settle();
+  assert.deepEqual(p.value, { offset: 4 });
   rc.close();
 });
 
