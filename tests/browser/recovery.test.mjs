@@ -95,3 +95,29 @@ test('a page recovers every message after its connection is cut, with no gap and
   assert.equal(events.filter(([e]) => e === 'recovered').length, 2);
   await page.evaluate(() => window.rc.close());
 });
+
+test('the demo page shows the room history above the join, then live messages once', { timeout: 60_000 }, async (t) => {
+  const broker = await startBroker({ args: ['--history-size', '50'] });
+  t.after(() => broker.kill());
+  const publisher = new Roomcast(`ws://${broker.addr}/ws`, { WebSocket });
+  t.after(() => publisher.close());
+  await new Promise((resolve) => publisher.on('open', resolve));
+  for (const text of ['first', 'second', 'third']) await publisher.publish('lobby', { name: 'Bot', text });
+  const browser = await launchChromium();
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  await page.goto(broker.url('/?name=Alice&room=lobby'));
+  await page.waitForSelector('#status[data-state="open"]');
+  await page.click('#join');
+  await page.waitForSelector('#text:not([disabled])');
+  const texts = () => page.$$eval('#log .msg .text', (els) => els.map((e) => e.textContent));
+  await eventually('the history on the page', async () => (await texts()).length === 3);
+  await publisher.publish('lobby', { name: 'Bot', text: 'live' });
+  await eventually('the live message', async () => (await texts()).length === 4);
+  assert.deepEqual(await texts(), ['first', 'second', 'third', 'live']);
+  const order = await page.$$eval('#log li', (els) => els.map((e) => e.textContent));
+  const joinedAt = order.findIndex((t) => t.includes('you are in lobby'));
+  assert.ok(order.findIndex((t) => t.includes('third')) < joinedAt, 'history above the join line');
+  assert.ok(order.findIndex((t) => t.includes('live')) > joinedAt);
+});
