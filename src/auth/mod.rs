@@ -25,7 +25,7 @@ use jsonwebtoken::{DecodingKey, Validation};
 
 pub(crate) use algorithm::Algorithm;
 pub(crate) use policy::RoomPolicy;
-pub(crate) use request::{bearer, constant_time_eq, token_from_request};
+pub(crate) use request::{bearer, constant_time_eq, query_param, token_from_request};
 
 /// Default clock-skew allowance, in seconds, applied to `exp` and `nbf`.
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;

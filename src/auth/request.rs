@@ -27,14 +27,19 @@ pub fn bearer(header: &str) -> Option<&str> {
 }
 
 fn query_token(query: &str) -> Option<String> {
+    query_param(query, "token").filter(|t| !t.is_empty())
+}
+
+/// The first `name` parameter of a query string, percent-decoded (`+` stays
+/// a `+`); `Some("")` for a bare `name` or `name=`.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
     let query = query.strip_prefix('?').unwrap_or(query);
     let raw = query.split('&').find_map(|pair| match pair.split_once('=') {
-        Some(("token", v)) => Some(v),
-        None if pair == "token" => Some(""),
+        Some((k, v)) if k == name => Some(v),
+        None if pair == name => Some(""),
         _ => None,
     })?;
-    let token = percent_decode(raw);
-    (!token.is_empty()).then_some(token)
+    Some(percent_decode(raw))
 }
 
 /// Decodes `%XX` escapes; a `%` not followed by two hex digits is kept as is.

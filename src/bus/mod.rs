@@ -98,8 +98,27 @@ pub(crate) struct ReplyTo {
     pub slot: u32,
     /// Its id (a reused slot is not answered).
     pub conn: u64,
-    /// The request's id; `None`: answer nothing.
+    /// The request's id; `None`: answer nothing. For the HTTP API, the
+    /// item's index in its request.
     pub req: Option<u64>,
+    /// An HTTP API request (`POST /api/publish`, `GET /api/history`), not a
+    /// WebSocket op: answered with an [`ApiPart`].
+    pub api: bool,
+}
+
+/// A piece of the answer to an HTTP API request waiting on an owner shard.
+#[derive(Debug)]
+pub(crate) enum ApiPart {
+    /// Item `index` of a `POST /api/publish` landed at `offset`.
+    Offset {
+        /// The item's index in the request.
+        index: u64,
+        /// Its offset.
+        offset: u64,
+    },
+    /// The answer to `GET /api/history`: a `history` frame, whose payload
+    /// is the response body.
+    History(Bytes),
 }
 
 /// Work on a room with history, between a shard and the room's owner
@@ -150,6 +169,15 @@ pub(crate) enum Item {
         since: Option<Since>,
         /// Who asked.
         reply: ReplyTo,
+    },
+    /// A piece of an HTTP API answer for one connection of the receiving shard.
+    Api {
+        /// The connection's slot.
+        slot: u32,
+        /// Its id.
+        conn: u64,
+        /// The piece.
+        part: ApiPart,
     },
     /// A frame for one connection of the receiving shard (an ack with an
     /// offset, a history answer).

@@ -74,8 +74,10 @@ pub enum Action {
         name: Range<usize>,
         /// The frame up to its offset.
         draft: Draft,
-        /// The request's id.
+        /// The request's id (an HTTP API request: the item's index).
         id: Option<u64>,
+        /// From the HTTP API: the offset goes to the pending answer.
+        api: bool,
     },
     /// A `history` query, answered by the room's owner shard.
     History {
@@ -87,6 +89,8 @@ pub enum Action {
         since: Option<Since>,
         /// The request's id.
         id: Option<u64>,
+        /// `GET /api/history`, not a WebSocket op.
+        api: bool,
     },
     /// Start the close handshake with this code.
     Close {

@@ -9,6 +9,8 @@ use crate::auth;
 use crate::http::request::{self, Parsed};
 use crate::http::{upgrade, Answer, Endpoints, Request, Route};
 use crate::limits::Ticket;
+
+use super::awaiting::Awaiting;
 use crate::metrics::DropReason;
 use crate::ws::{CloseCode, Decoder};
 
@@ -52,6 +54,10 @@ impl<S: Transport> Conn<S> {
                 // Replies are backing up: the client is not reading them.
                 // Serve the rest once they drain (`Conn::flush`).
                 self.read_paused = true;
+                break Some(off);
+            }
+            if self.is_awaiting() {
+                // An API answer waits for owner shards: the rest after it.
                 break Some(off);
             }
             let (req, used) = match request::parse(&data[off..]) {
@@ -128,6 +134,7 @@ impl<S: Transport> Conn<S> {
             api_key: config.api_key.as_deref(),
             demo: config.demo,
             max_message_bytes: config.max_message_bytes,
+            rooms: &config.rooms,
             node: ctx.env,
         }
     }
@@ -143,16 +150,22 @@ impl<S: Transport> Conn<S> {
         }
         metrics.messages_received.add(answer.publish.len() as u64);
         let rooms = &ctx.env.config().rooms;
-        for item in std::mem::take(&mut answer.publish) {
+        let items = std::mem::take(&mut answer.publish);
+        let offsets = vec![None; items.len()];
+        let mut numbered = 0;
+        for (index, item) in items.into_iter().enumerate() {
             let start = ctx.work.names.len();
             ctx.work.names.push_str(&item.name);
             let name = start..ctx.work.names.len();
             let action = if !item.user && rooms.any_history() && rooms.options(&item.name).has_history() {
-                // Numbered by the room's owner shard, like a client's.
+                // Numbered by the room's owner shard, like a client's; the
+                // answer says where each landed.
+                numbered += 1;
                 Action::PublishNumbered {
                     name,
                     draft: item.draft(),
-                    id: None,
+                    id: Some(index as u64),
+                    api: true,
                 }
             } else {
                 Action::Publish {
@@ -163,6 +176,30 @@ impl<S: Transport> Conn<S> {
                 }
             };
             ctx.work.actions.push(action);
+        }
+        if numbered > 0 {
+            self.await_answer(Awaiting::Publish {
+                offsets,
+                waiting: numbered,
+                close: answer.close,
+            });
+            return;
+        }
+        if let Some((room, limit)) = answer.history.take() {
+            let start = ctx.work.names.len();
+            ctx.work.names.push_str(&room);
+            ctx.work.actions.push(Action::History {
+                name: start..ctx.work.names.len(),
+                limit,
+                since: None,
+                id: Some(0),
+                api: true,
+            });
+            self.await_answer(Awaiting::History {
+                close: answer.close,
+                head_only,
+            });
+            return;
         }
         let response = if head_only { answer.head() } else { answer.response };
         self.queue(response);

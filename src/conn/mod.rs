@@ -8,6 +8,7 @@
 //! own only while a request head or a frame is incomplete.
 
 pub(crate) mod action;
+mod awaiting;
 pub(crate) mod ctx;
 mod http;
 #[cfg(test)]
@@ -60,7 +61,12 @@ enum Phase {
     /// Reading HTTP requests; `head` holds bytes not served yet (a partial
     /// head or body, or pipelined requests held while replies back up);
     /// `served` once a request was answered and the connection kept alive.
-    Http { head: Vec<u8>, served: bool },
+    /// `awaiting`: an API answer waiting for owner shards (`awaiting.rs`).
+    Http {
+        head: Vec<u8>,
+        served: bool,
+        awaiting: Option<Box<awaiting::Awaiting>>,
+    },
     /// A WebSocket; `close_sent` once our close frame is queued.
     Ws {
         route: Route,
@@ -122,6 +128,7 @@ impl<S: Transport> Conn<S> {
             phase: Phase::Http {
                 head: Vec::new(),
                 served: false,
+                awaiting: None,
             },
             outbox: Outbox::default(),
             last_seen: now,
@@ -146,7 +153,7 @@ impl<S: Transport> Conn<S> {
     /// Whether the client has sent nothing yet: no byte of a request, and
     /// nothing is being answered.
     pub fn is_silent(&self) -> bool {
-        matches!(&self.phase, Phase::Http { head, served: false } if head.is_empty()) && self.outbox.is_empty()
+        matches!(&self.phase, Phase::Http { head, served: false, .. } if head.is_empty()) && self.outbox.is_empty()
     }
 
     /// Whether this connection's token allows `room` (false before a session).
@@ -424,6 +431,7 @@ impl<S: Transport> Conn<S> {
         // Reads paused for the welcome stay paused until it is sent.
         let resume = self.read_paused
             && self.session.as_ref().is_none_or(|s| s.welcomed)
+            && !self.is_awaiting()
             && self.outbox.len_bytes() <= pause_limit(ctx.config()) / 2;
         if resume {
             self.read_paused = false;
@@ -474,7 +482,7 @@ impl<S: Transport> Conn<S> {
     pub fn tick(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         self.outbox.trim();
         match self.phase {
-            Phase::Http { ref head, served } => {
+            Phase::Http { ref head, served, .. } => {
                 if ctx.now >= self.deadline {
                     if served && head.is_empty() {
                         // An idle keep-alive connection between requests.

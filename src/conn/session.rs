@@ -206,6 +206,7 @@ impl Session {
                     limit,
                     since: since.map(since_of),
                     id,
+                    api: false,
                 }
             }
             Op::Leave { room } => Action::Leave {
@@ -229,6 +230,7 @@ impl Session {
                         name: push_name(names, room),
                         draft: encode::message_draft(room, &self.user, data),
                         id,
+                        api: false,
                     }
                 } else {
                     Action::Publish {

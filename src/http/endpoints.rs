@@ -1,6 +1,6 @@
 //! The plain-HTTP endpoints on the WebSocket port: the health probes,
-//! `/metrics`, the embedded client and demo page, and the backend publish
-//! API (`POST /api/publish`).
+//! `/metrics`, the embedded client and demo page, and the backend API
+//! (`POST /api/publish`, `GET /api/history`).
 //!
 //! Socket-free: a request and its body in, an [`Answer`] out. What the node
 //! knows (its health, its metrics) comes through the narrow [`NodeView`], so
@@ -12,8 +12,11 @@ use std::sync::OnceLock;
 use bytes::{Bytes, BytesMut};
 
 use crate::auth;
+use crate::config::RoomRules;
 use crate::protocol::api::{self, Item};
 use crate::protocol::encode;
+use crate::protocol::ops::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+use crate::rooms::valid_room;
 
 use super::upgrade::Rejection;
 use super::{assets, response, Request, Route};
@@ -34,6 +37,8 @@ pub(crate) struct Endpoints<'a> {
     pub demo: bool,
     /// `--max-message-bytes`, for the frames the API builds.
     pub max_message_bytes: usize,
+    /// Which rooms keep history (`GET /api/history`).
+    pub rooms: &'a RoomRules,
     /// The node behind them.
     pub node: &'a dyn NodeView,
 }
@@ -51,6 +56,9 @@ pub(crate) struct Answer {
     pub publish: Vec<Item>,
     /// The request carried a wrong or missing API key (counted in metrics).
     pub auth_failed: bool,
+    /// `GET /api/history` for this room and limit: the answer comes from
+    /// the room's owner shard, and `response` is not sent.
+    pub history: Option<(String, usize)>,
 }
 
 impl Answer {
@@ -61,6 +69,7 @@ impl Answer {
             close,
             publish: Vec::new(),
             auth_failed: false,
+            history: None,
         }
     }
 
@@ -114,6 +123,9 @@ impl Endpoints<'_> {
         let close = !req.keep_alive();
         if route == Route::ApiPublish && self.api_key.is_some() {
             return self.api_publish(req, body, close);
+        }
+        if route == Route::ApiHistory && self.api_key.is_some() {
+            return self.api_history(req, close);
         }
         if !matches!(req.method.as_str(), "GET" | "HEAD") && !matches!(route, Route::NotFound | Route::ApiPublish) {
             let status = "405 Method Not Allowed";
@@ -175,6 +187,44 @@ impl Endpoints<'_> {
     }
 }
 
+impl Endpoints<'_> {
+    /// `GET /api/history?room=R&limit=L`: checks the key and the query; the
+    /// answer itself comes from the room's owner shard.
+    fn api_history(&self, req: &Request, close: bool) -> Answer {
+        if !matches!(req.method.as_str(), "GET" | "HEAD") {
+            let err = api_error("method_not_allowed", "use GET");
+            return Answer::json("405 Method Not Allowed", &err, close, &[("Allow", "GET, HEAD")]);
+        }
+        if !self.key_matches(req) {
+            let err = api_error("unauthorized", "missing or wrong API key");
+            let mut answer = Answer::json("401 Unauthorized", &err, close, &[("WWW-Authenticate", "Bearer")]);
+            answer.auth_failed = true;
+            return answer;
+        }
+        let query = req.query.as_deref().unwrap_or("");
+        let bad = |code: &str, message: &str| Answer::json("400 Bad Request", &api_error(code, message), close, &[]);
+        let Some(room) = auth::query_param(query, "room") else {
+            return bad("bad_request", "the query parameter \"room\" is required");
+        };
+        if !valid_room(&room) {
+            return bad("invalid_room", crate::protocol::publish::ROOM_RULES);
+        }
+        let limit = match auth::query_param(query, "limit") {
+            None => DEFAULT_HISTORY_LIMIT,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n @ 1..=MAX_HISTORY_LIMIT) => n,
+                _ => return bad("bad_request", "\"limit\" must be an integer from 1 to 1000"),
+            },
+        };
+        if !self.rooms.options(&room).has_history() {
+            return bad("no_history", "the room keeps no history");
+        }
+        let mut answer = Answer::new("200 OK", Bytes::new(), close);
+        answer.history = Some((room, limit));
+        answer
+    }
+}
+
 /// An embedded file. Any origin may load it: it is public code, and pages
 /// on other origins import the client as a module. Each of its responses
 /// (keep-alive or close) is built once per process and shared by every
@@ -233,6 +283,9 @@ mod tests {
         endpoints.serve(&req, Route::of(&req), &raw[used..])
     }
 
+    static NO_HISTORY: std::sync::LazyLock<RoomRules> =
+        std::sync::LazyLock::new(|| crate::config::Config::default().rooms);
+
     fn text(a: &Answer) -> &str {
         std::str::from_utf8(&a.response).unwrap()
     }
@@ -243,6 +296,7 @@ mod tests {
             api_key: None,
             demo: false,
             max_message_bytes: 1000,
+            rooms: &NO_HISTORY,
             node: &Node(None),
         };
         let a = serve(&up, b"GET /readyz HTTP/1.1\r\n\r\n");
@@ -268,6 +322,7 @@ mod tests {
             api_key: Some("k"),
             demo: false,
             max_message_bytes: 1000,
+            rooms: &NO_HISTORY,
             node: &Node(None),
         };
         let body = br#"{"room":"lobby","data":1}"#;
@@ -300,6 +355,7 @@ mod tests {
             api_key: None,
             demo: false,
             max_message_bytes: 1000,
+            rooms: &NO_HISTORY,
             node: &Node(None),
         };
         let a = serve(&e, b"HEAD /healthz HTTP/1.1\r\n\r\n");

@@ -18,6 +18,8 @@ pub enum Route {
     Metrics,
     /// `POST /api/publish`: backend publish.
     ApiPublish,
+    /// `GET /api/history?room=R&limit=L`: a room's recent messages.
+    ApiHistory,
     /// `GET /client.js`: the JavaScript client, embedded in the binary.
     ClientJs,
     /// `GET /`: the demo page, when `--demo` is on.
@@ -36,6 +38,7 @@ impl Route {
             "/readyz" => Route::Readyz,
             "/metrics" => Route::Metrics,
             "/api/publish" => Route::ApiPublish,
+            "/api/history" => Route::ApiHistory,
             "/client.js" => Route::ClientJs,
             "/" | "/index.html" => Route::Demo,
             _ => Route::NotFound,

@@ -133,13 +133,19 @@ impl Shard {
                     self.reply(slot, id, encode::ack(req));
                 }
             }
-            Action::PublishNumbered { name, draft, id: req } => {
+            Action::PublishNumbered {
+                name,
+                draft,
+                id: req,
+                api,
+            } => {
                 let names = std::mem::take(&mut self.work.names);
                 let reply = ReplyTo {
                     shard: self.id,
                     slot: slot as u32,
                     conn: id,
                     req,
+                    api,
                 };
                 self.publish_numbered(&names[name], draft, reply, clock);
                 self.work.names = names;
@@ -149,6 +155,7 @@ impl Shard {
                 limit,
                 since,
                 id: req,
+                api,
             } => {
                 let names = std::mem::take(&mut self.work.names);
                 let reply = ReplyTo {
@@ -156,8 +163,9 @@ impl Shard {
                     slot: slot as u32,
                     conn: id,
                     req,
+                    api,
                 };
-                self.query_history(&names[name], limit, since, reply);
+                self.query_history(&names[name], limit, since, reply, clock);
                 self.work.names = names;
             }
             Action::Close { code, reason } => {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::bus::{Item, ReplyTo};
-use crate::conn::{Clock, JoinAt};
+use crate::bus::{ApiPart, Item, ReplyTo};
+use crate::conn::{Clock, Ctx, JoinAt};
 use crate::history::{Limits, Since};
 use crate::protocol::encode::{self, Draft};
 use crate::protocol::{ErrorCode, OpError};
@@ -60,9 +60,36 @@ impl Shard {
         let limits = self.limits(room);
         let (offset, frame) = self.history.append(room, limits, clock.now, |n| draft.finish(n));
         self.publish(TopicRef::Room(room), &frame);
-        if let Some(req) = reply.req {
-            self.answer_to(reply, encode::ack_offset(req, offset));
+        match reply.req {
+            Some(index) if reply.api => self.answer_api(reply, ApiPart::Offset { index, offset }, clock),
+            Some(req) => self.answer_to(reply, encode::ack_offset(req, offset)),
+            None => {}
         }
+    }
+
+    /// Hands a piece of an HTTP API answer to its connection, here or on its shard.
+    fn answer_api(&mut self, reply: ReplyTo, part: ApiPart, clock: Clock) {
+        if reply.shard != self.id {
+            let (slot, conn) = (reply.slot, reply.conn);
+            self.relay.item(reply.shard, Item::Api { slot, conn, part });
+            return;
+        }
+        self.api_part(reply.slot as usize, reply.conn, part, clock);
+    }
+
+    /// A piece of an HTTP API answer for a connection of this shard.
+    fn api_part(&mut self, slot: usize, conn: u64, part: ApiPart, clock: Clock) {
+        let Some(c) = self.conns.get_mut(slot).filter(|c| c.id() == conn) else {
+            return;
+        };
+        let verdict = c.api_part(
+            &mut Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock),
+            part,
+        );
+        if c.mark_dirty() {
+            self.pending.dirty.push((slot, conn));
+        }
+        self.settle(slot, conn, verdict, clock);
     }
 
     /// Queues `frame` to the connection `reply` names, here or on its shard.
@@ -168,7 +195,14 @@ impl Shard {
     }
 
     /// A `history` query from a connection of this shard.
-    pub(super) fn query_history(&mut self, room: &str, limit: usize, since: Option<Since>, reply: ReplyTo) {
+    pub(super) fn query_history(
+        &mut self,
+        room: &str,
+        limit: usize,
+        since: Option<Since>,
+        reply: ReplyTo,
+        clock: Clock,
+    ) {
         let owner = owner_of(room, self.env.shards);
         if owner != self.id {
             let room = Arc::from(room);
@@ -185,14 +219,19 @@ impl Shard {
         }
         let (limits, now) = (self.limits(room), std::time::Instant::now());
         let (position, messages) = self.history.query(room, limits, since, limit, now);
+        let id = if reply.api { None } else { reply.req };
         let frame = encode::history(
-            reply.req,
+            id,
             room,
             position.epoch.as_str(),
             position.top,
             messages.iter().map(|k| (k.offset, k.body())),
         );
-        self.answer_to(reply, frame);
+        if reply.api {
+            self.answer_api(reply, ApiPart::History(frame), clock);
+        } else {
+            self.answer_to(reply, frame);
+        }
     }
 
     /// A history item from another shard's batch.
@@ -215,8 +254,9 @@ impl Shard {
                 limit,
                 since,
                 reply,
-            } => self.query_history(&room, limit, since, reply),
+            } => self.query_history(&room, limit, since, reply, clock),
             Item::Reply { slot, conn, frame } => self.reply(slot as usize, conn, frame),
+            Item::Api { slot, conn, part } => self.api_part(slot as usize, conn, part, clock),
         }
     }
 

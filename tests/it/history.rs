@@ -353,3 +353,75 @@ fn backend_publishes_to_a_room_with_history_are_numbered_too() {
         assert_eq!((m["data"].as_u64(), m["offset"].as_u64()), (Some(n), Some(n)), "{m}");
     }
 }
+
+/// One request on a fresh connection; the raw response.
+fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, String) {
+    let (status, _, body) = http(
+        server,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    (status, body)
+}
+
+#[test]
+fn the_http_api_answers_offsets_and_history() {
+    let dir = std::env::temp_dir().join(format!("roomcast-api-history-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rooms.toml");
+    std::fs::write(&file, "[[rooms]]\nmatch = \"h:*\"\nhistory_size = 10\n").unwrap();
+    let server = Server::start(&["--config", file.to_str().unwrap(), "--api-key", "k", "--shards", "3"]);
+    let (status, body) = api(&server, "POST", "/api/publish", r#"{"room":"h:1","data":"a"}"#);
+    assert_eq!((status, body.as_str()), (200, r#"{"published":1,"offset":1}"#));
+    let batch = r#"{"batch":[{"room":"h:1","data":"b"},{"room":"plain","data":1},{"room":"h:2","data":"c"},{"room":"h:1","data":"d"}]}"#;
+    let (status, body) = api(&server, "POST", "/api/publish", batch);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"published":4,"offsets":[2,null,1,3]}"#)
+    );
+
+    let (status, body) = api(&server, "GET", "/api/history?room=h%3A1&limit=2", "");
+    assert_eq!(status, 200, "{body}");
+    let h: Value = body.parse().unwrap();
+    assert_eq!((h["room"].as_str(), h["offset"].as_u64()), (Some("h:1"), Some(3)));
+    assert!(h.get("id").is_none());
+    let data: Vec<&str> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(data, ["b", "d"]);
+    for (path, status, code) in [
+        ("/api/history?room=plain", 400, "no_history"),
+        ("/api/history", 400, "bad_request"),
+        ("/api/history?room=h:1&limit=0", 400, "bad_request"),
+        ("/api/history?room=", 400, "invalid_room"),
+    ] {
+        let (got, body) = api(&server, "GET", path, "");
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(body.contains(code), "{path}: {body}");
+    }
+    let (status, _, _) = http(
+        &server,
+        "GET /api/history?room=h:1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 401);
+    // Pipelined behind a waiting answer: answered after it, in order.
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let publish = r#"{"room":"h:3","data":1}"#;
+    let two = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{publish}\
+         GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        publish.len()
+    );
+    std::io::Write::write_all(&mut s, two.as_bytes()).unwrap();
+    let (status, _, body) = read_response(&mut s);
+    assert_eq!((status, body.as_str()), (200, r#"{"published":1,"offset":1}"#));
+    let (status, _, body) = read_response(&mut s);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let _ = std::fs::remove_dir_all(dir);
+}
