@@ -323,3 +323,87 @@ fn measure_6_ping_flood_latency() {
         metric(&server, "roomcast_closes_total{code=\"1008\"}")
     );
 }
+
+/// Issue 13: 1 000 members of a room with history lose their connections,
+/// 100 messages are published meanwhile, and all 1 000 reconnect at once
+/// and recover (8 client threads). Time from their joins to the last ack.
+#[test]
+#[ignore = "a measurement: run by hand (see the module docs)"]
+fn measure_13_thousand_clients_recover_100_messages_each() {
+    let shards = std::env::var("SHARDS").unwrap_or_else(|_| "2".into());
+    let server = Server::start(&["--shards", &shards, "--history-size", "200", "--rate-limit", "100000"]);
+    let (mut publisher, _) = join_broker(&server, "");
+    send_json(&mut publisher, json!({"op":"join","room":"r","id":1}));
+    let ack = recv_json(&mut publisher);
+    let epoch = ack["epoch"].as_str().unwrap().to_string();
+    let top = ack["offset"].as_u64().unwrap();
+    send_json(&mut publisher, json!({"op":"leave","room":"r","id":2}));
+    recv_json(&mut publisher);
+    // The members were at `top` when their connections died.
+    for n in 1..=100 {
+        send_json(&mut publisher, json!({"op":"publish","room":"r","data":n,"id":n}));
+        assert_eq!(recv_json(&mut publisher)["op"], "ack");
+    }
+    let threads = 8;
+    let per = 1000 / threads;
+    let barrier = Arc::new(std::sync::Barrier::new(threads + 1));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (barrier, url, epoch) = (barrier.clone(), server.url("/ws"), epoch.clone());
+            std::thread::spawn(move || {
+                let mut clients: Vec<AnyClient> = (0..per)
+                    .map(|_| {
+                        let (mut ws, _) = tungstenite::connect(url.as_str()).expect("connect");
+                        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+                            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                        }
+                        assert_eq!(recv_json_any(&mut ws)["op"], "welcome");
+                        ws
+                    })
+                    .collect();
+                barrier.wait();
+                for ws in &mut clients {
+                    let since = json!({"offset":top,"epoch":epoch});
+                    send_json_any(ws, json!({"op":"join","room":"r","id":7,"since":since}));
+                }
+                let mut replayed = 0;
+                for ws in &mut clients {
+                    loop {
+                        let m = recv_json_any(ws);
+                        if m["op"] == "ack" {
+                            assert_eq!(m["recovered"], true);
+                            break;
+                        }
+                        replayed += 1;
+                    }
+                }
+                replayed
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let replayed: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let took = start.elapsed();
+    println!(
+        "issue 13: {} clients recovered {replayed} messages ({} each) in {:.0} ms, {} shards",
+        per * threads,
+        replayed / (per * threads),
+        took.as_secs_f64() * 1e3,
+        shards
+    );
+}
+
+type AnyClient = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+fn send_json_any(ws: &mut AnyClient, v: serde_json::Value) {
+    ws.send(tungstenite::Message::text(v.to_string())).unwrap();
+}
+
+fn recv_json_any(ws: &mut AnyClient) -> serde_json::Value {
+    loop {
+        if let tungstenite::Message::Text(t) = ws.read().unwrap() {
+            return t.parse().unwrap();
+        }
+    }
+}
