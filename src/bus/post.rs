@@ -166,6 +166,16 @@ impl Post {
     }
 }
 
+/// An inbox of `cap` messages with its own poll (one waker per poll), for
+/// tests of whatever sends to shards.
+#[cfg(test)]
+pub(crate) fn test_inbox(cap: usize) -> (ShardHandle, crossbeam_channel::Receiver<ShardMsg>, mio::Poll) {
+    let poll = mio::Poll::new().unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(cap);
+    let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    (ShardHandle::new(tx, waker), rx, poll)
+}
+
 /// Frames carried by a message (a `Frames` batch's length, else 0).
 fn frames_in(msg: &ShardMsg) -> usize {
     match msg {
@@ -178,17 +188,9 @@ fn frames_in(msg: &ShardMsg) -> usize {
 mod tests {
     use std::sync::Arc;
 
-    use mio::{Poll, Token, Waker};
-
     use super::*;
 
-    /// An inbox with its own poll (one waker per poll).
-    fn inbox(cap: usize) -> (ShardHandle, crossbeam_channel::Receiver<ShardMsg>, Poll) {
-        let poll = Poll::new().unwrap();
-        let (tx, rx) = crossbeam_channel::bounded(cap);
-        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
-        (ShardHandle::new(tx, waker), rx, poll)
-    }
+    use super::test_inbox as inbox;
 
     fn confirm(seq: u64) -> ShardMsg {
         ShardMsg::Confirm {

@@ -165,10 +165,7 @@ impl Endpoints<'_> {
             return Answer::json("405 Method Not Allowed", &err, close, &[("Allow", "POST")]);
         }
         if !self.key_matches(req) {
-            let err = api_error("unauthorized", "missing or wrong API key");
-            let mut answer = Answer::json("401 Unauthorized", &err, close, &[("WWW-Authenticate", "Bearer")]);
-            answer.auth_failed = true;
-            return answer;
+            return unauthorized(close);
         }
         match api::parse_publish(body, self.max_message_bytes) {
             Ok(items) => {
@@ -196,10 +193,7 @@ impl Endpoints<'_> {
             return Answer::json("405 Method Not Allowed", &err, close, &[("Allow", "GET, HEAD")]);
         }
         if !self.key_matches(req) {
-            let err = api_error("unauthorized", "missing or wrong API key");
-            let mut answer = Answer::json("401 Unauthorized", &err, close, &[("WWW-Authenticate", "Bearer")]);
-            answer.auth_failed = true;
-            return answer;
+            return unauthorized(close);
         }
         let query = req.query.as_deref().unwrap_or("");
         let bad = |code: &str, message: &str| Answer::json("400 Bad Request", &api_error(code, message), close, &[]);
@@ -223,6 +217,14 @@ impl Endpoints<'_> {
         answer.history = Some((room, limit));
         answer
     }
+}
+
+/// The API's answer to a missing or wrong key.
+fn unauthorized(close: bool) -> Answer {
+    let err = api_error("unauthorized", "missing or wrong API key");
+    let mut answer = Answer::json("401 Unauthorized", &err, close, &[("WWW-Authenticate", "Bearer")]);
+    answer.auth_failed = true;
+    answer
 }
 
 /// An embedded file. Any origin may load it: it is public code, and pages

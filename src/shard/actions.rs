@@ -140,13 +140,7 @@ impl Shard {
                 api,
             } => {
                 let names = std::mem::take(&mut self.work.names);
-                let reply = ReplyTo {
-                    shard: self.id,
-                    slot: slot as u32,
-                    conn: id,
-                    req,
-                    api,
-                };
+                let reply = self.reply_to(slot, id, req, api);
                 self.publish_numbered(&names[name], draft, reply, clock);
                 self.work.names = names;
             }
@@ -158,13 +152,7 @@ impl Shard {
                 api,
             } => {
                 let names = std::mem::take(&mut self.work.names);
-                let reply = ReplyTo {
-                    shard: self.id,
-                    slot: slot as u32,
-                    conn: id,
-                    req,
-                    api,
-                };
+                let reply = self.reply_to(slot, id, req, api);
                 self.query_history(&names[name], limit, since, reply, clock);
                 self.work.names = names;
             }
@@ -194,6 +182,17 @@ impl Shard {
                 self.answer(waiter, clock);
             }
             self.renounce(topic);
+        }
+    }
+
+    /// Where the answer to request `req` of connection `(slot, conn)` goes.
+    fn reply_to(&self, slot: usize, conn: u64, req: Option<u64>, api: bool) -> ReplyTo {
+        ReplyTo {
+            shard: self.id,
+            slot: slot as u32,
+            conn,
+            req,
+            api,
         }
     }
 

@@ -149,17 +149,10 @@ impl Relay {
 mod tests {
     use std::sync::Arc;
 
-    use mio::{Poll, Token, Waker};
-
     use super::*;
     use crate::metrics::Registry;
 
-    fn inbox(cap: usize) -> (ShardHandle, crossbeam_channel::Receiver<ShardMsg>, Poll) {
-        let poll = Poll::new().unwrap();
-        let (tx, rx) = crossbeam_channel::bounded(cap);
-        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
-        (ShardHandle::new(tx, waker), rx, poll)
-    }
+    use crate::bus::post::test_inbox as inbox;
 
     #[test]
     fn congested_while_mail_waits_and_past_a_turns_frames() {

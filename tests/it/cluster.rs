@@ -358,15 +358,13 @@ impl Drop for Gate {
     }
 }
 
-/// Issue 11, item 2: after a Redis restart, a node that comes back late
-/// (here: kept out by a gate until the publishing node's buffer is
-/// waiting) still gets every message buffered during the outage, because
-/// the flush waits for the nodes that were subscribed to re-subscribe.
-#[test]
-fn issue_11_2_the_outage_buffer_waits_for_late_nodes() {
-    let mut redis = Redis::start();
-    let gate = Gate::to(&redis);
-    let a = node(&redis, &[]);
+/// Two nodes: A on `redis` directly (with `a_args`), B behind a gate; a
+/// member of `room` on B has received one message from a publisher on A.
+/// Then the gate shuts, Redis stops, and A publishes 1..=`n` (all acked)
+/// during the outage. Returns what the test goes on with.
+fn outage_with_a_gated_node(redis: &mut Redis, a_args: &[&str], room: &str, n: u64) -> (Gate, Server, Server, Client) {
+    let gate = Gate::to(redis);
+    let a = node(redis, a_args);
     let b = {
         let url = gate.url();
         let server = Server::start(&["--redis-url", &url, "--shards", "2"]);
@@ -374,22 +372,32 @@ fn issue_11_2_the_outage_buffer_waits_for_late_nodes() {
         server
     };
     let (mut member, _) = join_broker(&b, "");
-    join_room(&mut member, "late", 1);
+    join_room(&mut member, room, 1);
     let (mut publisher, _) = join_broker(&a, "");
     send_json(
         &mut publisher,
-        json!({"op":"publish","room":"late","data":"before","id":0}),
+        json!({"op":"publish","room":room,"data":"before","id":0}),
     );
     assert_eq!(recv_json(&mut publisher)["op"], "ack");
     assert_eq!(recv_json(&mut member)["data"], "before");
-
     gate.set_open(false);
     redis.stop();
     eventually("A to see the outage", || get(&a, "/readyz").0 == 503);
-    for n in 1..=50 {
-        send_json(&mut publisher, json!({"op":"publish","room":"late","data":n,"id":n}));
+    for i in 1..=n {
+        send_json(&mut publisher, json!({"op":"publish","room":room,"data":i,"id":i}));
         assert_eq!(recv_json(&mut publisher)["op"], "ack");
     }
+    (gate, a, b, member)
+}
+
+/// Issue 11, item 2: after a Redis restart, a node that comes back late
+/// (here: kept out by a gate until the publishing node's buffer is
+/// waiting) still gets every message buffered during the outage, because
+/// the flush waits for the nodes that were subscribed to re-subscribe.
+#[test]
+fn issue_11_2_the_outage_buffer_waits_for_late_nodes() {
+    let mut redis = Redis::start();
+    let (gate, a, _b, mut member) = outage_with_a_gated_node(&mut redis, &[], "late", 50);
     redis.restart();
     eventually("A to recover while B cannot", || get(&a, "/readyz").0 == 200);
     // A holds the buffer for B (before the fix it flushed it 1 s after its
@@ -411,31 +419,8 @@ fn issue_11_2_the_outage_buffer_waits_for_late_nodes() {
 #[test]
 fn issue_11_2_messages_a_node_may_have_missed_are_counted() {
     let mut redis = Redis::start();
-    let gate = Gate::to(&redis);
-    let a = node(&redis, &["--redis-resubscribe-wait-secs", "1"]);
-    let b = {
-        let url = gate.url();
-        let server = Server::start(&["--redis-url", &url, "--shards", "2"]);
-        eventually("B's link to come up", || get(&server, "/readyz").0 == 200);
-        server
-    };
-    let (mut member, _) = join_broker(&b, "");
-    join_room(&mut member, "gone", 1);
-    let (mut publisher, _) = join_broker(&a, "");
-    send_json(
-        &mut publisher,
-        json!({"op":"publish","room":"gone","data":"before","id":0}),
-    );
-    assert_eq!(recv_json(&mut publisher)["op"], "ack");
-    assert_eq!(recv_json(&mut member)["data"], "before");
-
-    gate.set_open(false);
-    redis.stop();
-    eventually("A to see the outage", || get(&a, "/readyz").0 == 503);
-    for n in 1..=20 {
-        send_json(&mut publisher, json!({"op":"publish","room":"gone","data":n,"id":n}));
-        assert_eq!(recv_json(&mut publisher)["op"], "ack");
-    }
+    let wait = ["--redis-resubscribe-wait-secs", "1"];
+    let (_gate, a, b, _member) = outage_with_a_gated_node(&mut redis, &wait, "gone", 20);
     redis.restart();
     eventually("A to flush after its wait", || {
         metric(&a, "roomcast_redis_buffer_depth") == 0.0 && get(&a, "/readyz").0 == 200
