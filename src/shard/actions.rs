@@ -91,7 +91,7 @@ impl Shard {
                 }
             }
             Action::Leave { topic, id: req } => {
-                self.forget_admissions(slot, id, Some(&topic));
+                self.left_pending(slot, id, &topic);
                 self.leave(slot, topic, clock);
                 if let Some(req) = req {
                     self.reply(slot, id, encode::ack(req));
@@ -108,6 +108,7 @@ impl Shard {
                     .cloned()
                     .collect();
                 for topic in revoked {
+                    self.left_pending(slot, id, &topic);
                     self.reply(slot, id, encode::unsubscribed(topic.name(), ErrorCode::Forbidden));
                     self.leave(slot, topic, clock);
                 }

@@ -148,7 +148,15 @@ impl Shard {
         let since = if matches!(joined, Joined::Already) { None } else { since };
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        self.admissions.insert(ticket, (slot as u32, conn, topic));
+        self.admissions.insert(
+            ticket,
+            Admission {
+                slot: slot as u32,
+                conn,
+                topic,
+                left: false,
+            },
+        );
         let from = self.id;
         self.relay.item(
             owner,
@@ -263,14 +271,22 @@ impl Shard {
     /// The owner said where a pending member starts: queue what it missed
     /// and the ack, and let it have the room's frames from now on.
     fn admitted(&mut self, ticket: u64, frames: Vec<Bytes>, ack: Option<Bytes>) {
-        let Some((slot, conn, topic)) = self.admissions.remove(&ticket) else {
-            // The member left (or its connection closed) meanwhile.
+        let Some(Admission {
+            slot,
+            conn,
+            topic,
+            left,
+        }) = self.admissions.remove(&ticket)
+        else {
             return;
         };
         if self.conns.get(slot as usize).is_none_or(|c| c.id() != conn) {
+            // Its connection closed meanwhile.
             return;
         }
-        if self.rooms.admit(slot, &topic) {
+        // A member that left meanwhile gets its join's ack, no more: the
+        // join took effect, and its leave undid it.
+        if !left && self.rooms.admit(slot, &topic) {
             for frame in frames {
                 self.reply(slot as usize, conn, frame);
             }
@@ -280,14 +296,18 @@ impl Shard {
         }
     }
 
-    /// A member left `topic` (or is leaving every room): its pending
-    /// admissions there are void.
-    pub(super) fn forget_admissions(&mut self, slot: usize, conn: u64, topic: Option<&Topic>) {
+    /// A member left `topic` before the owner admitted it: the owner's
+    /// answer will ack the join and admit nothing (a later join of the same
+    /// room has its own ticket).
+    pub(super) fn left_pending(&mut self, slot: usize, conn: u64, topic: &Topic) {
         if self.admissions.is_empty() {
             return;
         }
-        self.admissions
-            .retain(|_, (s, c, t)| !(*s as usize == slot && *c == conn && topic.is_none_or(|topic| topic == t)));
+        for a in self.admissions.values_mut() {
+            if a.slot as usize == slot && a.conn == conn && a.topic == *topic {
+                a.left = true;
+            }
+        }
     }
 
     /// The sweep's share: expire streams, publish the gauges.
@@ -305,6 +325,16 @@ impl Shard {
         m.history_bytes.set(bytes);
         m.history_evicted.set(self.history.evicted());
     }
+}
+
+/// A member joined pending on this shard, until the owner's answer.
+#[derive(Debug)]
+pub(super) struct Admission {
+    slot: u32,
+    conn: u64,
+    topic: Topic,
+    /// It left before the answer came.
+    left: bool,
 }
 
 /// How often expired streams are looked for (each access also checks).

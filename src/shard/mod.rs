@@ -73,7 +73,7 @@ pub(crate) struct Shard {
     /// The history of the rooms this shard owns (`history.rs`).
     history: crate::history::Store,
     /// Members joined pending on this shard, by ticket: (slot, id, room).
-    admissions: hashbrown::HashMap<u64, (u32, u64, crate::rooms::Topic)>,
+    admissions: hashbrown::HashMap<u64, history::Admission>,
     next_ticket: u64,
     next_history_expiry: Instant,
     /// Connections over a cap (`limits::admission`), oldest first; may

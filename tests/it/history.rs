@@ -425,3 +425,37 @@ fn the_http_api_answers_offsets_and_history() {
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A join of a room with history, undone by a leave before the owner shard
+/// answered (30 rooms: most are owned by the other shard), is still acked,
+/// and the connection is not in the room afterwards.
+#[test]
+fn a_join_left_before_the_owner_answered_is_acked_and_undone() {
+    let server = Server::start(&["--history-size", "10", "--shards", "2"]);
+    let (mut ws, _) = join_broker(&server, "");
+    let mut batch = Vec::new();
+    for i in 0..30u64 {
+        batch.push(json!({"op":"join","room":format!("p{i}"),"id":i}).to_string());
+        batch.push(json!({"op":"leave","room":format!("p{i}"),"id":100 + i}).to_string());
+    }
+    for text in &batch {
+        ws.write(tungstenite::Message::text(text.clone())).unwrap();
+    }
+    ws.flush().unwrap();
+    let mut acked = std::collections::BTreeSet::new();
+    while acked.len() < 60 {
+        let m = recv_json(&mut ws);
+        assert_eq!(m["op"], "ack", "{m}");
+        assert!(acked.insert(m["id"].as_u64().unwrap()), "one ack per request: {m}");
+    }
+    // Not a member of any: a publish reaches nobody (the publisher is not in).
+    let (mut other, _) = join_broker(&server, "");
+    send_json(&mut other, json!({"op":"publish","room":"p0","data":1,"id":1}));
+    assert_eq!(recv_json(&mut other)["offset"], 1);
+    send_json(&mut ws, json!({"op":"ping","id":999}));
+    assert_eq!(
+        recv_json(&mut ws),
+        json!({"op":"ack","id":999}),
+        "no message of p0 came first"
+    );
+}
