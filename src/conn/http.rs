@@ -185,13 +185,13 @@ impl<S: Transport> Conn<S> {
             });
             return;
         }
-        if let Some((room, limit)) = answer.history.take() {
+        if let Some((room, limit, since)) = answer.history.take() {
             let start = ctx.work.names.len();
             ctx.work.names.push_str(&room);
             ctx.work.actions.push(Action::History {
                 name: start..ctx.work.names.len(),
                 limit,
-                since: None,
+                since,
                 id: Some(0),
                 api: true,
             });

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::auth;
 use crate::config::RoomRules;
+use crate::history::{Epoch, Since};
 use crate::protocol::api::{self, Item};
 use crate::protocol::encode;
 use crate::protocol::ops::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
@@ -56,9 +57,9 @@ pub(crate) struct Answer {
     pub publish: Vec<Item>,
     /// The request carried a wrong or missing API key (counted in metrics).
     pub auth_failed: bool,
-    /// `GET /api/history` for this room and limit: the answer comes from
-    /// the room's owner shard, and `response` is not sent.
-    pub history: Option<(String, usize)>,
+    /// `GET /api/history` for this room, limit and position: the answer
+    /// comes from the room's owner shard, and `response` is not sent.
+    pub history: Option<(String, usize, Option<Since>)>,
 }
 
 impl Answer {
@@ -185,8 +186,8 @@ impl Endpoints<'_> {
 }
 
 impl Endpoints<'_> {
-    /// `GET /api/history?room=R&limit=L`: checks the key and the query; the
-    /// answer itself comes from the room's owner shard.
+    /// `GET /api/history?room=R&limit=L[&since=N&epoch=E]`: checks the key
+    /// and the query; the answer itself comes from the room's owner shard.
     fn api_history(&self, req: &Request, close: bool) -> Answer {
         if !matches!(req.method.as_str(), "GET" | "HEAD") {
             let err = api_error("method_not_allowed", "use GET");
@@ -210,11 +211,22 @@ impl Endpoints<'_> {
                 _ => return bad("bad_request", "\"limit\" must be an integer from 1 to 1000"),
             },
         };
+        let since = match (auth::query_param(query, "since"), auth::query_param(query, "epoch")) {
+            (None, None) => None,
+            (Some(offset), Some(epoch)) => match offset.parse::<u64>() {
+                Ok(offset) => Some(Since {
+                    offset,
+                    epoch: Epoch::parse(&epoch).unwrap_or(Epoch::UNKNOWN),
+                }),
+                Err(_) => return bad("bad_request", "\"since\" must be a non-negative integer"),
+            },
+            _ => return bad("bad_request", "give \"since\" and \"epoch\" together"),
+        };
         if !self.rooms.options(&room).has_history() {
             return bad("no_history", "the room keeps no history");
         }
         let mut answer = Answer::new("200 OK", Bytes::new(), close);
-        answer.history = Some((room, limit));
+        answer.history = Some((room, limit, since));
         answer
     }
 }

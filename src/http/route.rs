@@ -18,7 +18,7 @@ pub enum Route {
     Metrics,
     /// `POST /api/publish`: backend publish.
     ApiPublish,
-    /// `GET /api/history?room=R&limit=L`: a room's recent messages.
+    /// `GET /api/history?room=R&limit=L[&since=N&epoch=E]`: a room's recent messages.
     ApiHistory,
     /// `GET /client.js`: the JavaScript client, embedded in the binary.
     ClientJs,

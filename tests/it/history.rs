@@ -394,11 +394,23 @@ fn the_http_api_answers_offsets_and_history() {
         .map(|m| m["data"].as_str().unwrap())
         .collect();
     assert_eq!(data, ["b", "d"]);
+    let epoch = h["epoch"].as_str().unwrap();
+    let (status, body) = api(
+        &server,
+        "GET",
+        &format!("/api/history?room=h:1&since=1&epoch={epoch}&limit=1"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let h: Value = body.parse().unwrap();
+    assert_eq!(h["messages"][0]["data"], "b", "{h}");
     for (path, status, code) in [
         ("/api/history?room=plain", 400, "no_history"),
         ("/api/history", 400, "bad_request"),
         ("/api/history?room=h:1&limit=0", 400, "bad_request"),
         ("/api/history?room=", 400, "invalid_room"),
+        ("/api/history?room=h:1&since=1", 400, "bad_request"),
+        ("/api/history?room=h:1&since=x&epoch=e", 400, "bad_request"),
     ] {
         let (got, body) = api(&server, "GET", path, "");
         assert_eq!(got, status, "{path}: {body}");

@@ -396,3 +396,36 @@ fn the_stats_line_is_logged_every_interval() {
         assert!(line.contains(field), "{field} missing: {line}");
     }
 }
+
+#[test]
+fn print_config_round_trips_room_sections() {
+    let bin = env!("CARGO_BIN_EXE_roomcast");
+    let dir = std::env::temp_dir().join(format!("roomcast-print-rooms-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let written = dir.join("rooms.toml");
+    std::fs::write(
+        &written,
+        "history-size = 5\n[[rooms]]\nmatch = \"chat:*\"\nhistory_size = 100\nhistory_ttl_secs = 600\n\
+         [[rooms]]\nmatch = \"quiet\"\nhistory_size = 0\n",
+    )
+    .unwrap();
+    let print = |path: &std::path::Path| {
+        let out = std::process::Command::new(bin)
+            .args(["--print-config", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = print(&written);
+    assert!(text.contains("history-size = 5"), "{text}");
+    assert!(
+        text.contains("[[rooms]]\nmatch = \"chat:*\"\nhistory_size = 100\nhistory_ttl_secs = 600\n"),
+        "{text}"
+    );
+    assert!(text.contains("match = \"quiet\"\nhistory_size = 0\n"), "{text}");
+    let effective = dir.join("effective.toml");
+    std::fs::write(&effective, &text).unwrap();
+    assert_eq!(print(&effective), text);
+    let _ = std::fs::remove_dir_all(dir);
+}
