@@ -325,3 +325,55 @@ fn a_connection_is_listed_to_read_again_once_however_often_it_asks() {
     h.conn.unqueue_read();
     assert!(h.conn.queue_read(), "taken off, then listed again");
 }
+
+#[test]
+fn an_api_answer_waiting_for_owner_shards_holds_pipelined_requests_back() {
+    let mut config = Config::default();
+    config.api_key = Some("k".into());
+    config.rooms = crate::config::RoomRules::new(
+        Vec::new(),
+        crate::config::RoomOptions {
+            history_size: 10,
+            history_ttl: Duration::from_secs(60),
+        },
+    )
+    .unwrap();
+    let mut h = Harness::new(config);
+    let body = r#"{"batch":[{"room":"h","data":1},{"user":"u","data":2}]}"#;
+    let mut input = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes();
+    input.extend(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.feed(&input);
+    let actions = h.actions();
+    assert!(
+        matches!(
+            actions[..],
+            [
+                Action::PublishNumbered {
+                    id: Some(0),
+                    api: true,
+                    ..
+                },
+                Action::Publish { user: true, .. }
+            ]
+        ),
+        "{actions:?}"
+    );
+    assert!(
+        h.conn.stream.written.is_empty(),
+        "nothing answered yet, the probe neither"
+    );
+    // The owner's answer completes it; the probe behind it is served next.
+    let part = crate::bus::ApiPart::Offset { index: 0, offset: 7 };
+    let verdict = h.with(|c, ctx, _| c.api_part(ctx, part));
+    assert_eq!(verdict, Verdict::ReadAgain);
+    h.with(|c, ctx, _| c.flush(ctx));
+    assert!(h.http_head().starts_with("HTTP/1.1 200 OK"));
+    h.read_body(r#"{"published":2,"offsets":[7,null]}"#);
+    h.ready();
+    assert!(h.http_head().starts_with("HTTP/1.1 200 OK"));
+    h.read_body("ok\n");
+}
