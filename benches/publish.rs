@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use roomcast::internals::{encode, FanoutBench, Op, Parser, Topic};
+use roomcast::internals::{encode, FanoutBench, HistoryLimits, HistoryStore, Op, Parser, Topic};
 
 fn publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish");
@@ -66,5 +66,29 @@ fn batch_handoff(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, publish, parse, batch_handoff);
+/// What numbering costs a publish into a room with history, on its owner
+/// shard: the plain encode against the draft, its finish with the offset,
+/// and the append to the room's ring (which drops the oldest once full).
+fn numbering(c: &mut Criterion) {
+    let mut group = c.benchmark_group("numbering");
+    let data = format!("\"{}\"", "x".repeat(64));
+    group.bench_function("plain_encode", |b| {
+        b.iter(|| black_box(encode::message("room-0", "anon-1", data.as_bytes())))
+    });
+    let mut store = HistoryStore::new(256 << 20);
+    let limits = HistoryLimits {
+        size: 100,
+        ttl: std::time::Duration::from_secs(300),
+    };
+    let now = std::time::Instant::now();
+    group.bench_function("draft_finish_append", |b| {
+        b.iter(|| {
+            let draft = encode::message_draft("room-0", "anon-1", data.as_bytes());
+            black_box(store.append("room-0", limits, now, |n| draft.finish(n)))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, publish, parse, batch_handoff, numbering);
 criterion_main!(benches);

@@ -60,6 +60,7 @@ pub use node::Node;
 /// nothing uses (quinn-proto's way).
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::history::{Limits as HistoryLimits, Store as HistoryStore};
     pub use crate::http::request::{parse as parse_request, Parsed, MAX_HEAD_BYTES};
     pub use crate::http::upgrade;
     pub use crate::link::wire::Wire;
