@@ -148,6 +148,8 @@ pub(crate) enum Item {
         req: Option<u64>,
         /// Where the client stopped, to recover from.
         since: Option<Since>,
+        /// The connection is in the room already: nothing to replay.
+        already: bool,
     },
     /// The owner's answer: queue `frames` (what the member missed), then
     /// `ack`, and admit the member.

@@ -145,7 +145,7 @@ impl Shard {
             return;
         }
         // A member already in misses nothing: no replay.
-        let since = if matches!(joined, Joined::Already) { None } else { since };
+        let already = matches!(joined, Joined::Already);
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.admissions.insert(
@@ -166,6 +166,7 @@ impl Shard {
                 from,
                 req,
                 since,
+                already,
             },
         );
     }
@@ -181,7 +182,13 @@ impl Shard {
     ) -> (Vec<Bytes>, Option<Bytes>) {
         let (limits, now) = (self.limits(room), std::time::Instant::now());
         let (position, frames, recovered) = match since {
-            Some(since) if !already => {
+            // Already in: it misses nothing, so nothing is replayed; the
+            // ack still says whether its position could be recovered.
+            Some(since) if already => {
+                let r = self.history.recover(room, limits, since, now);
+                (r.position, Vec::new(), Some(r.recovered))
+            }
+            Some(since) => {
                 let r = self.history.recover(room, limits, since, now);
                 let m = &self.env.metrics;
                 if r.recovered {
@@ -192,11 +199,7 @@ impl Shard {
                 }
                 (r.position, r.frames, Some(r.recovered))
             }
-            _ => (
-                self.history.position(room, limits, now),
-                Vec::new(),
-                since.map(|_| true),
-            ),
+            None => (self.history.position(room, limits, now), Vec::new(), None),
         };
         let ack = req.map(|id| encode::ack_position(id, position.top, position.epoch.as_str(), recovered));
         (frames, ack)
@@ -252,8 +255,9 @@ impl Shard {
                 from,
                 req,
                 since,
+                already,
             } => {
-                let (frames, ack) = self.start_position(&room, req, since, false);
+                let (frames, ack) = self.start_position(&room, req, since, already);
                 self.relay.item(from, Item::Admitted { ticket, frames, ack });
             }
             Item::Admitted { ticket, frames, ack } => self.admitted(ticket, frames, ack),

@@ -471,3 +471,31 @@ fn a_join_left_before_the_owner_answered_is_acked_and_undone() {
         "no message of p0 came first"
     );
 }
+
+/// Joining a room one is already in, with `since`: nothing is replayed (it
+/// missed nothing), on the owner shard or another; the ack says where the
+/// room is and whether that position is still held.
+#[test]
+fn a_join_with_since_of_a_room_one_is_in_replays_nothing() {
+    let server = Server::start(&["--history-size", "3", "--shards", "2"]);
+    // Six rooms: owned by one shard or the other, the connection's or not.
+    let (mut ws, _) = join_broker(&server, "");
+    for r in 0..6 {
+        let room = format!("again-{r}");
+        let epoch = join(&mut ws, &room, 1, None)["epoch"].clone();
+        for n in 1..=5 {
+            send_json(&mut ws, json!({"op":"publish","room":room,"data":n,"id":100 + n}));
+        }
+        offsets_until(&mut ws, 5);
+        let (ack, replay) = join_replay(&mut ws, &room, 2, Some(json!({"offset":4,"epoch":epoch})));
+        assert!(replay.is_empty(), "{replay:?}");
+        assert_eq!(
+            (ack["offset"].as_u64(), ack["recovered"].as_bool()),
+            (Some(5), Some(true)),
+            "{ack}"
+        );
+        let (ack, replay) = join_replay(&mut ws, &room, 3, Some(json!({"offset":0,"epoch":epoch})));
+        assert!(replay.is_empty());
+        assert_eq!(ack["recovered"], false, "offset 1 is gone: {ack}");
+    }
+}
