@@ -64,6 +64,8 @@ impl RoomOptions {
 pub struct RoomRules {
     sections: Vec<(RoomPolicy, RoomOptions)>,
     default: RoomOptions,
+    /// Whether any room can have history (so most lookups are skipped).
+    any_history: bool,
     /// As written, for `--print-config`.
     written: Vec<RoomSection>,
 }
@@ -98,9 +100,11 @@ impl RoomRules {
                 },
             ));
         }
+        let any_history = default.has_history() || sections.iter().any(|(_, o)| o.has_history());
         Ok(RoomRules {
             sections,
             default,
+            any_history,
             written,
         })
     }
@@ -114,9 +118,15 @@ impl RoomRules {
             .map_or(self.default, |(_, o)| *o)
     }
 
-    /// Whether any room can have history (skips every lookup when none can).
+    /// Whether any room can have history.
     pub fn any_history(&self) -> bool {
-        self.default.has_history() || self.sections.iter().any(|(_, o)| o.has_history())
+        self.any_history
+    }
+
+    /// Whether `room` keeps history (no pattern is matched when no room can).
+    #[inline]
+    pub fn has_history(&self, room: &str) -> bool {
+        self.any_history && self.options(room).has_history()
     }
 
     /// The sections as written.

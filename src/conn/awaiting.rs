@@ -4,7 +4,7 @@
 //! are still answered in order; the last piece completes the response.
 
 use crate::bus::ApiPart;
-use crate::http::response;
+use crate::http::Answer;
 
 use super::{Conn, Ctx, Phase, Transport, Verdict};
 
@@ -80,17 +80,8 @@ impl<S: Transport> Conn<S> {
         if let Phase::Http { awaiting, .. } = &mut self.phase {
             *awaiting = None;
         }
-        let full = response::response("200 OK", "application/json", &body, close, &[]);
-        let response = if head_only {
-            let end = full
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map_or(full.len(), |at| at + 4);
-            full.slice(..end)
-        } else {
-            full
-        };
-        self.queue(response);
+        let answer = Answer::json("200 OK", &body, close, &[]);
+        self.queue(if head_only { answer.head() } else { answer.response });
         if close {
             self.linger(ctx, true);
             return Verdict::Keep;

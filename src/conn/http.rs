@@ -9,11 +9,10 @@ use crate::auth;
 use crate::http::request::{self, Parsed};
 use crate::http::{upgrade, Answer, Endpoints, Request, Route};
 use crate::limits::Ticket;
-
-use super::awaiting::Awaiting;
 use crate::metrics::DropReason;
 use crate::ws::{CloseCode, Decoder};
 
+use super::awaiting::Awaiting;
 use super::session::Session;
 use super::{pause_limit, Action, Conn, Ctx, Phase, Transport, Verdict};
 
@@ -151,13 +150,13 @@ impl<S: Transport> Conn<S> {
         metrics.messages_received.add(answer.publish.len() as u64);
         let rooms = &ctx.env.config().rooms;
         let items = std::mem::take(&mut answer.publish);
-        let offsets = vec![None; items.len()];
+        let count = items.len();
         let mut numbered = 0;
         for (index, item) in items.into_iter().enumerate() {
             let start = ctx.work.names.len();
             ctx.work.names.push_str(&item.name);
             let name = start..ctx.work.names.len();
-            let action = if !item.user && rooms.any_history() && rooms.options(&item.name).has_history() {
+            let action = if !item.user && rooms.has_history(&item.name) {
                 // Numbered by the room's owner shard, like a client's; the
                 // answer says where each landed.
                 numbered += 1;
@@ -179,7 +178,7 @@ impl<S: Transport> Conn<S> {
         }
         if numbered > 0 {
             self.await_answer(Awaiting::Publish {
-                offsets,
+                offsets: vec![None; count],
                 waiting: numbered,
                 close: answer.close,
             });

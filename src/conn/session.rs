@@ -183,7 +183,7 @@ impl Session {
                 fail(id, ErrorCode::Forbidden, "room not allowed by token")
             }
             Op::Join { room, since } => {
-                let at = match (env.config().rooms.options(room).has_history(), since) {
+                let at = match (env.config().rooms.has_history(room), since) {
                     (false, _) => JoinAt::Plain,
                     (true, None) => JoinAt::Top,
                     (true, Some(s)) => JoinAt::Since(since_of(s)),
@@ -194,28 +194,23 @@ impl Session {
                     at,
                 }
             }
-            Op::History { .. } if !env.config().rooms.any_history() => {
+            Op::History { room, .. } if !env.config().rooms.has_history(room) => {
                 fail(id, ErrorCode::NoHistory, "the room keeps no history")
             }
-            Op::History { room, limit, since } => {
-                if !env.config().rooms.options(room).has_history() {
-                    return Some(fail(id, ErrorCode::NoHistory, "the room keeps no history"));
-                }
-                Action::History {
-                    name: push_name(names, room),
-                    limit,
-                    since: since.map(since_of),
-                    id,
-                    api: false,
-                }
-            }
+            Op::History { room, limit, since } => Action::History {
+                name: push_name(names, room),
+                limit,
+                since: since.map(since_of),
+                id,
+                api: false,
+            },
             Op::Leave { room } => Action::Leave {
                 topic: Topic::Room(Arc::from(room)),
                 id,
             },
             Op::Publish { room, data } => {
                 let data = &payload[data];
-                let numbered = env.config().rooms.any_history() && env.config().rooms.options(room).has_history();
+                let numbered = env.config().rooms.has_history(room);
                 // A numbered message also carries `,"offset":N`.
                 let max = if numbered {
                     max.saturating_sub(encode::OFFSET_BYTES)

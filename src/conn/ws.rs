@@ -43,22 +43,18 @@ impl<S: Transport> Conn<S> {
                     Some(s) => return s.on_binary(ctx, p),
                     None => echo(outbox, ctx.metrics(), route, OpCode::Binary, p),
                 },
-                // Broker connections pay for every frame (see `Session::charge_frame`).
-                Event::Fragment | Event::Pong(_) => {
+                // Broker connections pay for every frame (see
+                // `Session::charge_frame`); a ping over the limit gets no pong.
+                Event::Fragment | Event::Pong(_) | Event::Ping(_) => {
                     if let Some(s) = session {
                         if !s.charge_frame(ctx) {
                             return s.flow();
                         }
                     }
-                }
-                Event::Ping(p) => {
-                    if let Some(s) = session {
-                        if !s.charge_frame(ctx) {
-                            return s.flow();
+                    if let Event::Ping(p) = event {
+                        if !close_sent {
+                            outbox.push(frame::encode(OpCode::Pong, p));
                         }
-                    }
-                    if !close_sent {
-                        outbox.push(frame::encode(OpCode::Pong, p));
                     }
                 }
                 Event::Close { code, .. } => {

@@ -274,10 +274,22 @@ impl Store {
     /// A member joins `room` from `since`: the messages it missed, if all
     /// are held in its epoch, and the position it continues from.
     pub fn recover(&mut self, room: &str, limits: Limits, since: Since, now: Instant) -> Recovery {
+        self.recover_as(room, limits, since, now, true)
+    }
+
+    /// Whether a member could recover `room` from `since`, and the
+    /// position, without gathering the replay (a member already in needs
+    /// none).
+    pub fn recoverable(&mut self, room: &str, limits: Limits, since: Since, now: Instant) -> (Position, bool) {
+        let r = self.recover_as(room, limits, since, now, false);
+        (r.position, r.recovered)
+    }
+
+    fn recover_as(&mut self, room: &str, limits: Limits, since: Since, now: Instant, replay: bool) -> Recovery {
         let s = self.stream(room, limits, now);
         let position = s.position();
         let ok = since.epoch == s.epoch && since.offset <= s.top && s.holds_after(since.offset);
-        let frames = if ok {
+        let frames = if ok && replay {
             s.kept
                 .iter()
                 .filter(|k| k.offset > since.offset)

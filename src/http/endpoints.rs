@@ -95,7 +95,8 @@ impl Answer {
         self.response.slice(..end)
     }
 
-    fn json(status: &'static str, body: &[u8], close: bool, extra: &[(&str, &str)]) -> Answer {
+    /// A JSON answer.
+    pub fn json(status: &'static str, body: &[u8], close: bool, extra: &[(&str, &str)]) -> Answer {
         Answer::new(
             status,
             response::response(status, "application/json", body, close, extra),
@@ -222,7 +223,7 @@ impl Endpoints<'_> {
             },
             _ => return bad("bad_request", "give \"since\" and \"epoch\" together"),
         };
-        if !self.rooms.options(&room).has_history() {
+        if !self.rooms.has_history(&room) {
             return bad("no_history", "the room keeps no history");
         }
         let mut answer = Answer::new("200 OK", Bytes::new(), close);

@@ -177,13 +177,18 @@ impl Shard {
     /// member, answers the joins still waiting and tells the other shards.
     fn leave(&mut self, slot: usize, topic: Topic, clock: Clock) {
         if let Left::LastLocal(unanswered) = self.rooms.leave(slot as u32, &topic) {
-            // Joins undone before they were confirmed are acked first: they
-            // took effect, and this leave undid them.
-            for waiter in unanswered {
-                self.answer(waiter, clock);
-            }
-            self.renounce(topic);
+            self.last_left(topic, unanswered, clock);
         }
+    }
+
+    /// The last local member of `topic` is gone: the joins still waiting
+    /// for its announcement are acked first (they took effect, and a leave
+    /// undid them), then the other shards are told.
+    pub(super) fn last_left(&mut self, topic: Topic, unanswered: Vec<Waiter>, clock: Clock) {
+        for waiter in unanswered {
+            self.answer(waiter, clock);
+        }
+        self.renounce(topic);
     }
 
     /// Where the answer to request `req` of connection `(slot, conn)` goes.
@@ -210,7 +215,7 @@ impl Shard {
     }
 
     /// Tells every other shard (and the link) that this one has no member left.
-    pub(super) fn renounce(&mut self, topic: Topic) {
+    fn renounce(&mut self, topic: Topic) {
         let me = self.id;
         self.relay.control_all(|| ShardMsg::Interest {
             topic: topic.clone(),

@@ -185,8 +185,8 @@ impl Shard {
             // Already in: it misses nothing, so nothing is replayed; the
             // ack still says whether its position could be recovered.
             Some(since) if already => {
-                let r = self.history.recover(room, limits, since, now);
-                (r.position, Vec::new(), Some(r.recovered))
+                let (position, recovered) = self.history.recoverable(room, limits, since, now);
+                (position, Vec::new(), Some(recovered))
             }
             Some(since) => {
                 let r = self.history.recover(room, limits, since, now);

@@ -399,16 +399,10 @@ impl Shard {
     /// answering the joins that still waited for them.
     fn leave_rooms(&mut self, slot: usize, clock: Clock) {
         let mut gone = Vec::new();
-        let mut unanswered = Vec::new();
-        self.rooms.leave_all(slot as u32, |topic, waiters| {
-            gone.push(topic);
-            unanswered.extend(waiters);
-        });
-        for waiter in unanswered {
-            self.answer(waiter, clock);
-        }
-        for topic in gone {
-            self.renounce(topic);
+        self.rooms
+            .leave_all(slot as u32, |topic, waiters| gone.push((topic, waiters)));
+        for (topic, unanswered) in gone {
+            self.last_left(topic, unanswered, clock);
         }
     }
 
