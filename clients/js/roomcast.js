@@ -92,6 +92,8 @@ export class Roomcast {
     this._token = undefined; // the token of the current or last attempt
     this._freshToken = undefined; // a token fetched after a 4001, for the next attempt
     this._retryTimer = null;
+    this._joinRetries = new Map(); // room -> consecutive `unavailable` answers
+    this._joinTimers = new Set(); // timers of joins to try again
     this._heartbeatTimer = null;
     this._lastFrameAt = 0;
     this._probed = false;
@@ -143,7 +145,9 @@ export class Roomcast {
    * Joins a room, now and after every reconnection. Resolves when the
    * server acks the join (if offline, on the next connection); rejects with
    * the server's error (`invalid_room`, `forbidden`, `too_large`), and then
-   * the room is forgotten.
+   * the room is forgotten. A join of a room with history that the server
+   * answers `unavailable` (its Redis is unreachable) is tried again, with
+   * backoff, keeping the room's position.
    * @param {string} room
    * @returns {Promise<void>}
    */
@@ -385,12 +389,25 @@ export class Roomcast {
     const req = pos ? { op: 'join', room, since: { offset: pos.offset, epoch: pos.epoch } } : { op: 'join', room };
     return this._request(JSON.stringify(req)).then(
       (ack) => {
+        this._joinRetries.delete(room);
         if (typeof ack?.epoch === 'string') this._onPosition(room, ack, pos);
         this._settleJoin(room, null, ack);
       },
       (err) => {
         // Lost connection: the waiters wait for the next one. Closed: already rejected.
         if (err.code === 'disconnected' || this._state === 'closed') return;
+        if (err.code === 'unavailable' && this._rooms.has(room)) {
+          // The server's history store is briefly unreachable: the room,
+          // its position and its waiters stay; the join is tried again.
+          const tries = (this._joinRetries.get(room) ?? 0) + 1;
+          this._joinRetries.set(room, tries);
+          const timer = setTimeout(() => {
+            this._joinTimers.delete(timer);
+            if (this._welcomed && this._rooms.has(room)) this._sendJoin(room);
+          }, backoffDelay(tries, this._opts.backoffBaseMs, this._opts.backoffCapMs));
+          this._joinTimers.add(timer);
+          return;
+        }
         this._rooms.delete(room);
         // A failed re-join has no caller to reject: tell the 'error' listeners.
         if (!this._settleJoin(room, err)) this._emit('error', err);
@@ -485,6 +502,8 @@ export class Roomcast {
   _shutdown(code, reason, why, errCode = 'closed') {
     this._state = 'closed';
     clearTimeout(this._retryTimer);
+    for (const t of this._joinTimers) clearTimeout(t);
+    this._joinTimers.clear();
     const err = new RoomcastError(errCode, `roomcast: closed: ${why}`);
     this._closeReason = err;
     this._dropSocket(err);

@@ -18,7 +18,7 @@ use mio::net::TcpStream;
 use mio::Waker;
 pub(crate) use post::Post;
 
-use crate::history::Since;
+use crate::history::{Limits, Since};
 use crate::limits::Permit;
 use crate::metrics::LinkState;
 use crate::protocol::encode::Draft;
@@ -119,6 +119,12 @@ pub(crate) enum ApiPart {
     /// The answer to `GET /api/history`: a `history` frame, whose payload
     /// is the response body.
     History(Bytes),
+    /// Item `index` of a `POST /api/publish` (or the `GET /api/history`)
+    /// could not be served: the history store (Redis) is unreachable.
+    Unavailable {
+        /// The item's index in the request.
+        index: u64,
+    },
 }
 
 /// Work on a room with history, between a shard and the room's owner
@@ -151,8 +157,8 @@ pub(crate) enum Item {
         /// The connection is in the room already: nothing to replay.
         already: bool,
     },
-    /// The owner's answer: queue `frames` (what the member missed), then
-    /// `ack`, and admit the member.
+    /// The owner's (or the Redis link's) answer: queue `frames` (what the
+    /// member missed), then `ack`, and admit the member.
     Admitted {
         /// The join's ticket.
         ticket: u64,
@@ -160,6 +166,17 @@ pub(crate) enum Item {
         frames: Vec<Bytes>,
         /// The join's ack, with the position.
         ack: Option<Bytes>,
+        /// Whether the join recovered from its `since` (`None`: it asked
+        /// no recovery, or was a member already), for the metrics.
+        recovered: Option<bool>,
+    },
+    /// The join could not be served (the history store is unreachable):
+    /// undo the pending join and queue `frame`, its error.
+    Refused {
+        /// The join's ticket.
+        ticket: u64,
+        /// The error for the client (`None`: the join had no id).
+        frame: Option<Bytes>,
     },
     /// A `history` query for the owner.
     Query {
@@ -234,11 +251,97 @@ pub(crate) struct TopicInterest {
     pub seq: u64,
 }
 
+/// What a shard asks of the Redis link's subscriber thread, in order on
+/// one queue: a join of a room with history is answered after the
+/// subscription it announced is in place.
+#[derive(Debug)]
+pub(crate) enum LinkRequest {
+    /// A first or last local member.
+    Interest(TopicInterest),
+    /// A member joined a room with history (pending on its shard): where
+    /// does it start, and what did it miss? Answered with
+    /// [`Item::Admitted`] or [`Item::Refused`], in order with the room's
+    /// messages from Redis.
+    Admit(Admit),
+    /// A `history` query (or `GET /api/history`), answered with
+    /// [`Item::Reply`] or [`Item::Api`].
+    Query(Query),
+}
+
+/// A join of a room with history, for the link (see [`LinkRequest::Admit`]).
+#[derive(Debug)]
+pub(crate) struct Admit {
+    /// The room.
+    pub room: Arc<str>,
+    /// Its history settings (a stream created now expires after the TTL).
+    pub limits: Limits,
+    /// The joining connection's shard.
+    pub shard: usize,
+    /// Matches the answer to the join.
+    pub ticket: u64,
+    /// The join's id, for the ack.
+    pub req: Option<u64>,
+    /// Where the client stopped, to recover from.
+    pub since: Option<Since>,
+    /// The connection is in the room already: nothing to replay.
+    pub already: bool,
+}
+
+/// A history query, for the link (see [`LinkRequest::Query`]).
+#[derive(Debug)]
+pub(crate) struct Query {
+    /// The room.
+    pub room: Arc<str>,
+    /// Its history settings.
+    pub limits: Limits,
+    /// Most messages.
+    pub limit: usize,
+    /// From after this position.
+    pub since: Option<Since>,
+    /// Who asked.
+    pub reply: ReplyTo,
+}
+
+/// A publish to a room with history, for Redis to number, keep and
+/// publish (one script call), and the publisher to ack with the offset.
+#[derive(Debug)]
+pub(crate) struct Numbered {
+    /// The room.
+    pub room: Arc<str>,
+    /// Its history settings.
+    pub limits: Limits,
+    /// The message, to be finished with its offset by every node.
+    pub draft: Draft,
+    /// The publisher, for the ack.
+    pub reply: ReplyTo,
+}
+
+/// One shard turn's publishes for the link's publisher thread.
+#[derive(Debug, Default)]
+pub(crate) struct LinkBatch {
+    /// Frames of rooms without history and of users, for other nodes.
+    pub frames: Vec<(Topic, Bytes)>,
+    /// Publishes to rooms with history.
+    pub numbered: Vec<Numbered>,
+}
+
+impl LinkBatch {
+    /// Messages in the batch.
+    pub fn len(&self) -> usize {
+        self.frames.len() + self.numbered.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.numbered.is_empty()
+    }
+}
+
 /// How shards reach the Redis link's two threads.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkHandle {
-    interest: Sender<TopicInterest>,
-    publish: Sender<Vec<(Topic, Bytes)>>,
+    requests: Sender<LinkRequest>,
+    publish: Sender<LinkBatch>,
     waker: Arc<Waker>,
     state: Arc<LinkState>,
 }
@@ -246,23 +349,24 @@ pub(crate) struct LinkHandle {
 impl LinkHandle {
     /// A handle over the link's two queues and the subscriber's waker.
     pub fn new(
-        interest: Sender<TopicInterest>,
-        publish: Sender<Vec<(Topic, Bytes)>>,
+        requests: Sender<LinkRequest>,
+        publish: Sender<LinkBatch>,
         waker: Arc<Waker>,
         state: Arc<LinkState>,
     ) -> LinkHandle {
         LinkHandle {
-            interest,
+            requests,
             publish,
             waker,
             state,
         }
     }
 
-    /// Tells the subscriber about a first/last local member; `Err` gives the
-    /// message back when its queue is full (the caller retries, never drops).
-    pub fn interest(&self, msg: TopicInterest) -> Result<(), TopicInterest> {
-        match self.interest.try_send(msg) {
+    /// Tells the subscriber about a first/last local member, or asks it
+    /// for a position or history; `Err` gives the message back when its
+    /// queue is full (the caller retries, never drops).
+    pub fn request(&self, msg: LinkRequest) -> Result<(), LinkRequest> {
+        match self.requests.try_send(msg) {
             Ok(()) => {
                 let _ = self.waker.wake();
                 Ok(())
@@ -276,7 +380,7 @@ impl LinkHandle {
     /// Hands a turn's publishes to the publisher; `Err` gives the batch
     /// back when its queue is full (the caller holds it and stops taking
     /// new work until it goes).
-    pub fn publish(&self, batch: Vec<(Topic, Bytes)>) -> Result<(), Vec<(Topic, Bytes)>> {
+    pub fn publish(&self, batch: LinkBatch) -> Result<(), LinkBatch> {
         match self.publish.try_send(batch) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(b)) => Err(b),

@@ -153,8 +153,20 @@ impl Post {
                     if self.held + n <= self.max_held {
                         self.held += n;
                         self.backlog[to].push_back(batch);
-                    } else {
-                        dropped(to, n as u64);
+                    } else if let ShardMsg::Frames(b) = batch {
+                        // Frames may go (counted); history items (a join's
+                        // admission, an ack) wait: they are few, and a lost
+                        // one would leave a client unanswered.
+                        dropped(to, b.frames.len() as u64);
+                        if !b.items.is_empty() {
+                            let items = b.items.into_iter().map(|(_, item)| (0, item)).collect();
+                            let rest = ShardMsg::Frames(Batch {
+                                frames: Vec::new(),
+                                items,
+                            });
+                            self.held += frames_in(&rest);
+                            self.backlog[to].push_back(rest);
+                        }
                     }
                 }
                 Err(TrySendError::Disconnected(_)) => {}

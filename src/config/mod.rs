@@ -352,13 +352,6 @@ impl Config {
             "history-max-bytes",
             s.history_max_bytes.unwrap_or(DEFAULT_HISTORY_MAX_BYTES),
         )?;
-        if rooms.any_history() && s.redis_url.is_some() {
-            // Offsets of a linked room must come from Redis (a stream per
-            // room), or two nodes would number the same room differently.
-            return Err(ConfigError(
-                "room history with --redis-url is not supported yet: history is per node for now".into(),
-            ));
-        }
         // The demo is for trying roomcast out: on by default only in dev mode.
         let demo = s.demo.unwrap_or(auth.is_none());
         // So is /echo: it answers anyone, without a token or a rate limit.

@@ -18,6 +18,8 @@ pub(crate) enum Awaiting {
         offsets: Vec<Option<u64>>,
         /// Numbered items whose offset has not come.
         waiting: usize,
+        /// Some numbered item could not be published (Redis unreachable).
+        failed: bool,
         /// The answer ends the connection.
         close: bool,
     },
@@ -53,34 +55,50 @@ impl<S: Transport> Conn<S> {
         else {
             return Verdict::Keep;
         };
-        let (body, close, head_only) = match (&mut **awaiting, part) {
+        let (status, body, close, head_only) = match (&mut **awaiting, part) {
             (
                 Awaiting::Publish {
                     offsets,
                     waiting,
+                    failed,
                     close,
                 },
-                ApiPart::Offset { index, offset },
+                part @ (ApiPart::Offset { .. } | ApiPart::Unavailable { .. }),
             ) => {
+                let (index, offset) = match part {
+                    ApiPart::Offset { index, offset } => (index, Some(offset)),
+                    ApiPart::Unavailable { index } => (index, None),
+                    ApiPart::History(_) => unreachable!("matched above"),
+                };
+                *failed |= offset.is_none();
+                // Every item answers once; the last one completes the response.
                 if let Some(slot) = offsets.get_mut(index as usize) {
-                    if slot.replace(offset).is_none() {
+                    if slot.is_none() {
+                        *slot = Some(offset.unwrap_or(u64::MAX));
                         *waiting -= 1;
                     }
                 }
                 if *waiting > 0 {
                     return Verdict::Keep;
                 }
-                (publish_body(offsets), *close, false)
+                if *failed {
+                    ("503 Service Unavailable", unavailable_body(), *close, false)
+                } else {
+                    ("200 OK", publish_body(offsets), *close, false)
+                }
             }
             (Awaiting::History { close, head_only }, ApiPart::History(frame)) => {
-                (frame_payload(&frame).to_vec(), *close, *head_only)
+                ("200 OK", frame_payload(&frame).to_vec(), *close, *head_only)
+            }
+            (Awaiting::History { close, head_only }, ApiPart::Unavailable { .. }) => {
+                ("503 Service Unavailable", unavailable_body(), *close, *head_only)
             }
             _ => return Verdict::Keep,
         };
         if let Phase::Http { awaiting, .. } = &mut self.phase {
             *awaiting = None;
         }
-        let answer = Answer::json("200 OK", &body, close, &[]);
+        let answer = Answer::json(status, &body, close, &[]);
         self.queue(if head_only { answer.head() } else { answer.response });
         if close {
             self.linger(ctx, true);
@@ -101,6 +119,13 @@ fn publish_body(offsets: &[Option<u64>]) -> Vec<u8> {
     }
     let list: Vec<String> = offsets.iter().map(one).collect();
     format!("{{\"published\":{},\"offsets\":[{}]}}", offsets.len(), list.join(",")).into_bytes()
+}
+
+/// The answer when Redis could not serve a request on rooms with history.
+/// Items of a batch that were published are not rolled back: a retry of the
+/// whole batch may publish them twice.
+fn unavailable_body() -> Vec<u8> {
+    br#"{"error":"unavailable","message":"the history store (Redis) is unreachable"}"#.to_vec()
 }
 
 /// The payload of one unmasked server frame.

@@ -180,6 +180,7 @@ impl<S: Transport> Conn<S> {
             self.await_answer(Awaiting::Publish {
                 offsets: vec![None; count],
                 waiting: numbered,
+                failed: false,
                 close: answer.close,
             });
             return;

@@ -247,6 +247,15 @@ impl Ledger {
         self.chans.get(name).filter(|c| c.mask != 0).map(|c| (&c.topic, c.mask))
     }
 
+    /// Whether `name` is subscribed on this connection and Redis confirmed
+    /// its latest SUBSCRIBE: every message published to it from now on
+    /// comes in.
+    pub fn is_live(&self, name: &[u8]) -> bool {
+        self.chans
+            .get(name)
+            .is_some_and(|c| c.subscribed && c.confirmed >= c.sent)
+    }
+
     /// Channels subscribed (or being subscribed) on this connection.
     pub fn subscriptions(&self) -> usize {
         self.subscribed

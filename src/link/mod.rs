@@ -13,11 +13,19 @@
 //!
 //! A self-addressed probe every second measures publish-to-receive lag and
 //! catches a link that is connected but not delivering.
+//!
+//! Rooms with history are numbered and kept by Redis itself
+//! (`history.rs`: one atomic script per publish), so every node sees the
+//! same offsets; the subscriber reads positions and replays on a second
+//! connection and admits each joining member at its exact point in the
+//! room's stream (`reads.rs`).
 
 mod backoff;
 pub(crate) mod envelope;
+mod history;
 mod ledger;
 mod publisher;
+mod reads;
 mod receivers;
 mod subscriber;
 pub mod wire;
@@ -73,8 +81,9 @@ impl Link {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis-url: {e}")))?;
         let (interest_tx, interest_rx) = crossbeam_channel::bounded(64 * 1024);
         let (publish_tx, publish_rx) = crossbeam_channel::bounded(PUBLISH_QUEUE);
-        let (subscriber, waker) = Subscriber::new(&info, cfg, node_id.clone(), shards, interest_rx, state.clone())?;
-        let publisher = Publisher::new(info, cfg, node_id, publish_rx, state.clone());
+        let (subscriber, waker) =
+            Subscriber::new(&info, cfg, node_id.clone(), shards.clone(), interest_rx, state.clone())?;
+        let publisher = Publisher::new(info, cfg, node_id.clone(), shards.clone(), publish_rx, state.clone());
         Ok(Link {
             handle: LinkHandle::new(interest_tx, publish_tx, waker, state),
             subscriber,

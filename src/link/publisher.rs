@@ -12,18 +12,28 @@
 //! (`roomcast_redis_unconfirmed_total`): another node may have missed it.
 //! A pipeline that fails midway is sent again whole after reconnecting: at
 //! least once, never silently lost.
+//!
+//! Publishes to rooms with history go through `history.rs`'s script
+//! instead (numbered, kept and published at once, pipelined too), and each
+//! publisher is acked with its offset through its shard's inbox. They are
+//! not buffered: while Redis is unreachable, or if the script fails, the
+//! publisher is answered `unavailable` (a publish that failed midway may
+//! still have landed: retrying it is at least once).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::bus::{ApiPart, LinkBatch, Numbered, Post, ShardHandle};
+use crate::protocol::encode;
 use crate::rooms::Topic;
 
 use super::backoff::Backoff;
+use super::history::{self, meta_key, stream_key, PUBLISH_SCRIPT};
+use super::reads;
 use super::receivers::Receivers;
 use super::{channel, envelope, probe_channel};
 use crate::config::RedisConfig;
@@ -50,9 +60,15 @@ pub(crate) struct Publisher {
     client: Option<redis::Client>,
     prefix: String,
     node_id: Arc<str>,
-    rx: Receiver<Vec<(Topic, Bytes)>>,
+    rx: Receiver<LinkBatch>,
     state: Arc<LinkState>,
     buffer: VecDeque<Outgoing>,
+    /// Publishes to rooms with history, for the script.
+    numbered: Vec<Numbered>,
+    /// The script's SHA1, for `EVALSHA`.
+    sha: String,
+    /// Acks and errors for publishers of rooms with history.
+    post: Post,
     capacity: usize,
     /// Longest wait for other nodes to re-subscribe after an outage.
     resubscribe_wait: Duration,
@@ -70,7 +86,8 @@ impl Publisher {
         info: redis::ConnectionInfo,
         cfg: &RedisConfig,
         node_id: Arc<str>,
-        rx: Receiver<Vec<(Topic, Bytes)>>,
+        shards: Vec<ShardHandle>,
+        rx: Receiver<LinkBatch>,
         state: Arc<LinkState>,
     ) -> Publisher {
         Publisher {
@@ -80,6 +97,10 @@ impl Publisher {
             rx,
             state,
             buffer: VecDeque::new(),
+            numbered: Vec::new(),
+            sha: super::history::script_sha(PUBLISH_SCRIPT),
+            // Acks are small and few per publish: held without a count.
+            post: Post::new(shards, usize::MAX),
             capacity: cfg.buffer_messages,
             resubscribe_wait: cfg.resubscribe_wait,
             receivers: Receivers::default(),
@@ -93,9 +114,10 @@ impl Publisher {
             .client
             .as_ref()
             .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "bad URL")))?;
-        let conn = client.get_connection_with_timeout(IO_TIMEOUT)?;
+        let mut conn = client.get_connection_with_timeout(IO_TIMEOUT)?;
         conn.set_read_timeout(Some(IO_TIMEOUT))?;
         conn.set_write_timeout(Some(IO_TIMEOUT))?;
+        redis::cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT).exec(&mut conn)?;
         Ok(conn)
     }
 
@@ -138,7 +160,8 @@ impl Publisher {
             match self.rx.recv_timeout(wait) {
                 Ok(batch) => {
                     self.push_batch(&mut pending, batch);
-                    for batch in self.rx.try_iter().take(64) {
+                    for _ in 0..64 {
+                        let Ok(batch) = self.rx.try_recv() else { break };
                         self.push_batch(&mut pending, batch);
                     }
                 }
@@ -154,9 +177,12 @@ impl Publisher {
             };
             let Some(c) = conn.as_mut() else {
                 self.hold(&mut pending);
+                self.refuse_numbered();
+                self.send_to_shards();
                 continue;
             };
-            let result = self.send(c, &mut pending, probe);
+            let result = self.send(c, &mut pending, probe).and_then(|()| self.number(c));
+            self.send_to_shards();
             if let Err(e) = result {
                 tracing::warn!(error = %e, buffered = self.buffer.len(), "redis link: publisher lost its connection");
                 conn = None;
@@ -166,9 +192,10 @@ impl Publisher {
         }
     }
 
-    fn push_batch(&self, pending: &mut Vec<Outgoing>, batch: Vec<(Topic, Bytes)>) {
+    fn push_batch(&mut self, pending: &mut Vec<Outgoing>, batch: LinkBatch) {
         let now = unix_nanos();
-        pending.extend(batch.into_iter().map(|(topic, frame)| {
+        self.numbered.extend(batch.numbered);
+        pending.extend(batch.frames.into_iter().map(|(topic, frame)| {
             (
                 channel(&self.prefix, &topic),
                 envelope::encode(&self.node_id, now, &frame),
@@ -282,6 +309,81 @@ impl Publisher {
             Duration::ZERO
         };
         Ok(self.receivers.all_back() && waited >= grace)
+    }
+
+    /// Numbers, keeps and publishes the publishes to rooms with history,
+    /// a pipeline at a time, and answers each publisher. A failed pipeline
+    /// answers the rest `unavailable`.
+    fn number(&mut self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+        while !self.numbered.is_empty() {
+            let n = self.numbered.len().min(PIPELINE);
+            let chunk: Vec<Numbered> = self.numbered.drain(..n).collect();
+            let now = unix_nanos();
+            let fresh = crate::history::Epoch::fresh();
+            let mut pipe = redis::pipe();
+            for m in &chunk {
+                pipe.cmd("EVALSHA")
+                    .arg(&self.sha)
+                    .arg(2)
+                    .arg(meta_key(&self.prefix, &m.room))
+                    .arg(stream_key(&self.prefix, &m.room))
+                    .arg(fresh.as_str())
+                    .arg(m.limits.size)
+                    .arg(m.limits.ttl.as_millis().max(1) as u64)
+                    .arg(channel(&self.prefix, &Topic::Room(m.room.clone())))
+                    .arg(history::encode_draft(&self.node_id, now, &m.draft));
+            }
+            let replies: Vec<redis::RedisResult<redis::Value>> = match pipe.ignore_errors().query(conn) {
+                Ok(r) => r,
+                Err(e) => {
+                    for m in chunk {
+                        self.refuse(m);
+                    }
+                    self.refuse_numbered();
+                    return Err(e);
+                }
+            };
+            for (m, reply) in chunk.into_iter().zip(replies) {
+                match reply.as_ref().ok().and_then(history::published) {
+                    Some((offset, _)) => {
+                        self.state.messages_out.fetch_add(1, Relaxed);
+                        let (reply, index) = (m.reply, m.reply.req);
+                        let Some(req) = index else { continue };
+                        reads::answer(
+                            reply,
+                            encode::ack_offset(req, offset),
+                            || ApiPart::Offset { index: req, offset },
+                            &mut self.post,
+                        );
+                    }
+                    None => {
+                        tracing::warn!(?reply, room = %m.room, "redis link: a numbered publish failed");
+                        self.refuse(m);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers every numbered publish waiting `unavailable`.
+    fn refuse_numbered(&mut self) {
+        for m in std::mem::take(&mut self.numbered) {
+            self.refuse(m);
+        }
+    }
+
+    fn refuse(&mut self, m: Numbered) {
+        self.state.history_errors.fetch_add(1, Relaxed);
+        if m.reply.req.is_some() {
+            reads::refuse(m.reply, &mut self.post);
+        }
+    }
+
+    /// Sends this turn's acks and errors.
+    fn send_to_shards(&mut self) {
+        // Held without a count: nothing is dropped.
+        self.post.flush(|_, _| {});
     }
 
     /// Counts what was published, and what another node may have missed.

@@ -7,6 +7,12 @@
 //! confirmed, which joins wait) are `ledger::Ledger`; RESP is the `redis`
 //! crate's (`wire.rs`). While Redis is unreachable, joins are confirmed at
 //! once and every wanted channel is subscribed on reconnect.
+//!
+//! Rooms with history also need reads (a joining member's position, a
+//! recovery's replay, history queries): a second, ordinary connection in
+//! the same loop carries them, and `reads::Reads` places each admission at
+//! its exact point in the room's message stream. Their numbered messages
+//! come from Redis for every node, this one included.
 
 use std::io::{self, Write};
 use std::net::ToSocketAddrs;
@@ -19,19 +25,23 @@ use mio::net::TcpStream;
 use mio::{Events, Interest as Ready, Poll, Token, Waker};
 
 use crate::bus::post::shards_in;
-use crate::bus::{Post, ShardHandle, ShardMsg, TopicInterest};
+use crate::bus::{LinkRequest, Post, ShardHandle, ShardMsg, TopicInterest};
 use crate::config::RedisConfig;
 use crate::metrics::link::unix_nanos;
 use crate::metrics::LinkState;
+use crate::rooms::Topic;
 use redis::Value;
 
 use super::backoff::Backoff;
 use super::ledger::{Command, Confirm, Ledger, Mode};
+use super::reads::{self, Reads};
 use super::wire::{self, Wire};
-use super::{envelope, probe_channel};
+use super::{envelope, history, probe_channel};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
+/// The connection for history reads.
+const READS: Token = Token(2);
 /// Messages from other nodes that may wait for room in shard inboxes;
 /// Redis cannot be paused, so past this they are dropped and counted.
 const HELD_FRAMES: usize = 64 * 1024;
@@ -54,11 +64,14 @@ pub(crate) struct Subscriber {
     prefix: String,
     node_id: Arc<str>,
     probe: Vec<u8>,
-    rx: Receiver<TopicInterest>,
+    rx: Receiver<LinkRequest>,
     state: Arc<LinkState>,
     poll: Poll,
     ledger: Ledger,
     link: Option<Link>,
+    /// The connection for history reads (up with `link`).
+    reads_link: Option<Link>,
+    reads: Reads,
     /// Confirmations the ledger owes, posted at the end of the turn.
     confirms: Vec<Confirm>,
     /// The link was up at the last turn.
@@ -74,7 +87,7 @@ impl Subscriber {
         cfg: &RedisConfig,
         node_id: Arc<str>,
         shards: Vec<ShardHandle>,
-        rx: Receiver<TopicInterest>,
+        rx: Receiver<LinkRequest>,
         state: Arc<LinkState>,
     ) -> io::Result<(Subscriber, Arc<Waker>)> {
         let (host, port) = match info.addr() {
@@ -97,10 +110,12 @@ impl Subscriber {
             prefix: cfg.prefix.clone(),
             node_id,
             rx,
+            reads: Reads::new(&cfg.prefix, state.clone()),
             state,
             poll,
             ledger: Ledger::default(),
             link: None,
+            reads_link: None,
             confirms: Vec::new(),
             was_up: false,
             post: Post::new(shards, HELD_FRAMES),
@@ -135,6 +150,12 @@ impl Subscriber {
             }
             let mut lost = false;
             for event in events.iter() {
+                if event.token() == READS {
+                    if let Err(e) = self.on_reads_socket(event.is_writable()) {
+                        tracing::warn!(error = %e, "redis link: history reads lost their connection");
+                        lost = true;
+                    }
+                }
                 if event.token() == SOCKET {
                     match self.on_socket(event.is_writable()) {
                         Ok(became_ready) => {
@@ -158,14 +179,28 @@ impl Subscriber {
                 // Redis stopped answering: joins waiting for it go ahead.
                 tracing::warn!(?mode, "redis link: not answering; joins no longer wait for it");
                 self.ledger.release_waiters(&mut self.confirms);
+                self.reads.stalled(&mut self.post);
             }
             self.was_up = mode == Mode::Up;
             loop {
                 match self.rx.try_recv() {
-                    Ok(msg) => self.on_interest(msg),
+                    Ok(LinkRequest::Interest(msg)) => self.on_interest(msg),
+                    Ok(LinkRequest::Admit(a)) => self.on_admit(a),
+                    Ok(LinkRequest::Query(q)) => {
+                        match self.reads_link.as_mut().filter(|l| l.connected && mode == Mode::Up) {
+                            Some(l) => self.reads.query(q, &mut l.wbuf),
+                            None => {
+                                self.state.history_errors.fetch_add(1, Relaxed);
+                                reads::refuse(q.reply, &mut self.post);
+                            }
+                        }
+                    }
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
                     Err(crossbeam_channel::TryRecvError::Disconnected) => return Ok(()),
                 }
+            }
+            if let Some(link) = self.link.as_mut() {
+                self.reads.fence(&mut link.wbuf);
             }
             if !lost {
                 if let Err(e) = self.flush() {
@@ -187,16 +222,63 @@ impl Subscriber {
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "redis host has no address"))?;
         let mut stream = TcpStream::connect(addr)?;
+        let mut reads = TcpStream::connect(addr)?;
         self.poll
             .registry()
             .register(&mut stream, SOCKET, Ready::READABLE | Ready::WRITABLE)?;
-        self.link = Some(Link {
+        self.poll
+            .registry()
+            .register(&mut reads, READS, Ready::READABLE | Ready::WRITABLE)?;
+        let link = |stream| Link {
             stream,
             connected: false,
             wire: Wire::new(),
             wbuf: Vec::new(),
-        });
+        };
+        self.link = Some(link(stream));
+        self.reads_link = Some(link(reads));
         Ok(())
+    }
+
+    /// The history reads' connection is readable or writable.
+    fn on_reads_socket(&mut self, writable: bool) -> io::Result<()> {
+        let Some(link) = self.reads_link.as_mut() else {
+            return Ok(());
+        };
+        if !link.connected {
+            if !writable {
+                return Ok(());
+            }
+            if let Some(e) = link.stream.take_error()? {
+                return Err(e);
+            }
+            link.stream.peer_addr()?;
+            link.connected = true;
+            let auth = self.password.as_deref().map(|p| (self.username.as_deref(), p));
+            self.reads.connected(auth, &mut link.wbuf);
+        }
+        let mut values = Vec::new();
+        link.wire.read_all(&mut link.stream, |v| {
+            values.push(v);
+            Ok(())
+        })?;
+        for v in values {
+            self.reads.on_reply(v, &mut self.post);
+        }
+        Ok(())
+    }
+
+    /// A member joined a room with history: read where it starts once the
+    /// room's subscription is in place; refused while Redis is not up.
+    fn on_admit(&mut self, admit: crate::bus::Admit) {
+        let up = self.mode() == Mode::Up;
+        let Some(l) = self.reads_link.as_mut().filter(|l| l.connected && up) else {
+            self.reads.refuse_admit(admit, &mut self.post);
+            return;
+        };
+        let name = super::channel(&self.prefix, &Topic::Room(admit.room.clone()));
+        let live = self.ledger.is_live(&name);
+        self.reads.admit(admit, name, live, &mut l.wbuf);
     }
 
     /// The connection failed: every shard's pending join is confirmed now
@@ -206,6 +288,10 @@ impl Subscriber {
         if let Some(mut link) = self.link.take() {
             let _ = self.poll.registry().deregister(&mut link.stream);
         }
+        if let Some(mut link) = self.reads_link.take() {
+            let _ = self.poll.registry().deregister(&mut link.stream);
+        }
+        self.reads.disconnected(&mut self.post);
         self.state.subscriber_up.store(false, Relaxed);
         self.state.subscriptions.store(0, Relaxed);
         self.ledger.disconnected(&mut self.confirms);
@@ -278,8 +364,17 @@ impl Subscriber {
                 }
                 Ok(false)
             }
+            b"pong" => {
+                self.reads.on_pong(name, &mut self.post);
+                Ok(false)
+            }
             b"subscribe" => {
                 let restored = self.ledger.subscribed(name, &mut self.confirms);
+                if self.ledger.is_live(name) {
+                    if let Some(l) = self.reads_link.as_mut() {
+                        self.reads.subscribed(name, &mut l.wbuf);
+                    }
+                }
                 self.state
                     .subscriptions
                     .store(self.ledger.subscriptions() as u64, Relaxed);
@@ -296,6 +391,9 @@ impl Subscriber {
     }
 
     fn on_message(&mut self, name: &[u8], payload: &[u8]) {
+        if payload.first().is_some_and(u8::is_ascii_digit) {
+            return self.on_numbered(name, payload);
+        }
         let Some(env) = envelope::decode(payload) else { return };
         if name == self.probe.as_slice() {
             let now = unix_nanos();
@@ -318,6 +416,27 @@ impl Subscriber {
                 self.post.frame(s, topic, &frame);
             }
         }
+    }
+
+    /// A message of a room with history, numbered by Redis: every node
+    /// (this one too) finishes its frame once and forwards it.
+    fn on_numbered(&mut self, name: &[u8], payload: &[u8]) {
+        let Some((node, message)) = history::decode_published(payload) else {
+            return;
+        };
+        let Some((topic, mask)) = self.ledger.route(name) else {
+            return;
+        };
+        let Some(frame) = message.frame() else { return };
+        if node != self.node_id.as_bytes() {
+            self.state.messages_in.fetch_add(1, Relaxed);
+        }
+        for s in shards_in(mask) {
+            if s < self.post.len() {
+                self.post.frame(s, topic, &frame);
+            }
+        }
+        self.reads.forwarded(name, message.offset, &frame);
     }
 
     /// How far the link can be trusted right now.
@@ -350,20 +469,11 @@ impl Subscriber {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let Some(link) = self.link.as_mut() else { return Ok(()) };
-        if !link.connected {
-            return Ok(());
+        if let Some(link) = self.link.as_mut() {
+            flush_link(link)?;
         }
-        while !link.wbuf.is_empty() {
-            match link.stream.write(&link.wbuf) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    link.wbuf.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+        if let Some(link) = self.reads_link.as_mut() {
+            flush_link(link)?;
         }
         Ok(())
     }
@@ -379,4 +489,23 @@ impl Subscriber {
             state.dropped_inbound.fetch_add(n, Relaxed);
         });
     }
+}
+
+/// Writes what `link` has to send, as far as the socket takes it.
+fn flush_link(link: &mut Link) -> io::Result<()> {
+    if !link.connected {
+        return Ok(());
+    }
+    while !link.wbuf.is_empty() {
+        match link.stream.write(&link.wbuf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                link.wbuf.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

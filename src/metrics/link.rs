@@ -52,6 +52,10 @@ pub struct LinkState {
     /// Messages published after an outage that fewer subscribers received
     /// than the channel had before it (other nodes may have missed them).
     pub unconfirmed: AtomicU64,
+    /// Publishes, joins and history queries of rooms with history that
+    /// could not be served because Redis was unreachable or refused
+    /// (answered `unavailable`).
+    pub history_errors: AtomicU64,
     /// Bumped by the subscriber each time all subscriptions are in place.
     pub resubscribed: AtomicU64,
 }

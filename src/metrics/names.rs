@@ -57,6 +57,9 @@ pub const REDIS_FLUSH_WAITING: &str = "roomcast_redis_flush_waiting";
 /// Counter: messages published after an outage that fewer nodes received
 /// than were subscribed before it.
 pub const REDIS_UNCONFIRMED_TOTAL: &str = "roomcast_redis_unconfirmed_total";
+/// Counter: publishes, joins and queries of rooms with history that Redis
+/// could not serve (answered `unavailable`).
+pub const HISTORY_STORE_ERRORS_TOTAL: &str = "roomcast_history_store_errors_total";
 /// Counter: reconnections after a failure.
 pub const REDIS_RECONNECTS_TOTAL: &str = "roomcast_redis_reconnects_total";
 /// Gauge: publish-to-receive lag of the last probe, seconds.

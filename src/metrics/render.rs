@@ -144,7 +144,7 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
     );
     let _ = writeln!(out, "{RESIDENT_MEMORY_BYTES} {}", resident_memory_bytes().unwrap_or(0));
     if let Some(l) = link {
-        let gauges: [(&str, &str, &str, String); 9] = [
+        let gauges: [(&str, &str, &str, String); 10] = [
             (
                 REDIS_LINK_UP,
                 "gauge",
@@ -180,6 +180,12 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
                 "counter",
                 "Messages published after a Redis outage that fewer nodes received than were subscribed before it: other nodes may have missed them.",
                 l.unconfirmed.load(Relaxed).to_string(),
+            ),
+            (
+                HISTORY_STORE_ERRORS_TOTAL,
+                "counter",
+                "Publishes, joins and history queries of rooms with history that Redis could not serve (answered unavailable).",
+                l.history_errors.load(Relaxed).to_string(),
             ),
             (
                 REDIS_RECONNECTS_TOTAL,

@@ -60,6 +60,11 @@ impl FrameWriter {
         self.buf.len() - MAX_SERVER_HEADER
     }
 
+    /// The payload written so far.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf[MAX_SERVER_HEADER..]
+    }
+
     /// Fills in the header and returns the finished frame.
     pub fn finish(mut self, opcode: OpCode) -> Bytes {
         let len = self.payload_len();
@@ -151,6 +156,24 @@ impl Draft {
     /// Payload bytes so far (the offset adds at most 31).
     pub fn payload_len(&self) -> usize {
         self.w.payload_len()
+    }
+
+    /// The payload so far and where `"from":U,"data":D` is in it: what a
+    /// draft is made of when it travels through Redis to be numbered there.
+    pub fn parts(&self) -> (&[u8], (u32, u32)) {
+        (self.w.payload(), (self.body.0 as u32, self.body.1 as u32))
+    }
+
+    /// A draft again from [`Draft::parts`] (one allocation, no regrowth
+    /// when finished); `None` if `body` is not inside `payload`.
+    pub fn from_parts(payload: &[u8], body: (u32, u32)) -> Option<Draft> {
+        let (start, end) = (body.0 as usize, body.1 as usize);
+        if start > end || end > payload.len() {
+            return None;
+        }
+        let mut w = FrameWriter::new(payload.len() + OFFSET_BYTES);
+        w.raw(payload);
+        Some(Draft { w, body: (start, end) })
     }
 }
 

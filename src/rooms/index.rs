@@ -233,6 +233,16 @@ impl RoomIndex {
         true
     }
 
+    /// Whether `slot` joined `topic` pending and is not admitted yet.
+    pub fn is_pending(&self, slot: u32, topic: &Topic) -> bool {
+        let Some(&e) = self.by_topic.get(topic) else {
+            return false;
+        };
+        self.subs
+            .get(slot as usize)
+            .is_some_and(|subs| subs.iter().any(|sub| sub.entry == e && sub.pos == PENDING))
+    }
+
     fn join_as(&mut self, slot: u32, topic: &Topic, waiter: Waiter, pending: bool) -> Joined {
         let s = slot as usize;
         if self.subs.len() <= s {

@@ -175,7 +175,7 @@ impl Shard {
 
     /// Takes connection `slot` out of `topic`; if it was the last local
     /// member, answers the joins still waiting and tells the other shards.
-    fn leave(&mut self, slot: usize, topic: Topic, clock: Clock) {
+    pub(super) fn leave(&mut self, slot: usize, topic: Topic, clock: Clock) {
         if let Left::LastLocal(unanswered) = self.rooms.leave(slot as u32, &topic) {
             self.last_left(topic, unanswered, clock);
         }

@@ -9,13 +9,18 @@
 //! the owner's answer travels in its batch to that shard, in order with the
 //! room's frames, so the member gets the replay, then every frame after
 //! its position, with no gap and no duplicate at the seam.
+//!
+//! With a Redis link, Redis numbers and keeps instead (`link::history`):
+//! publishes go to the link's publisher, every join is pending until the
+//! link's subscriber admits it in order with the room's messages from
+//! Redis, and queries are read there. The owner shard has no part.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::bus::{ApiPart, Item, ReplyTo};
+use crate::bus::{Admit, ApiPart, Item, Numbered, Query, ReplyTo};
 use crate::conn::{Clock, Ctx, JoinAt};
 use crate::history::{Limits, Since};
 use crate::protocol::encode::{self, Draft};
@@ -46,6 +51,17 @@ impl Shard {
 
     /// A connection of this shard publishes to a room with history.
     pub(super) fn publish_numbered(&mut self, room: &str, draft: Draft, reply: ReplyTo, clock: Clock) {
+        if self.relay.has_link() {
+            let (room, limits) = (Arc::from(room), self.limits(room));
+            let msg = Numbered {
+                room,
+                limits,
+                draft,
+                reply,
+            };
+            self.relay.publish_numbered(msg);
+            return;
+        }
         let owner = owner_of(room, self.env.shards);
         if owner != self.id {
             let room = Arc::from(room);
@@ -116,7 +132,12 @@ impl Shard {
             conn,
             id: None,
         };
-        let owner = owner_of(&room, self.env.shards);
+        // With a Redis link no shard owns the room: the link admits.
+        let owner = if self.relay.has_link() {
+            usize::MAX
+        } else {
+            owner_of(&room, self.env.shards)
+        };
         let joined = if owner == self.id {
             self.rooms.join(slot as u32, &topic, silent)
         } else {
@@ -135,7 +156,8 @@ impl Shard {
             // Everything later is fanned out to it from here: the seam is
             // this very point.
             let already = matches!(joined, Joined::Already);
-            let (frames, ack) = self.start_position(&room, req, since, already);
+            let (frames, ack, recovered) = self.start_position(&room, req, since, already);
+            self.count_recovery(recovered, frames.len());
             for frame in frames {
                 self.reply(slot, conn, frame);
             }
@@ -158,6 +180,20 @@ impl Shard {
             },
         );
         let from = self.id;
+        if self.relay.has_link() {
+            let limits = self.limits(&room);
+            let admit = Admit {
+                room,
+                limits,
+                shard: from,
+                ticket,
+                req,
+                since,
+                already,
+            };
+            self.relay.link_request(crate::bus::LinkRequest::Admit(admit));
+            return;
+        }
         self.relay.item(
             owner,
             Item::Admit {
@@ -179,7 +215,7 @@ impl Shard {
         req: Option<u64>,
         since: Option<Since>,
         already: bool,
-    ) -> (Vec<Bytes>, Option<Bytes>) {
+    ) -> (Vec<Bytes>, Option<Bytes>, Option<bool>) {
         let (limits, now) = (self.limits(room), std::time::Instant::now());
         let (position, frames, recovered) = match since {
             // Already in: it misses nothing, so nothing is replayed; the
@@ -190,19 +226,25 @@ impl Shard {
             }
             Some(since) => {
                 let r = self.history.recover(room, limits, since, now);
-                let m = &self.env.metrics;
-                if r.recovered {
-                    m.recovered.add(1);
-                    m.replayed.add(r.frames.len() as u64);
-                } else {
-                    m.recovery_gaps.add(1);
-                }
                 (r.position, r.frames, Some(r.recovered))
             }
             None => (self.history.position(room, limits, now), Vec::new(), None),
         };
         let ack = req.map(|id| encode::ack_position(id, position.top, position.epoch.as_str(), recovered));
-        (frames, ack)
+        (frames, ack, recovered.filter(|_| !already))
+    }
+
+    /// Counts a join's recovery: `recovered` (and how many it replayed) or `gap`.
+    fn count_recovery(&self, recovered: Option<bool>, replayed: usize) {
+        let m = &self.env.metrics;
+        match recovered {
+            Some(true) => {
+                m.recovered.add(1);
+                m.replayed.add(replayed as u64);
+            }
+            Some(false) => m.recovery_gaps.add(1),
+            None => {}
+        }
     }
 
     /// A `history` query from a connection of this shard.
@@ -214,6 +256,18 @@ impl Shard {
         reply: ReplyTo,
         clock: Clock,
     ) {
+        if self.relay.has_link() {
+            let (room, limits) = (Arc::from(room), self.limits(room));
+            let query = Query {
+                room,
+                limits,
+                limit,
+                since,
+                reply,
+            };
+            self.relay.link_request(crate::bus::LinkRequest::Query(query));
+            return;
+        }
         let owner = owner_of(room, self.env.shards);
         if owner != self.id {
             let room = Arc::from(room);
@@ -257,10 +311,27 @@ impl Shard {
                 since,
                 already,
             } => {
-                let (frames, ack) = self.start_position(&room, req, since, already);
-                self.relay.item(from, Item::Admitted { ticket, frames, ack });
+                let (frames, ack, recovered) = self.start_position(&room, req, since, already);
+                self.relay.item(
+                    from,
+                    Item::Admitted {
+                        ticket,
+                        frames,
+                        ack,
+                        recovered,
+                    },
+                );
             }
-            Item::Admitted { ticket, frames, ack } => self.admitted(ticket, frames, ack),
+            Item::Admitted {
+                ticket,
+                frames,
+                ack,
+                recovered,
+            } => {
+                self.count_recovery(recovered, frames.len());
+                self.admitted(ticket, frames, ack);
+            }
+            Item::Refused { ticket, frame } => self.refused(ticket, frame, clock),
             Item::Query {
                 room,
                 limit,
@@ -297,6 +368,29 @@ impl Shard {
         }
         if let Some(ack) = ack {
             self.reply(slot as usize, conn, ack);
+        }
+    }
+
+    /// The link could not admit a pending member (Redis is unreachable):
+    /// the join is undone and answered with `frame`, its error.
+    fn refused(&mut self, ticket: u64, frame: Option<Bytes>, clock: Clock) {
+        let Some(Admission {
+            slot,
+            conn,
+            topic,
+            left,
+        }) = self.admissions.remove(&ticket)
+        else {
+            return;
+        };
+        if self.conns.get(slot as usize).is_none_or(|c| c.id() != conn) {
+            return;
+        }
+        if !left && self.rooms.is_pending(slot, &topic) {
+            self.leave(slot as usize, topic, clock);
+        }
+        if let Some(frame) = frame {
+            self.reply(slot as usize, conn, frame);
         }
     }
 

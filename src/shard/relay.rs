@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::bus::post::shards_in;
-use crate::bus::{Item, LinkHandle, Post, ShardHandle, ShardMsg, TopicInterest};
+use crate::bus::{Item, LinkBatch, LinkHandle, LinkRequest, Numbered, Post, ShardHandle, ShardMsg, TopicInterest};
 use crate::metrics::{DropReason, ShardMetrics};
 use crate::rooms::Topic;
 
@@ -29,10 +29,11 @@ pub(crate) struct Relay {
     me: usize,
     post: Post,
     link: Option<LinkHandle>,
-    link_batch: Vec<(Topic, Bytes)>,
+    link_batch: LinkBatch,
     /// Publish batches the link's queue had no room for, in order.
-    link_held: VecDeque<Vec<(Topic, Bytes)>>,
-    link_backlog: VecDeque<TopicInterest>,
+    link_held: VecDeque<LinkBatch>,
+    /// Requests the subscriber's queue had no room for, in order.
+    link_backlog: VecDeque<LinkRequest>,
 }
 
 impl Relay {
@@ -44,7 +45,7 @@ impl Relay {
             // Held without a count: backpressure bounds what can wait.
             post: Post::new(peers, usize::MAX),
             link,
-            link_batch: Vec::new(),
+            link_batch: LinkBatch::default(),
             link_held: VecDeque::new(),
             link_backlog: VecDeque::new(),
         }
@@ -59,22 +60,35 @@ impl Relay {
     #[inline]
     pub fn publish_to_link(&mut self, topic: &Topic, frame: &Bytes) {
         if self.link.is_some() {
-            self.link_batch.push((topic.clone(), frame.clone()));
+            self.link_batch.frames.push((topic.clone(), frame.clone()));
+        }
+    }
+
+    /// Queues a publish to a room with history for Redis to number.
+    pub fn publish_numbered(&mut self, msg: Numbered) {
+        if self.link.is_some() {
+            self.link_batch.numbered.push(msg);
         }
     }
 
     /// Tells the link about a first (`on`) or last local member, never dropping it.
     pub fn link_interest(&mut self, topic: Topic, on: bool, seq: u64) {
-        let Some(link) = &self.link else { return };
         let msg = TopicInterest {
             topic,
             shard: self.me,
             on,
             seq,
         };
+        self.link_request(LinkRequest::Interest(msg));
+    }
+
+    /// Sends the subscriber a request, in order after the earlier ones,
+    /// never dropping it.
+    pub fn link_request(&mut self, msg: LinkRequest) {
+        let Some(link) = &self.link else { return };
         if !self.link_backlog.is_empty() {
             self.link_backlog.push_back(msg);
-        } else if let Err(m) = link.interest(msg) {
+        } else if let Err(m) = link.request(msg) {
             self.link_backlog.push_back(m);
         }
     }
@@ -127,7 +141,7 @@ impl Relay {
         });
         if let Some(link) = &self.link {
             while let Some(msg) = self.link_backlog.pop_front() {
-                if let Err(m) = link.interest(msg) {
+                if let Err(m) = link.request(msg) {
                     self.link_backlog.push_front(m);
                     break;
                 }

@@ -63,7 +63,7 @@ impl Redis {
     }
 
     /// Sends one command; returns the raw reply.
-    fn query(&self, args: &[&str]) -> Option<String> {
+    pub(crate) fn query(&self, args: &[&str]) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         let mut cmd = format!("*{}\r\n", args.len());
@@ -94,7 +94,7 @@ impl Drop for Redis {
     }
 }
 
-fn node(redis: &Redis, extra: &[&str]) -> Server {
+pub(crate) fn node(redis: &Redis, extra: &[&str]) -> Server {
     let url = redis.url();
     let mut args = vec!["--redis-url", url.as_str(), "--shards", "2"];
     args.extend_from_slice(extra);

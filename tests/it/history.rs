@@ -12,7 +12,7 @@ use crate::util::*;
 /// Joins `room` (optionally recovering); returns the ack and the offsets
 /// of the messages that came before it (the replay). Acks of other
 /// requests are skipped.
-fn join_replay(ws: &mut Client, room: &str, id: u64, since: Option<Value>) -> (Value, Vec<u64>) {
+pub(crate) fn join_replay(ws: &mut Client, room: &str, id: u64, since: Option<Value>) -> (Value, Vec<u64>) {
     let mut req = json!({"op":"join","room":room,"id":id});
     if let Some(since) = since {
         req["since"] = since;
@@ -31,13 +31,13 @@ fn join_replay(ws: &mut Client, room: &str, id: u64, since: Option<Value>) -> (V
 }
 
 /// Joins `room` and returns the ack.
-fn join(ws: &mut Client, room: &str, id: u64, since: Option<Value>) -> Value {
+pub(crate) fn join(ws: &mut Client, room: &str, id: u64, since: Option<Value>) -> Value {
     join_replay(ws, room, id, since).0
 }
 
 /// Reads messages until the one with offset `last` (skipping acks);
 /// returns their offsets.
-fn offsets_until(ws: &mut Client, last: u64) -> Vec<u64> {
+pub(crate) fn offsets_until(ws: &mut Client, last: u64) -> Vec<u64> {
     let mut got = Vec::new();
     while got.last() != Some(&last) {
         let m = recv_json(ws);
@@ -219,7 +219,7 @@ fn recovery_fails_loudly_when_messages_are_gone_or_the_epoch_changed() {
     });
 }
 
-fn leave(ws: &mut Client, room: &str, id: u64) {
+pub(crate) fn leave(ws: &mut Client, room: &str, id: u64) {
     send_json(ws, json!({"op":"leave","room":room,"id":id}));
     loop {
         let m = recv_json(ws);
@@ -355,7 +355,7 @@ fn backend_publishes_to_a_room_with_history_are_numbered_too() {
 }
 
 /// One request on a fresh connection; the raw response.
-fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, String) {
+pub(crate) fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, String) {
     let (status, _, body) = http(
         server,
         &format!(

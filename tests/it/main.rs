@@ -13,6 +13,7 @@ mod echo;
 mod hardening;
 mod heartbeat;
 mod history;
+mod history_cluster;
 mod http_endpoints;
 mod layering;
 mod limits;

@@ -271,6 +271,35 @@ test('rooms with history: offsets delivered once, re-joined with since, recovere
   rc.close();
 });
 
+test('a join answered unavailable is tried again, keeping the room and its position', async () => {
+  const { rc, server, ws, events } = await connected();
+  const joined = track(rc.join('h'));
+  ws.receive({ op: 'ack', id: ws.sent[0].id, offset: 3, epoch: 'e1' });
+  await settle();
+  ws.serverClose(1006);
+  await advance(60_000);
+  const ws2 = server.sockets[1];
+  ws2.welcome();
+  await settle();
+  // Twice the server's Redis is unreachable; the third try recovers.
+  for (let i = 0; i < 2; i++) {
+    const rejoin = ws2.sent.at(-1);
+    assert.deepEqual([rejoin.op, rejoin.since], ['join', { offset: 3, epoch: 'e1' }]);
+    ws2.receive({ op: 'error', id: rejoin.id, code: 'unavailable', message: 'the history store (Redis) is unreachable' });
+    await settle();
+    assert.deepEqual(rc.rooms, ['h'], 'still wanted');
+    await advance(5_000); // past the backoff (base 500 ms), short of the heartbeat
+  }
+  const last = ws2.sent.at(-1);
+  assert.equal(ws2.sent.filter((r) => r.op === 'join').length, 3);
+  ws2.receive({ op: 'ack', id: last.id, offset: 3, epoch: 'e1', recovered: true });
+  await settle();
+  assert.equal(joined.state, 'resolved');
+  assert.deepEqual(events.filter(([e]) => e === 'error'), [], 'no error event for a retried join');
+  assert.deepEqual(events.filter(([e]) => e === 'recovered').length, 1);
+  rc.close();
+});
+
 test('history() asks the server and resolves with its answer', async () => {
   const { rc, ws } = await connected();
   const h = track(rc.history('h', { limit: 2 }));

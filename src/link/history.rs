@@ -1,0 +1,345 @@
+//! Room history in Redis (`docs/cluster.md`): the keys, the two server-side
+//! scripts, and what travels through them. Socket-free: the publisher and
+//! the subscriber's command connection send what this builds and hand the
+//! replies back here to read.
+//!
+//! Per room, in the slot of its `{<room>}` hash tag:
+//! - `<prefix>:meta:{<room>}`, a hash: `e`, the epoch; `n`, the last offset;
+//! - `<prefix>:history:{<room>}`, a stream of the kept messages, entry
+//!   `0-<offset>`, one field `m` holding the message's draft.
+//!
+//! [`PUBLISH_SCRIPT`] numbers a message, keeps it and publishes it, in one
+//! atomic step, so every node sees the same offsets in the same order (a
+//! script runs alone, and its PUBLISH reaches subscribers in the order the
+//! scripts ran). A room whose meta is gone (expired, or a Redis that lost
+//! its data) starts a new epoch. [`READ_SCRIPT`] answers a join (position,
+//! or the replay a recovery needs) and history queries.
+//!
+//! A message is sent as a draft (`protocol::encode::Draft`: the frame's
+//! payload without its offset) in an envelope; each node finishes it with
+//! the offset once, for all its members. On the room's channel it goes as
+//! `<offset>:<envelope>`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use redis::Value;
+
+use crate::history::Epoch;
+use crate::protocol::encode::Draft;
+
+use super::envelope;
+
+/// Numbers, keeps and publishes one message. `KEYS`: meta, stream.
+/// `ARGV`: a fresh epoch (used if the room has none), the stream's size,
+/// its TTL in ms, the room's channel, the draft's envelope. Returns
+/// `{offset, epoch}`.
+pub(crate) const PUBLISH_SCRIPT: &str = r#"
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then
+  e = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', e, 'n', 0)
+end
+local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '0-' .. n, 'm', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[4], n .. ':' .. ARGV[5])
+return {n, e}
+"#;
+
+/// Reads a room's position and messages. `KEYS`: meta, stream. `ARGV`: a
+/// fresh epoch (a room without one gets it, expiring after the TTL: a
+/// member must be told the epoch later publishes continue), the TTL in ms,
+/// the mode, the `since` epoch and offset, a limit. Modes: `p` position
+/// only; `r` recover (every message after `since`, if all are held in its
+/// epoch); `c` check (whether they are, without them); `l` the latest
+/// `limit`, newest first; `a` the first `limit` after `since` (after 0 in
+/// another epoch). Returns `{epoch, top, held (0/1), entries}`.
+pub(crate) const READ_SCRIPT: &str = r#"
+local e = redis.call('HGET', KEYS[1], 'e')
+local n = 0
+if e then
+  n = tonumber(redis.call('HGET', KEYS[1], 'n'))
+else
+  e = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', e, 'n', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+local mode = ARGV[3]
+if mode == 'p' then return {e, n, 0, {}} end
+if mode == 'l' then
+  return {e, n, 0, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[6])}
+end
+local since = tonumber(ARGV[5])
+local same = ARGV[4] == e
+if mode == 'a' then
+  local after = 0
+  if same and since <= n then after = since end
+  return {e, n, 0, redis.call('XRANGE', KEYS[2], '0-' .. (after + 1), '+', 'COUNT', ARGV[6])}
+end
+if not same or since > n then return {e, n, 0, {}} end
+if since == n then return {e, n, 1, {}} end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first == 0 or tonumber(string.sub(first[1][1], 3)) > since + 1 then return {e, n, 0, {}} end
+if mode == 'c' then return {e, n, 1, {}} end
+return {e, n, 1, redis.call('XRANGE', KEYS[2], '0-' .. (since + 1), '+')}
+"#;
+
+/// The SHA1 of a script, as `EVALSHA` names it (lowercase hex).
+pub(crate) fn script_sha(script: &str) -> String {
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(script.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The meta hash of `room`.
+pub(crate) fn meta_key(prefix: &str, room: &str) -> Vec<u8> {
+    format!("{prefix}:meta:{{{room}}}").into_bytes()
+}
+
+/// The stream of `room`.
+pub(crate) fn stream_key(prefix: &str, room: &str) -> Vec<u8> {
+    format!("{prefix}:history:{{{room}}}").into_bytes()
+}
+
+/// What [`READ_SCRIPT`] is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The position.
+    Position,
+    /// Everything after `since`, if all of it is held.
+    Recover,
+    /// Whether everything after `since` is held.
+    Check,
+    /// The latest messages.
+    Latest,
+    /// The first messages after `since`.
+    After,
+}
+
+impl Mode {
+    /// The script's name for it.
+    pub fn arg(self) -> &'static [u8] {
+        match self {
+            Mode::Position => b"p",
+            Mode::Recover => b"r",
+            Mode::Check => b"c",
+            Mode::Latest => b"l",
+            Mode::After => b"a",
+        }
+    }
+}
+
+/// A draft in its envelope: `envelope(node, ts, [body start u32][body end
+/// u32][payload])`.
+pub(crate) fn encode_draft(node: &str, sent_unix_nanos: u64, draft: &Draft) -> Vec<u8> {
+    let (payload, (start, end)) = draft.parts();
+    let mut inner = BytesMut::with_capacity(8 + payload.len());
+    inner.put_u32(start);
+    inner.put_u32(end);
+    inner.put_slice(payload);
+    envelope::encode(node, sent_unix_nanos, &inner)
+}
+
+/// A kept or published message: its offset and draft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Numbered<'a> {
+    /// Its offset.
+    pub offset: u64,
+    /// Where `"from":U,"data":D` is in `payload`.
+    pub body: (u32, u32),
+    /// The frame's payload, without the offset.
+    pub payload: &'a [u8],
+}
+
+impl Numbered<'_> {
+    /// The finished frame, as every member gets it.
+    pub fn frame(&self) -> Option<Bytes> {
+        Draft::from_parts(self.payload, self.body).map(|d| d.finish(self.offset).0)
+    }
+
+    /// `"from":U,"data":D`, for a history answer.
+    pub fn body(&self) -> &[u8] {
+        &self.payload[self.body.0 as usize..self.body.1 as usize]
+    }
+}
+
+/// The draft inside an envelope's frame part.
+fn decode_draft(offset: u64, env_frame: &[u8]) -> Option<Numbered<'_>> {
+    let start = u32::from_be_bytes(env_frame.get(..4)?.try_into().ok()?);
+    let end = u32::from_be_bytes(env_frame.get(4..8)?.try_into().ok()?);
+    let payload = &env_frame[8..];
+    if start > end || end as usize > payload.len() {
+        return None;
+    }
+    Some(Numbered {
+        offset,
+        body: (start, end),
+        payload,
+    })
+}
+
+/// A message from a room's channel, `<offset>:<envelope>`: the node that
+/// published it and the message; `None` if it is not numbered.
+pub(crate) fn decode_published(bytes: &[u8]) -> Option<(&[u8], Numbered<'_>)> {
+    let colon = bytes.iter().take(21).position(|&b| b == b':')?;
+    let offset = parse_u64(&bytes[..colon])?;
+    let env = envelope::decode(&bytes[colon + 1..])?;
+    Some((env.node, decode_draft(offset, env.frame)?))
+}
+
+/// A stream entry, `[id, [field, value]]`, as a message.
+fn decode_entry(entry: &Value) -> Option<Numbered<'_>> {
+    let Value::Array(parts) = entry else { return None };
+    let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (parts.first(), parts.get(1)) else {
+        return None;
+    };
+    let offset = parse_u64(id.strip_prefix(b"0-")?)?;
+    let Some(Value::BulkString(env)) = fields.get(1) else {
+        return None;
+    };
+    decode_draft(offset, envelope::decode(env)?.frame)
+}
+
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(b) => parse_u64(b),
+        _ => None,
+    }
+}
+
+fn epoch(v: &Value) -> Option<Epoch> {
+    match v {
+        Value::BulkString(b) => Epoch::parse(std::str::from_utf8(b).ok()?),
+        _ => None,
+    }
+}
+
+/// [`PUBLISH_SCRIPT`]'s answer: the offset and the epoch.
+pub(crate) fn published(v: &Value) -> Option<(u64, Epoch)> {
+    let Value::Array(items) = v else { return None };
+    Some((int(items.first()?)?, epoch(items.get(1)?)?))
+}
+
+/// [`READ_SCRIPT`]'s answer.
+#[derive(Debug)]
+pub(crate) struct Read {
+    /// The room's epoch.
+    pub epoch: Epoch,
+    /// Its last offset.
+    pub top: u64,
+    /// Every message after `since` is held (modes `r` and `c`).
+    pub held: bool,
+    /// The raw reply, holding the entries.
+    reply: Value,
+}
+
+impl Read {
+    /// Reads the reply; `None` if it is not one.
+    pub fn parse(reply: Value) -> Option<Read> {
+        let Value::Array(items) = &reply else { return None };
+        let (epoch, top) = (epoch(items.first()?)?, int(items.get(1)?)?);
+        let held = int(items.get(2)?)? == 1;
+        if !matches!(items.get(3)?, Value::Array(_)) {
+            return None;
+        }
+        Some(Read {
+            epoch,
+            top,
+            held,
+            reply,
+        })
+    }
+
+    /// The messages, in the order the script gave them (skipping any that
+    /// are not roomcast's).
+    pub fn entries(&self) -> impl DoubleEndedIterator<Item = Numbered<'_>> {
+        let list: &[Value] = match &self.reply {
+            Value::Array(items) => match items.get(3) {
+                Some(Value::Array(entries)) => entries,
+                _ => &[],
+            },
+            _ => &[],
+        };
+        list.iter().filter_map(decode_entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode;
+
+    fn draft() -> Draft {
+        encode::message_draft("chat", "ann", br#"{"t":"hi"}"#)
+    }
+
+    #[test]
+    fn a_draft_through_redis_finishes_as_the_local_one() {
+        let env = encode_draft("node-a", 7, &draft());
+        let mut published = b"42:".to_vec();
+        published.extend_from_slice(&env);
+        let (node, m) = decode_published(&published).unwrap();
+        assert_eq!(node, b"node-a");
+        assert_eq!(m.offset, 42);
+        let (local, (start, end)) = draft().finish(42);
+        assert_eq!(m.frame().unwrap(), local);
+        assert_eq!(m.body(), &local[start as usize..end as usize]);
+        assert_eq!(m.body(), br#""from":"ann","data":{"t":"hi"}"#);
+    }
+
+    #[test]
+    fn script_names_are_their_sha1() {
+        assert_eq!(script_sha(""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(script_sha(PUBLISH_SCRIPT).len(), 40);
+    }
+
+    #[test]
+    fn plain_envelopes_and_garbage_are_not_numbered() {
+        let plain = envelope::encode("n", 1, b"\x81\x02hi");
+        assert!(decode_published(&plain).is_none());
+        assert!(decode_published(b"12:nope").is_none());
+        assert!(decode_published(b":").is_none());
+        let mut bad_body = b"1:".to_vec();
+        bad_body.extend(envelope::encode("n", 1, &[0, 0, 0, 9, 0, 0, 0, 99, b'x']));
+        assert!(decode_published(&bad_body).is_none());
+    }
+
+    #[test]
+    fn read_replies_give_position_and_entries() {
+        let env = encode_draft("n", 1, &draft());
+        let entry = |n: u64| {
+            Value::Array(vec![
+                Value::BulkString(format!("0-{n}").into_bytes()),
+                Value::Array(vec![Value::BulkString(b"m".to_vec()), Value::BulkString(env.clone())]),
+            ])
+        };
+        let reply = Value::Array(vec![
+            Value::BulkString(b"0123456789ab".to_vec()),
+            Value::Int(9),
+            Value::Int(1),
+            Value::Array(vec![entry(8), entry(9), Value::Nil]),
+        ]);
+        let read = Read::parse(reply).unwrap();
+        assert_eq!(read.epoch.as_str(), "0123456789ab");
+        assert_eq!((read.top, read.held), (9, true));
+        let offsets: Vec<u64> = read.entries().map(|m| m.offset).collect();
+        assert_eq!(offsets, [8, 9]);
+        assert!(Read::parse(Value::Array(vec![Value::Int(1)])).is_none());
+        assert!(Read::parse(Value::Nil).is_none());
+        let p = Value::Array(vec![Value::Int(3), Value::BulkString(b"0123456789ab".to_vec())]);
+        assert_eq!(
+            published(&p).map(|(n, e)| (n, e.as_str().to_string())),
+            Some((3, "0123456789ab".into()))
+        );
+    }
+}

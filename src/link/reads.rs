@@ -1,0 +1,542 @@
+//! The subscriber's reads of room history (`history.rs`'s `READ_SCRIPT`,
+//! on a second, ordinary connection): where a joining member starts, what
+//! a recovering one missed, and history queries. Plain books, no I/O: the
+//! subscriber writes the commands these methods build and feeds back the
+//! replies, the pongs and the room messages it forwards.
+//!
+//! The seam. A member's join must take effect at one point of its room's
+//! message stream, as the subscriber forwards it to the shards: every
+//! message after that point reaches the member, none before. So:
+//! 1. the read is sent only once the room's SUBSCRIBE is confirmed: any
+//!    message published after the read ran comes on the subscription;
+//! 2. its reply gives the room's top offset T at that moment; then a
+//!    `PING` goes on the subscription connection, and Redis answers it
+//!    after every message published before it, so by its pong every
+//!    message at or below T has been forwarded;
+//! 3. at the pong the member is admitted (an item in its shard's batch, in
+//!    order with the frames): it starts after the last message forwarded,
+//!    max(T, what came between); a recovering member is first given what
+//!    it missed: the read's entries up to T, then those forwarded since the
+//!    read (the subscriber keeps them while a read of the room is out).
+//!
+//! If the connections fail, every join and query still waiting is answered
+//! `unavailable`: nothing waits for a Redis that is gone.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::bus::{Admit, ApiPart, Item, Post, Query, ReplyTo};
+use crate::history::Epoch;
+use crate::metrics::LinkState;
+use crate::protocol::{encode, ErrorCode, OpError};
+
+use super::history::{meta_key, stream_key, Mode, Read, READ_SCRIPT};
+use super::wire;
+
+/// What a reply on the command connection answers.
+#[derive(Debug)]
+enum Pending {
+    /// `AUTH`, `SCRIPT LOAD`, or a read already answered `unavailable`.
+    Setup,
+    /// A join's read.
+    Admit(Admit, Vec<u8>),
+    /// A query's read.
+    Query(Query),
+}
+
+/// A join whose read came back, waiting for its pong.
+#[derive(Debug)]
+struct Fenced {
+    admit: Admit,
+    channel: Vec<u8>,
+    read: Read,
+}
+
+/// Frames of a room forwarded while reads of it are out.
+#[derive(Debug, Default)]
+struct Watch {
+    reads: usize,
+    seen: Vec<(u64, Bytes)>,
+}
+
+/// The books.
+#[derive(Debug)]
+pub(crate) struct Reads {
+    prefix: String,
+    sha: String,
+    state: Arc<LinkState>,
+    /// One per command sent on the command connection, in order.
+    inflight: VecDeque<Pending>,
+    /// Reads back this turn, for the next fence.
+    back: Vec<Fenced>,
+    /// Fences sent, oldest first, with the joins each admits.
+    fences: VecDeque<(u64, Vec<Fenced>)>,
+    next_fence: u64,
+    /// Joins waiting for their room's SUBSCRIBE to be confirmed.
+    parked: HashMap<Vec<u8>, Vec<Admit>>,
+    watch: HashMap<Vec<u8>, Watch>,
+}
+
+impl Reads {
+    /// Books for rooms named under `prefix`.
+    pub fn new(prefix: &str, state: Arc<LinkState>) -> Reads {
+        Reads {
+            prefix: prefix.to_string(),
+            sha: super::history::script_sha(READ_SCRIPT),
+            state,
+            inflight: VecDeque::new(),
+            back: Vec::new(),
+            fences: VecDeque::new(),
+            next_fence: 0,
+            parked: HashMap::new(),
+            watch: HashMap::new(),
+        }
+    }
+
+    /// The command connection is up: authenticate, load the script.
+    pub fn connected(&mut self, auth: Option<(Option<&str>, &str)>, out: &mut Vec<u8>) {
+        match auth {
+            Some((Some(u), p)) => wire::command(out, &[b"AUTH", u.as_bytes(), p.as_bytes()]),
+            Some((None, p)) => wire::command(out, &[b"AUTH", p.as_bytes()]),
+            None => {}
+        }
+        if auth.is_some() {
+            self.inflight.push_back(Pending::Setup);
+        }
+        wire::command(out, &[b"SCRIPT", b"LOAD", READ_SCRIPT.as_bytes()]);
+        self.inflight.push_back(Pending::Setup);
+    }
+
+    /// A join, whose room's subscription is confirmed (`live`) or not yet.
+    pub fn admit(&mut self, admit: Admit, channel: Vec<u8>, live: bool, out: &mut Vec<u8>) {
+        if !live {
+            self.parked.entry(channel).or_default().push(admit);
+            return;
+        }
+        let mode = match (admit.since, admit.already) {
+            (None, _) => Mode::Position,
+            (Some(_), true) => Mode::Check,
+            (Some(_), false) => Mode::Recover,
+        };
+        self.read(&admit.room, admit.limits.ttl, mode, admit.since, 0, out);
+        self.watch.entry(channel.clone()).or_default().reads += 1;
+        self.inflight.push_back(Pending::Admit(admit, channel));
+    }
+
+    /// A room's SUBSCRIBE was confirmed: its parked joins read now.
+    pub fn subscribed(&mut self, channel: &[u8], out: &mut Vec<u8>) {
+        if let Some(admits) = self.parked.remove(channel) {
+            for a in admits {
+                self.admit(a, channel.to_vec(), true, out);
+            }
+        }
+    }
+
+    /// A history query.
+    pub fn query(&mut self, q: Query, out: &mut Vec<u8>) {
+        let mode = if q.since.is_some() { Mode::After } else { Mode::Latest };
+        self.read(&q.room, q.limits.ttl, mode, q.since, q.limit, out);
+        self.inflight.push_back(Pending::Query(q));
+    }
+
+    fn read(
+        &self,
+        room: &str,
+        ttl: std::time::Duration,
+        mode: Mode,
+        since: Option<crate::history::Since>,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) {
+        let (meta, stream) = (meta_key(&self.prefix, room), stream_key(&self.prefix, room));
+        let fresh = Epoch::fresh();
+        let ttl = ttl.as_millis().max(1).to_string();
+        let (since_epoch, since_offset) =
+            since.map_or((String::new(), 0), |s| (s.epoch.as_str().to_string(), s.offset));
+        let (since_offset, limit) = (since_offset.to_string(), limit.to_string());
+        wire::command(
+            out,
+            &[
+                b"EVALSHA",
+                self.sha.as_bytes(),
+                b"2",
+                &meta,
+                &stream,
+                fresh.as_str().as_bytes(),
+                ttl.as_bytes(),
+                mode.arg(),
+                since_epoch.as_bytes(),
+                since_offset.as_bytes(),
+                limit.as_bytes(),
+            ],
+        );
+    }
+
+    /// A reply on the command connection.
+    pub fn on_reply(&mut self, reply: redis::Value, post: &mut Post) {
+        let Some(pending) = self.inflight.pop_front() else {
+            return;
+        };
+        let failed = matches!(reply, redis::Value::ServerError(_));
+        if failed {
+            tracing::warn!(?reply, "redis link: a history read failed");
+        }
+        match pending {
+            Pending::Setup => {}
+            Pending::Admit(admit, channel) => match Read::parse(reply) {
+                Some(read) => self.back.push(Fenced { admit, channel, read }),
+                None => {
+                    self.unwatch(&channel);
+                    self.refuse_admit(admit, post);
+                }
+            },
+            Pending::Query(q) => match Read::parse(reply) {
+                Some(read) => answer_query(q, &read, post),
+                None => {
+                    self.state.history_errors.fetch_add(1, Relaxed);
+                    refuse(q.reply, post);
+                }
+            },
+        }
+    }
+
+    /// End of a turn: a fence for the reads that came back, to send on the
+    /// subscription connection.
+    pub fn fence(&mut self, sub_out: &mut Vec<u8>) {
+        if self.back.is_empty() {
+            return;
+        }
+        self.next_fence += 1;
+        let id = self.next_fence.to_string();
+        wire::command(sub_out, &[b"PING", id.as_bytes()]);
+        self.fences.push_back((self.next_fence, std::mem::take(&mut self.back)));
+    }
+
+    /// A pong on the subscription connection: the joins its fence holds
+    /// start here.
+    pub fn on_pong(&mut self, arg: &[u8], post: &mut Post) {
+        let Some(id) = std::str::from_utf8(arg).ok().and_then(|s| s.parse::<u64>().ok()) else {
+            return;
+        };
+        while self.fences.front().is_some_and(|(f, _)| *f <= id) {
+            let (_, joins) = self.fences.pop_front().expect("front");
+            for f in joins {
+                self.start(f, post);
+            }
+        }
+    }
+
+    /// A numbered message of `channel` forwarded to the shards.
+    #[inline]
+    pub fn forwarded(&mut self, channel: &[u8], offset: u64, frame: &Bytes) {
+        if self.watch.is_empty() {
+            return;
+        }
+        if let Some(w) = self.watch.get_mut(channel) {
+            w.seen.push((offset, frame.clone()));
+        }
+    }
+
+    /// The connections failed: everything waiting is answered `unavailable`.
+    pub fn disconnected(&mut self, post: &mut Post) {
+        self.give_up(post);
+        self.inflight.clear();
+    }
+
+    /// Redis stopped answering in time (the connections stay): everything
+    /// waiting is answered `unavailable` now, and the replies that may
+    /// still come for it are ignored.
+    pub fn stalled(&mut self, post: &mut Post) {
+        self.give_up(post);
+    }
+
+    fn give_up(&mut self, post: &mut Post) {
+        let mut admits: Vec<Admit> = Vec::new();
+        for p in self.inflight.iter_mut() {
+            match std::mem::replace(p, Pending::Setup) {
+                Pending::Setup => {}
+                Pending::Admit(a, _) => admits.push(a),
+                Pending::Query(q) => {
+                    self.state.history_errors.fetch_add(1, Relaxed);
+                    refuse(q.reply, post);
+                }
+            }
+        }
+        admits.extend(self.back.drain(..).map(|f| f.admit));
+        for (_, joins) in self.fences.drain(..) {
+            admits.extend(joins.into_iter().map(|f| f.admit));
+        }
+        for (_, parked) in self.parked.drain() {
+            admits.extend(parked);
+        }
+        self.watch.clear();
+        for a in admits {
+            self.refuse_admit(a, post);
+        }
+    }
+
+    /// A join that cannot be served now (the link is down): refused.
+    pub fn refuse_admit(&self, admit: Admit, post: &mut Post) {
+        self.state.history_errors.fetch_add(1, Relaxed);
+        let frame = admit.req.map(|id| encode::error(&unavailable(Some(id))));
+        post.item(
+            admit.shard,
+            Item::Refused {
+                ticket: admit.ticket,
+                frame,
+            },
+        );
+    }
+
+    fn unwatch(&mut self, channel: &[u8]) {
+        if let Some(w) = self.watch.get_mut(channel) {
+            w.reads -= 1;
+            if w.reads == 0 {
+                self.watch.remove(channel);
+            }
+        }
+    }
+
+    /// Admits a member at its fence: its replay, its ack.
+    fn start(&mut self, f: Fenced, post: &mut Post) {
+        let Fenced { admit, channel, read } = f;
+        // Forwarded after the read ran, before this point: the member did
+        // not get them live.
+        let later: Vec<(u64, Bytes)> = self
+            .watch
+            .get(&channel)
+            .map(|w| w.seen.iter().filter(|(n, _)| *n > read.top).cloned().collect())
+            .unwrap_or_default();
+        self.unwatch(&channel);
+        let top = later.last().map_or(read.top, |(n, _)| *n);
+        let (frames, recovered) = match admit.since {
+            None => (Vec::new(), None),
+            Some(_) if admit.already => (Vec::new(), Some(read.held)),
+            Some(since) if read.held => {
+                let mut frames: Vec<Bytes> = read
+                    .entries()
+                    .filter(|m| m.offset > since.offset)
+                    .filter_map(|m| m.frame())
+                    .collect();
+                frames.extend(later.into_iter().map(|(_, f)| f));
+                (frames, Some(true))
+            }
+            Some(_) => (Vec::new(), Some(false)),
+        };
+        let ack = admit
+            .req
+            .map(|id| encode::ack_position(id, top, read.epoch.as_str(), recovered));
+        post.item(
+            admit.shard,
+            Item::Admitted {
+                ticket: admit.ticket,
+                frames,
+                ack,
+                recovered: recovered.filter(|_| !admit.already),
+            },
+        );
+    }
+}
+
+fn unavailable(id: Option<u64>) -> OpError {
+    OpError::new(id, ErrorCode::Unavailable, "the history store (Redis) is unreachable")
+}
+
+/// Answers `reply` with `unavailable`.
+pub(super) fn refuse(reply: ReplyTo, post: &mut Post) {
+    match reply.req {
+        Some(index) if reply.api => post.item(reply.shard, api(reply, ApiPart::Unavailable { index })),
+        None if reply.api => post.item(reply.shard, api(reply, ApiPart::Unavailable { index: 0 })),
+        req => post.item(
+            reply.shard,
+            Item::Reply {
+                slot: reply.slot,
+                conn: reply.conn,
+                frame: encode::error(&unavailable(req)),
+            },
+        ),
+    }
+}
+
+/// Answers `reply` with a frame (WebSocket) or an API piece.
+pub(super) fn answer(reply: ReplyTo, frame: Bytes, part: impl FnOnce() -> ApiPart, post: &mut Post) {
+    let item = if reply.api {
+        api(reply, part())
+    } else {
+        Item::Reply {
+            slot: reply.slot,
+            conn: reply.conn,
+            frame,
+        }
+    };
+    post.item(reply.shard, item);
+}
+
+fn api(reply: ReplyTo, part: ApiPart) -> Item {
+    Item::Api {
+        slot: reply.slot,
+        conn: reply.conn,
+        part,
+    }
+}
+
+fn answer_query(q: Query, read: &Read, post: &mut Post) {
+    let mut messages: Vec<_> = read.entries().collect();
+    if q.since.is_none() {
+        messages.reverse(); // XREVRANGE: newest first.
+    }
+    let id = if q.reply.api { None } else { q.reply.req };
+    let frame = encode::history(
+        id,
+        &q.room,
+        read.epoch.as_str(),
+        read.top,
+        messages.iter().map(|m| (m.offset, m.body())),
+    );
+    let body = frame.clone();
+    answer(q.reply, frame, || ApiPart::History(body), post);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use redis::Value;
+
+    use super::*;
+    use crate::bus::post::test_inbox;
+    use crate::bus::ShardMsg;
+    use crate::history::{Limits, Since};
+    use crate::link::history::encode_draft;
+
+    const EPOCH: &str = "0123456789ab";
+
+    fn admit(ticket: u64, since: Option<u64>) -> Admit {
+        Admit {
+            room: Arc::from("r"),
+            limits: Limits {
+                size: 100,
+                ttl: Duration::from_secs(60),
+            },
+            shard: 0,
+            ticket,
+            req: Some(ticket),
+            since: since.map(|offset| Since {
+                offset,
+                epoch: Epoch::parse(EPOCH).unwrap(),
+            }),
+            already: false,
+        }
+    }
+
+    fn entry(n: u64) -> Value {
+        let env = encode_draft("n", 1, &encode::message_draft("r", "u", n.to_string().as_bytes()));
+        Value::Array(vec![
+            Value::BulkString(format!("0-{n}").into_bytes()),
+            Value::Array(vec![Value::BulkString(b"m".to_vec()), Value::BulkString(env)]),
+        ])
+    }
+
+    fn read_reply(top: u64, held: bool, entries: impl IntoIterator<Item = u64>) -> Value {
+        Value::Array(vec![
+            Value::BulkString(EPOCH.as_bytes().to_vec()),
+            Value::Int(top as i64),
+            Value::Int(held.into()),
+            Value::Array(entries.into_iter().map(entry).collect()),
+        ])
+    }
+
+    fn frame(n: u64) -> Bytes {
+        encode::message_draft("r", "u", n.to_string().as_bytes()).finish(n).0
+    }
+
+    /// The items the shard got, flushed from `post`.
+    fn items(post: &mut Post, rx: &crossbeam_channel::Receiver<ShardMsg>) -> Vec<Item> {
+        post.flush(|_, _| {});
+        let mut out = Vec::new();
+        while let Ok(msg) = rx.try_recv() {
+            if let ShardMsg::Frames(b) = msg {
+                out.extend(b.items.into_iter().map(|(_, item)| item));
+            }
+        }
+        out
+    }
+
+    fn books() -> (Reads, Post, crossbeam_channel::Receiver<ShardMsg>, mio::Poll) {
+        let (shard, rx, poll) = test_inbox(64);
+        let reads = Reads::new("rc", Arc::new(LinkState::default()));
+        (reads, Post::new(vec![shard], usize::MAX), rx, poll)
+    }
+
+    #[test]
+    fn a_recovering_join_starts_at_its_fence_with_what_came_between() {
+        let (mut reads, mut post, rx, _poll) = books();
+        let (mut cmd, mut sub) = (Vec::new(), Vec::new());
+        let ch = b"rc:room:{r}".to_vec();
+        // Not subscribed yet: it waits, then reads once the SUBSCRIBE is confirmed.
+        reads.admit(admit(1, Some(2)), ch.clone(), false, &mut cmd);
+        assert!(cmd.is_empty());
+        reads.subscribed(&ch, &mut cmd);
+        assert!(cmd.windows(7).any(|w| w == b"EVALSHA"));
+        // Offset 5 is forwarded while the read is out (published before it ran).
+        reads.forwarded(&ch, 5, &frame(5));
+        reads.on_reply(read_reply(6, true, 3..=6), &mut post);
+        reads.fence(&mut sub);
+        assert!(sub.windows(4).any(|w| w == b"PING"));
+        // Published after the read ran, forwarded before the pong.
+        reads.forwarded(&ch, 6 + 1, &frame(7));
+        reads.forwarded(&ch, 8, &frame(8));
+        assert!(items(&mut post, &rx).is_empty(), "nothing before the pong");
+        reads.on_pong(b"1", &mut post);
+        let got = items(&mut post, &rx);
+        let [Item::Admitted {
+            ticket: 1,
+            frames,
+            ack: Some(ack),
+            recovered: Some(true),
+        }] = &got[..]
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!(
+            frames,
+            &(3..=8).map(frame).collect::<Vec<_>>(),
+            "the read's, then the later ones"
+        );
+        assert!(ack.ends_with(br#""offset":8,"epoch":"0123456789ab","recovered":true}"#));
+        assert!(reads.watch.is_empty(), "nothing kept once no read is out");
+    }
+
+    #[test]
+    fn a_stall_answers_every_waiting_join_and_ignores_late_replies() {
+        let (mut reads, mut post, rx, _poll) = books();
+        let (mut cmd, mut sub) = (Vec::new(), Vec::new());
+        let ch = b"rc:room:{r}".to_vec();
+        reads.admit(admit(1, None), ch.clone(), true, &mut cmd);
+        reads.admit(admit(2, None), ch.clone(), true, &mut cmd);
+        reads.on_reply(read_reply(0, false, []), &mut post);
+        reads.fence(&mut sub);
+        reads.admit(admit(3, None), b"rc:room:{other}".to_vec(), false, &mut cmd);
+        reads.stalled(&mut post);
+        let tickets: Vec<u64> = items(&mut post, &rx)
+            .into_iter()
+            .map(|i| match i {
+                Item::Refused { ticket, frame: Some(f) } => {
+                    assert!(f.windows(11).any(|w| w == b"unavailable"));
+                    ticket
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(tickets, [2, 1, 3]);
+        // Redis wakes up: its answers to what was given up change nothing.
+        reads.on_reply(read_reply(0, false, []), &mut post);
+        reads.fence(&mut sub);
+        reads.on_pong(b"1", &mut post);
+        reads.on_pong(b"2", &mut post);
+        assert!(items(&mut post, &rx).is_empty());
+    }
+}
