@@ -76,13 +76,18 @@ pub fn find_stamp(payload: &[u8], size: usize) -> Option<Stamp> {
         }
     }
     // A numbered message (roomcast's rooms with history) ends with
-    // `,"offset":N}` right after `data`: still no search of the payload.
+    // `,"offset":N}` right after `data`: walk back over N's digits, then
+    // the stamp is at a known place again (this runs for every message of
+    // a numbered run, so it must cost no more than the plain case).
     const OFFSET: &[u8] = br#","offset":"#;
-    let tail = payload.len().saturating_sub(32);
-    if let Some(i) = payload[tail..].windows(OFFSET.len()).position(|w| w == OFFSET) {
-        if let Some(at) = (tail + i).checked_sub(data_len + 1) {
-            if let Some(s) = decode(&payload[at..]) {
-                return Some(s);
+    if let Some(body) = payload.strip_suffix(b"}") {
+        let digits = body.iter().rev().take(20).take_while(|b| b.is_ascii_digit()).count();
+        let end = body.len() - digits;
+        if digits > 0 && body[..end].ends_with(OFFSET) {
+            if let Some(at) = (end - OFFSET.len()).checked_sub(data_len + 1) {
+                if let Some(s) = decode(&payload[at..]) {
+                    return Some(s);
+                }
             }
         }
     }
