@@ -20,7 +20,7 @@
 //! publisher is answered `unavailable` (a publish that failed midway may
 //! still have landed: retrying it is at least once).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ use crate::protocol::encode;
 use crate::rooms::Topic;
 
 use super::backoff::Backoff;
-use super::history::{self, meta_key, stream_key, PUBLISH_SCRIPT};
+use super::history::{self, meta_key, stream_key, PUBLISH_MAX_MESSAGES, PUBLISH_SCRIPT};
 use super::reads;
 use super::receivers::Receivers;
 use super::{channel, envelope, probe_channel};
@@ -317,12 +317,26 @@ impl Publisher {
     fn number(&mut self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
         while !self.numbered.is_empty() {
             let n = self.numbered.len().min(PIPELINE);
-            let chunk: Vec<Numbered> = self.numbered.drain(..n).collect();
+            // One script call per room (in each room's order), at most
+            // PUBLISH_MAX_MESSAGES messages each.
+            let mut calls: Vec<Vec<Numbered>> = Vec::new();
+            let mut open: HashMap<Arc<str>, usize> = HashMap::new();
+            for m in self.numbered.drain(..n) {
+                match open.get(&m.room) {
+                    Some(&i) if calls[i].len() < PUBLISH_MAX_MESSAGES => calls[i].push(m),
+                    _ => {
+                        open.insert(m.room.clone(), calls.len());
+                        calls.push(vec![m]);
+                    }
+                }
+            }
             let now = unix_nanos();
             let fresh = crate::history::Epoch::fresh();
             let mut pipe = redis::pipe();
-            for m in &chunk {
-                pipe.cmd("EVALSHA")
+            for call in &calls {
+                let m = &call[0];
+                let cmd = pipe
+                    .cmd("EVALSHA")
                     .arg(&self.sha)
                     .arg(2)
                     .arg(meta_key(&self.prefix, &m.room))
@@ -330,36 +344,38 @@ impl Publisher {
                     .arg(fresh.as_str())
                     .arg(m.limits.size)
                     .arg(m.limits.ttl.as_millis().max(1) as u64)
-                    .arg(channel(&self.prefix, &Topic::Room(m.room.clone())))
-                    .arg(history::encode_draft(&self.node_id, now, &m.draft));
+                    .arg(channel(&self.prefix, &Topic::Room(m.room.clone())));
+                for m in call {
+                    cmd.arg(history::encode_draft(&self.node_id, now, &m.draft));
+                }
             }
             let replies: Vec<redis::RedisResult<redis::Value>> = match pipe.ignore_errors().query(conn) {
                 Ok(r) => r,
                 Err(e) => {
-                    for m in chunk {
+                    for m in calls.into_iter().flatten() {
                         self.refuse(m);
                     }
                     self.refuse_numbered();
                     return Err(e);
                 }
             };
-            for (m, reply) in chunk.into_iter().zip(replies) {
-                match reply.as_ref().ok().and_then(history::published) {
-                    Some((offset, _)) => {
-                        self.state.messages_out.fetch_add(1, Relaxed);
-                        let (reply, index) = (m.reply, m.reply.req);
-                        let Some(req) = index else { continue };
-                        reads::answer(
-                            reply,
-                            encode::ack_offset(req, offset),
-                            || ApiPart::Offset { index: req, offset },
-                            &mut self.post,
-                        );
-                    }
-                    None => {
-                        tracing::warn!(?reply, room = %m.room, "redis link: a numbered publish failed");
+            for (call, reply) in calls.into_iter().zip(replies) {
+                let Some((first, _)) = reply.as_ref().ok().and_then(history::published) else {
+                    tracing::warn!(?reply, room = %call[0].room, "redis link: a numbered publish failed");
+                    for m in call {
                         self.refuse(m);
                     }
+                    continue;
+                };
+                self.state.messages_out.fetch_add(call.len() as u64, Relaxed);
+                for (offset, m) in (first..).zip(call) {
+                    let Some(req) = m.reply.req else { continue };
+                    reads::answer(
+                        m.reply,
+                        encode::ack_offset(req, offset),
+                        || ApiPart::Offset { index: req, offset },
+                        &mut self.post,
+                    );
                 }
             }
         }

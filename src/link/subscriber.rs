@@ -421,22 +421,24 @@ impl Subscriber {
     /// A message of a room with history, numbered by Redis: every node
     /// (this one too) finishes its frame once and forwards it.
     fn on_numbered(&mut self, name: &[u8], payload: &[u8]) {
-        let Some((node, message)) = history::decode_published(payload) else {
+        let Some(messages) = history::decode_published(payload) else {
             return;
         };
         let Some((topic, mask)) = self.ledger.route(name) else {
             return;
         };
-        let Some(frame) = message.frame() else { return };
-        if node != self.node_id.as_bytes() {
-            self.state.messages_in.fetch_add(1, Relaxed);
-        }
-        for s in shards_in(mask) {
-            if s < self.post.len() {
-                self.post.frame(s, topic, &frame);
+        for (node, message) in messages {
+            let Some(frame) = message.frame() else { continue };
+            if node != self.node_id.as_bytes() {
+                self.state.messages_in.fetch_add(1, Relaxed);
             }
+            for s in shards_in(mask) {
+                if s < self.post.len() {
+                    self.post.frame(s, topic, &frame);
+                }
+            }
+            self.reads.forwarded(name, message.offset, &frame);
         }
-        self.reads.forwarded(name, message.offset, &frame);
     }
 
     /// How far the link can be trusted right now.
