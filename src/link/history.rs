@@ -66,9 +66,22 @@ pub(crate) const PUBLISH_MAX_MESSAGES: usize = 256;
 /// the mode, the `since` epoch and offset, a limit. Modes: `p` position
 /// only; `r` recover (every message after `since`, if all are held in its
 /// epoch); `c` check (whether they are, without them); `l` the latest
-/// `limit`, newest first; `a` the first `limit` after `since` (after 0 in
-/// another epoch). Returns `{epoch, top, held (0/1), entries}`.
+/// `limit`; `a` the first `limit` after `since` (after 0 in another
+/// epoch). Returns `{epoch, top, held (0/1), messages}`, the messages
+/// oldest first in one string, as [`PUBLISH_SCRIPT`] publishes them (one
+/// bulk string instead of a reply per entry: a replay of 100 messages is
+/// one value to parse, not 500).
 pub(crate) const READ_SCRIPT: &str = r#"
+local function pack(entries, from, to, step)
+  if #entries == 0 then return '' end
+  local parts = {}
+  for i = from, to, step do
+    local m = entries[i][2][2]
+    parts[#parts + 1] = #m .. ':' .. m
+  end
+  return string.sub(entries[from][1], 3) .. ':' .. table.concat(parts)
+end
+local function oldest_first(entries) return pack(entries, 1, #entries, 1) end
 local e = redis.call('HGET', KEYS[1], 'e')
 local n = 0
 if e then
@@ -80,23 +93,24 @@ else
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 local mode = ARGV[3]
-if mode == 'p' then return {e, n, 0, {}} end
+if mode == 'p' then return {e, n, 0, ''} end
 if mode == 'l' then
-  return {e, n, 0, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[6])}
+  local latest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[6])
+  return {e, n, 0, pack(latest, #latest, 1, -1)}
 end
 local since = tonumber(ARGV[5])
 local same = ARGV[4] == e
 if mode == 'a' then
   local after = 0
   if same and since <= n then after = since end
-  return {e, n, 0, redis.call('XRANGE', KEYS[2], '0-' .. (after + 1), '+', 'COUNT', ARGV[6])}
+  return {e, n, 0, oldest_first(redis.call('XRANGE', KEYS[2], '0-' .. (after + 1), '+', 'COUNT', ARGV[6]))}
 end
-if not same or since > n then return {e, n, 0, {}} end
-if since == n then return {e, n, 1, {}} end
+if not same or since > n then return {e, n, 0, ''} end
+if since == n then return {e, n, 1, ''} end
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
-if #first == 0 or tonumber(string.sub(first[1][1], 3)) > since + 1 then return {e, n, 0, {}} end
-if mode == 'c' then return {e, n, 1, {}} end
-return {e, n, 1, redis.call('XRANGE', KEYS[2], '0-' .. (since + 1), '+')}
+if #first == 0 or tonumber(string.sub(first[1][1], 3)) > since + 1 then return {e, n, 0, ''} end
+if mode == 'c' then return {e, n, 1, ''} end
+return {e, n, 1, oldest_first(redis.call('XRANGE', KEYS[2], '0-' .. (since + 1), '+'))}
 "#;
 
 /// The SHA1 of a script, as `EVALSHA` names it (lowercase hex).
@@ -117,7 +131,7 @@ pub(crate) fn stream_key(prefix: &str, room: &str) -> Vec<u8> {
 }
 
 /// What [`READ_SCRIPT`] is asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Mode {
     /// The position.
     Position,
@@ -217,19 +231,6 @@ fn split_number(bytes: &[u8]) -> Option<(u64, &[u8])> {
     Some((parse_u64(&bytes[..colon])?, &bytes[colon + 1..]))
 }
 
-/// A stream entry, `[id, [field, value]]`, as a message.
-fn decode_entry(entry: &Value) -> Option<Numbered<'_>> {
-    let Value::Array(parts) = entry else { return None };
-    let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (parts.first(), parts.get(1)) else {
-        return None;
-    };
-    let offset = parse_u64(id.strip_prefix(b"0-")?)?;
-    let Some(Value::BulkString(env)) = fields.get(1) else {
-        return None;
-    };
-    decode_draft(offset, envelope::decode(env)?.frame)
-}
-
 fn parse_u64(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 20 {
         return None;
@@ -267,38 +268,31 @@ pub(crate) struct Read {
     pub top: u64,
     /// Every message after `since` is held (modes `r` and `c`).
     pub held: bool,
-    /// The raw reply, holding the entries.
-    reply: Value,
+    /// The messages, packed.
+    messages: Vec<u8>,
 }
 
 impl Read {
     /// Reads the reply; `None` if it is not one.
     pub fn parse(reply: Value) -> Option<Read> {
-        let Value::Array(items) = &reply else { return None };
+        let Value::Array(mut items) = reply else { return None };
         let (epoch, top) = (epoch(items.first()?)?, int(items.get(1)?)?);
         let held = int(items.get(2)?)? == 1;
-        if !matches!(items.get(3)?, Value::Array(_)) {
-            return None;
-        }
+        let messages = match items.get_mut(3)? {
+            Value::BulkString(b) => std::mem::take(b),
+            _ => return None,
+        };
         Some(Read {
             epoch,
             top,
             held,
-            reply,
+            messages,
         })
     }
 
-    /// The messages, in the order the script gave them (skipping any that
-    /// are not roomcast's).
-    pub fn entries(&self) -> impl DoubleEndedIterator<Item = Numbered<'_>> {
-        let list: &[Value] = match &self.reply {
-            Value::Array(items) => match items.get(3) {
-                Some(Value::Array(entries)) => entries,
-                _ => &[],
-            },
-            _ => &[],
-        };
-        list.iter().filter_map(decode_entry)
+    /// The messages, oldest first (up to the first that is not roomcast's).
+    pub fn entries(&self) -> impl Iterator<Item = Numbered<'_>> {
+        decode_published(&self.messages).into_iter().flatten().map(|(_, m)| m)
     }
 }
 
@@ -359,24 +353,25 @@ mod tests {
 
     #[test]
     fn read_replies_give_position_and_entries() {
-        let env = encode_draft("n", 1, &draft());
-        let entry = |n: u64| {
-            Value::Array(vec![
-                Value::BulkString(format!("0-{n}").into_bytes()),
-                Value::Array(vec![Value::BulkString(b"m".to_vec()), Value::BulkString(env.clone())]),
-            ])
-        };
+        let envs = [encode_draft("n", 1, &draft()), encode_draft("n", 2, &draft())];
         let reply = Value::Array(vec![
             Value::BulkString(b"0123456789ab".to_vec()),
             Value::Int(9),
             Value::Int(1),
-            Value::Array(vec![entry(8), entry(9), Value::Nil]),
+            Value::BulkString(published_payload(8, &envs)),
         ]);
         let read = Read::parse(reply).unwrap();
         assert_eq!(read.epoch.as_str(), "0123456789ab");
         assert_eq!((read.top, read.held), (9, true));
         let offsets: Vec<u64> = read.entries().map(|m| m.offset).collect();
         assert_eq!(offsets, [8, 9]);
+        let empty = Value::Array(vec![
+            Value::BulkString(b"0123456789ab".to_vec()),
+            Value::Int(0),
+            Value::Int(0),
+            Value::BulkString(Vec::new()),
+        ]);
+        assert_eq!(Read::parse(empty).unwrap().entries().count(), 0);
         assert!(Read::parse(Value::Array(vec![Value::Int(1)])).is_none());
         assert!(Read::parse(Value::Nil).is_none());
         let p = Value::Array(vec![Value::Int(3), Value::BulkString(b"0123456789ab".to_vec())]);

@@ -19,6 +19,12 @@
 //!    it missed: the read's entries up to T, then those forwarded since the
 //!    read (the subscriber keeps them while a read of the room is out).
 //!
+//! Joins of the same room asking the same thing (a plain join, or a
+//! recovery from the same position: what a thousand clients of a dead node
+//! send at once) share one read while it is out, and one set of replayed
+//! frames: the seam above holds for each of them, as the read ran after the
+//! room's subscription was in place for all.
+//!
 //! If the connections fail, every join and query still waiting is answered
 //! `unavailable`: nothing waits for a Redis that is gone.
 
@@ -29,7 +35,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::bus::{Admit, ApiPart, Item, Post, Query, ReplyTo};
-use crate::history::Epoch;
+use crate::history::{Epoch, Since};
 use crate::metrics::LinkState;
 use crate::protocol::{encode, ErrorCode, OpError};
 
@@ -41,18 +47,32 @@ use super::wire;
 enum Pending {
     /// `AUTH`, `SCRIPT LOAD`, or a read already answered `unavailable`.
     Setup,
-    /// A join's read.
-    Admit(Admit, Vec<u8>),
+    /// The read of joins asking the same thing.
+    Admit(Joins),
     /// A query's read.
     Query(Query),
 }
 
-/// A join whose read came back, waiting for its pong.
+/// What makes two joins' reads the same.
+type ReadKey = (Vec<u8>, Mode, Option<(u64, Epoch)>);
+
+/// Joins that share a read.
+#[derive(Debug)]
+struct Joins {
+    channel: Vec<u8>,
+    mode: Mode,
+    since: Option<Since>,
+    admits: Vec<Admit>,
+}
+
+/// Joins whose read came back, waiting for their pong.
 #[derive(Debug)]
 struct Fenced {
-    admit: Admit,
-    channel: Vec<u8>,
+    joins: Joins,
     read: Read,
+    /// For a recovery that could be served: the read's messages after
+    /// `since`, finished once for all of the joins.
+    replay: Vec<Bytes>,
 }
 
 /// Frames of a room forwarded while reads of it are out.
@@ -70,6 +90,10 @@ pub(crate) struct Reads {
     state: Arc<LinkState>,
     /// One per command sent on the command connection, in order.
     inflight: VecDeque<Pending>,
+    /// Sequence number of `inflight`'s front.
+    front: u64,
+    /// Join reads still out, by what they ask, with their sequence number.
+    open: HashMap<ReadKey, u64>,
     /// Reads back this turn, for the next fence.
     back: Vec<Fenced>,
     /// Fences sent, oldest first, with the joins each admits.
@@ -88,6 +112,8 @@ impl Reads {
             sha: super::history::script_sha(READ_SCRIPT),
             state,
             inflight: VecDeque::new(),
+            front: 0,
+            open: HashMap::new(),
             back: Vec::new(),
             fences: VecDeque::new(),
             next_fence: 0,
@@ -121,13 +147,31 @@ impl Reads {
             (Some(_), true) => Mode::Check,
             (Some(_), false) => Mode::Recover,
         };
+        let key = (channel, mode, admit.since.map(|s| (s.offset, s.epoch)));
+        if let Some(&seq) = self.open.get(&key) {
+            if let Some(Pending::Admit(joins)) = self.inflight.get_mut((seq - self.front) as usize) {
+                joins.admits.push(admit);
+                return;
+            }
+        }
         self.read(&admit.room, admit.limits.ttl, mode, admit.since, 0, out);
+        let channel = key.0.clone();
         self.watch.entry(channel.clone()).or_default().reads += 1;
-        self.inflight.push_back(Pending::Admit(admit, channel));
+        self.open.insert(key, self.front + self.inflight.len() as u64);
+        let since = admit.since;
+        self.inflight.push_back(Pending::Admit(Joins {
+            channel,
+            mode,
+            since,
+            admits: vec![admit],
+        }));
     }
 
     /// A room's SUBSCRIBE was confirmed: its parked joins read now.
     pub fn subscribed(&mut self, channel: &[u8], out: &mut Vec<u8>) {
+        // A read sent before this SUBSCRIBE may have run while the channel
+        // was not subscribed: later joins do not share it.
+        self.open.retain(|key, _| key.0 != channel);
         if let Some(admits) = self.parked.remove(channel) {
             for a in admits {
                 self.admit(a, channel.to_vec(), true, out);
@@ -142,12 +186,25 @@ impl Reads {
         self.inflight.push_back(Pending::Query(q));
     }
 
+    /// Takes the front of `inflight`, the command a reply answers.
+    fn pop(&mut self) -> Option<Pending> {
+        let pending = self.inflight.pop_front()?;
+        if let Pending::Admit(j) = &pending {
+            let key = (j.channel.clone(), j.mode, j.since.map(|s| (s.offset, s.epoch)));
+            if self.open.get(&key) == Some(&self.front) {
+                self.open.remove(&key);
+            }
+        }
+        self.front += 1;
+        Some(pending)
+    }
+
     fn read(
         &self,
         room: &str,
         ttl: std::time::Duration,
         mode: Mode,
-        since: Option<crate::history::Since>,
+        since: Option<Since>,
         limit: usize,
         out: &mut Vec<u8>,
     ) {
@@ -177,7 +234,7 @@ impl Reads {
 
     /// A reply on the command connection.
     pub fn on_reply(&mut self, reply: redis::Value, post: &mut Post) {
-        let Some(pending) = self.inflight.pop_front() else {
+        let Some(pending) = self.pop() else {
             return;
         };
         let failed = matches!(reply, redis::Value::ServerError(_));
@@ -186,11 +243,23 @@ impl Reads {
         }
         match pending {
             Pending::Setup => {}
-            Pending::Admit(admit, channel) => match Read::parse(reply) {
-                Some(read) => self.back.push(Fenced { admit, channel, read }),
+            Pending::Admit(joins) => match Read::parse(reply) {
+                Some(read) => {
+                    let replay = match joins.since {
+                        Some(since) if joins.mode == Mode::Recover && read.held => read
+                            .entries()
+                            .filter(|m| m.offset > since.offset)
+                            .filter_map(|m| m.frame())
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    self.back.push(Fenced { joins, read, replay });
+                }
                 None => {
-                    self.unwatch(&channel);
-                    self.refuse_admit(admit, post);
+                    self.unwatch(&joins.channel);
+                    for a in joins.admits {
+                        self.refuse_admit(a, post);
+                    }
                 }
             },
             Pending::Query(q) => match Read::parse(reply) {
@@ -222,8 +291,8 @@ impl Reads {
             return;
         };
         while self.fences.front().is_some_and(|(f, _)| *f <= id) {
-            let (_, joins) = self.fences.pop_front().expect("front");
-            for f in joins {
+            let (_, reads) = self.fences.pop_front().expect("front");
+            for f in reads {
                 self.start(f, post);
             }
         }
@@ -244,6 +313,7 @@ impl Reads {
     pub fn disconnected(&mut self, post: &mut Post) {
         self.give_up(post);
         self.inflight.clear();
+        self.front = 0;
     }
 
     /// Redis stopped answering in time (the connections stay): everything
@@ -258,16 +328,17 @@ impl Reads {
         for p in self.inflight.iter_mut() {
             match std::mem::replace(p, Pending::Setup) {
                 Pending::Setup => {}
-                Pending::Admit(a, _) => admits.push(a),
+                Pending::Admit(j) => admits.extend(j.admits),
                 Pending::Query(q) => {
                     self.state.history_errors.fetch_add(1, Relaxed);
                     refuse(q.reply, post);
                 }
             }
         }
-        admits.extend(self.back.drain(..).map(|f| f.admit));
-        for (_, joins) in self.fences.drain(..) {
-            admits.extend(joins.into_iter().map(|f| f.admit));
+        self.open.clear();
+        admits.extend(self.back.drain(..).flat_map(|f| f.joins.admits));
+        for (_, reads) in self.fences.drain(..) {
+            admits.extend(reads.into_iter().flat_map(|f| f.joins.admits));
         }
         for (_, parked) in self.parked.drain() {
             admits.extend(parked);
@@ -300,44 +371,51 @@ impl Reads {
         }
     }
 
-    /// Admits a member at its fence: its replay, its ack.
+    /// Admits the joins of a read at their fence: their replay, their acks.
     fn start(&mut self, f: Fenced, post: &mut Post) {
-        let Fenced { admit, channel, read } = f;
-        // Forwarded after the read ran, before this point: the member did
+        let Fenced { joins, read, replay } = f;
+        // Forwarded after the read ran, before this point: the members did
         // not get them live.
-        let later: Vec<(u64, Bytes)> = self
+        let later: Vec<Bytes> = self
             .watch
-            .get(&channel)
-            .map(|w| w.seen.iter().filter(|(n, _)| *n > read.top).cloned().collect())
+            .get(&joins.channel)
+            .map(|w| {
+                w.seen
+                    .iter()
+                    .filter(|(n, _)| *n > read.top)
+                    .map(|(_, f)| f.clone())
+                    .collect()
+            })
             .unwrap_or_default();
-        self.unwatch(&channel);
-        let top = later.last().map_or(read.top, |(n, _)| *n);
-        let (frames, recovered) = match admit.since {
-            None => (Vec::new(), None),
-            Some(_) if admit.already => (Vec::new(), Some(read.held)),
-            Some(since) if read.held => {
-                let mut frames: Vec<Bytes> = read
-                    .entries()
-                    .filter(|m| m.offset > since.offset)
-                    .filter_map(|m| m.frame())
-                    .collect();
-                frames.extend(later.into_iter().map(|(_, f)| f));
-                (frames, Some(true))
-            }
-            Some(_) => (Vec::new(), Some(false)),
+        let top = self
+            .watch
+            .get(&joins.channel)
+            .and_then(|w| w.seen.last())
+            .map_or(read.top, |(n, _)| (*n).max(read.top));
+        self.unwatch(&joins.channel);
+        let recovered = match joins.mode {
+            Mode::Position => None,
+            _ => Some(read.held),
         };
-        let ack = admit
-            .req
-            .map(|id| encode::ack_position(id, top, read.epoch.as_str(), recovered));
-        post.item(
-            admit.shard,
-            Item::Admitted {
-                ticket: admit.ticket,
-                frames,
-                ack,
-                recovered: recovered.filter(|_| !admit.already),
-            },
-        );
+        for admit in joins.admits {
+            let frames = if joins.mode == Mode::Recover && read.held {
+                replay.iter().chain(&later).cloned().collect()
+            } else {
+                Vec::new()
+            };
+            let ack = admit
+                .req
+                .map(|id| encode::ack_position(id, top, read.epoch.as_str(), recovered));
+            post.item(
+                admit.shard,
+                Item::Admitted {
+                    ticket: admit.ticket,
+                    frames,
+                    ack,
+                    recovered: recovered.filter(|_| joins.mode == Mode::Recover),
+                },
+            );
+        }
     }
 }
 
@@ -384,10 +462,7 @@ fn api(reply: ReplyTo, part: ApiPart) -> Item {
 }
 
 fn answer_query(q: Query, read: &Read, post: &mut Post) {
-    let mut messages: Vec<_> = read.entries().collect();
-    if q.since.is_none() {
-        messages.reverse(); // XREVRANGE: newest first.
-    }
+    let messages: Vec<_> = read.entries().collect();
     let id = if q.reply.api { None } else { q.reply.req };
     let frame = encode::history(
         id,
@@ -432,20 +507,22 @@ mod tests {
         }
     }
 
-    fn entry(n: u64) -> Value {
-        let env = encode_draft("n", 1, &encode::message_draft("r", "u", n.to_string().as_bytes()));
-        Value::Array(vec![
-            Value::BulkString(format!("0-{n}").into_bytes()),
-            Value::Array(vec![Value::BulkString(b"m".to_vec()), Value::BulkString(env)]),
-        ])
-    }
-
     fn read_reply(top: u64, held: bool, entries: impl IntoIterator<Item = u64>) -> Value {
+        let entries: Vec<u64> = entries.into_iter().collect();
+        let mut packed = match entries.first() {
+            Some(first) => format!("{first}:").into_bytes(),
+            None => Vec::new(),
+        };
+        for n in entries {
+            let env = encode_draft("n", 1, &encode::message_draft("r", "u", n.to_string().as_bytes()));
+            packed.extend_from_slice(format!("{}:", env.len()).as_bytes());
+            packed.extend_from_slice(&env);
+        }
         Value::Array(vec![
             Value::BulkString(EPOCH.as_bytes().to_vec()),
             Value::Int(top as i64),
             Value::Int(held.into()),
-            Value::Array(entries.into_iter().map(entry).collect()),
+            Value::BulkString(packed),
         ])
     }
 
@@ -516,7 +593,7 @@ mod tests {
         let (mut cmd, mut sub) = (Vec::new(), Vec::new());
         let ch = b"rc:room:{r}".to_vec();
         reads.admit(admit(1, None), ch.clone(), true, &mut cmd);
-        reads.admit(admit(2, None), ch.clone(), true, &mut cmd);
+        reads.admit(admit(2, Some(5)), ch.clone(), true, &mut cmd);
         reads.on_reply(read_reply(0, false, []), &mut post);
         reads.fence(&mut sub);
         reads.admit(admit(3, None), b"rc:room:{other}".to_vec(), false, &mut cmd);
@@ -538,5 +615,49 @@ mod tests {
         reads.on_pong(b"1", &mut post);
         reads.on_pong(b"2", &mut post);
         assert!(items(&mut post, &rx).is_empty());
+    }
+
+    #[test]
+    fn joins_asking_the_same_share_one_read_and_one_replay() {
+        let (mut reads, mut post, rx, _poll) = books();
+        let (mut cmd, mut sub) = (Vec::new(), Vec::new());
+        let ch = b"rc:room:{r}".to_vec();
+        for ticket in 1..=3 {
+            reads.admit(admit(ticket, Some(2)), ch.clone(), true, &mut cmd);
+        }
+        reads.admit(admit(4, None), ch.clone(), true, &mut cmd);
+        let evals = cmd.windows(7).filter(|w| w == b"EVALSHA").count();
+        assert_eq!(evals, 2, "one read per distinct question");
+        reads.on_reply(read_reply(4, true, 1..=4), &mut post);
+        reads.on_reply(read_reply(4, false, []), &mut post);
+        reads.fence(&mut sub);
+        reads.on_pong(b"1", &mut post);
+        let got = items(&mut post, &rx);
+        assert_eq!(got.len(), 4);
+        let mut replays = Vec::new();
+        for item in &got {
+            let Item::Admitted {
+                frames, ack: Some(ack), ..
+            } = item
+            else {
+                panic!("{item:?}")
+            };
+            assert!(ack.windows(10).any(|w| w == br#""offset":4"#), "{ack:?}");
+            replays.push(frames.clone());
+        }
+        assert_eq!(replays[0], vec![frame(3), frame(4)]);
+        assert!(replays[1..3].iter().all(|r| r == &replays[0]));
+        assert!(replays[3].is_empty(), "a plain join replays nothing");
+        // The same frames, not copies of them.
+        let Item::Admitted { frames: a, .. } = &got[0] else {
+            unreachable!()
+        };
+        let Item::Admitted { frames: b, .. } = &got[2] else {
+            unreachable!()
+        };
+        assert_eq!(a[0].as_ptr(), b[0].as_ptr());
+        // Once answered, a new join reads again.
+        reads.admit(admit(5, Some(2)), ch.clone(), true, &mut cmd);
+        assert_eq!(cmd.windows(7).filter(|w| w == b"EVALSHA").count(), 3);
     }
 }

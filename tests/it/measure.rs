@@ -331,7 +331,18 @@ fn measure_6_ping_flood_latency() {
 #[ignore = "a measurement: run by hand (see the module docs)"]
 fn measure_13_thousand_clients_recover_100_messages_each() {
     let shards = std::env::var("SHARDS").unwrap_or_else(|_| "2".into());
-    let server = Server::start(&["--shards", &shards, "--history-size", "200", "--rate-limit", "100000"]);
+    let args = ["--shards", &shards, "--history-size", "200", "--rate-limit", "100000"];
+    // REDIS=1: two nodes linked by a private Redis, which keeps the
+    // history; the clients reconnect to the node they were not on.
+    let redis = std::env::var("REDIS").is_ok().then(crate::cluster::Redis::start);
+    let (server, other) = match &redis {
+        Some(r) => (
+            crate::cluster::node(r, &args[2..]),
+            Some(crate::cluster::node(r, &args[2..])),
+        ),
+        None => (Server::start(&args), None),
+    };
+    let target = other.as_ref().unwrap_or(&server);
     let (mut publisher, _) = join_broker(&server, "");
     send_json(&mut publisher, json!({"op":"join","room":"r","id":1}));
     let ack = recv_json(&mut publisher);
@@ -349,7 +360,7 @@ fn measure_13_thousand_clients_recover_100_messages_each() {
     let barrier = Arc::new(std::sync::Barrier::new(threads + 1));
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let (barrier, url, epoch) = (barrier.clone(), server.url("/ws"), epoch.clone());
+            let (barrier, url, epoch) = (barrier.clone(), target.url("/ws"), epoch.clone());
             std::thread::spawn(move || {
                 let mut clients: Vec<AnyClient> = (0..per)
                     .map(|_| {
@@ -386,11 +397,12 @@ fn measure_13_thousand_clients_recover_100_messages_each() {
     let replayed: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
     let took = start.elapsed();
     println!(
-        "issue 13: {} clients recovered {replayed} messages ({} each) in {:.0} ms, {} shards",
+        "issue 13: {} clients recovered {replayed} messages ({} each) in {:.0} ms, {} shards{}",
         per * threads,
         replayed / (per * threads),
         took.as_secs_f64() * 1e3,
-        shards
+        shards,
+        if redis.is_some() { ", through Redis" } else { "" }
     );
 }
 
