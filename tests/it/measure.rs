@@ -1,4 +1,6 @@
-//! Measurements of issue 11's attacks and faults, as its text ran them:
+//! Measurements of issue 11's attacks and faults, as its text ran them,
+//! and of issue 13's recovery storm (`SHARDS=N`, and `REDIS=1` for two
+//! nodes through a private Redis):
 //! not tests (they assert nothing and print numbers), so `#[ignore]`d and
 //! run by hand on a release build, optionally against another binary to
 //! compare before and after a fix:
@@ -9,7 +11,7 @@
 //! ```
 //!
 //! Each is bounded in count and time. The numbers of the last run are in
-//! issue 11's closing note and in `docs/benchmarks.md`.
+//! the issues' closing notes and in `docs/benchmarks.md`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
