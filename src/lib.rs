@@ -47,6 +47,7 @@ mod link;
 mod metrics;
 mod net;
 mod node;
+mod presence;
 mod protocol;
 mod rooms;
 mod shard;

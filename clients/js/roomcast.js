@@ -121,8 +121,11 @@ export class Roomcast {
    * reason}); in rooms with history, messages carry `offset`, and a
    * re-join after a reconnection emits `recovered` ({room, offset}: every
    * missed message was delivered, once) or `gap` ({room, offset, epoch,
-   * since}: some are gone; reload the room, e.g. with `history()`).
-   * @param {'open' | 'message' | 'direct' | 'close' | 'error' | 'unsubscribed' | 'recovered' | 'gap'} event
+   * since}: some are gone; reload the room, e.g. with `history()`); in
+   * rooms with join/leave events, `joined` and `left` ({room, user}) when a
+   * user's first connection comes in or its last one goes (never about
+   * this client's own join).
+   * @param {'open' | 'message' | 'direct' | 'close' | 'error' | 'unsubscribed' | 'recovered' | 'gap' | 'joined' | 'left'} event
    * @param {Function} fn
    * @returns {() => void} a function that removes the listener
    */
@@ -218,6 +221,31 @@ export class Roomcast {
       offset,
       messages,
     }));
+  }
+
+  /**
+   * Who is in a room (a room with presence; else rejects with
+   * `no_presence`): the number of distinct users and, unless `list` is
+   * false, each user with their connections in the room (at most the
+   * server's `--presence-max-users`, then `truncated` is true). Needs a
+   * connection (rejects with `disconnected` while offline).
+   * @param {string} room
+   * @param {{list?: boolean}} [options]
+   * @returns {Promise<{room: string, count: number, users?: {user: string, conns: number}[], truncated?: boolean}>}
+   */
+  presence(room, options = {}) {
+    if (this._state === 'closed') return Promise.reject(this._closeReason);
+    if (this._state !== 'open') {
+      return Promise.reject(new RoomcastError('disconnected', 'roomcast: presence() needs a connection'));
+    }
+    const req = { op: 'presence', room };
+    if (options.list === false) req.list = false;
+    return this._request(JSON.stringify(req)).then(({ room: r, count, users, truncated }) => {
+      const answer = { room: r, count };
+      if (users !== undefined) answer.users = users;
+      if (truncated) answer.truncated = true;
+      return answer;
+    });
   }
 
   /**
@@ -321,7 +349,12 @@ export class Roomcast {
         break;
       case 'ack':
       case 'history':
+      case 'presence':
         this._settle(msg.id, null, msg);
+        break;
+      case 'joined':
+      case 'left':
+        this._emit(msg.op, { room: msg.room, user: msg.user });
         break;
       case 'error': {
         const err = new RoomcastError(msg.code, `roomcast: ${msg.code}: ${msg.message}`);

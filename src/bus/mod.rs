@@ -116,9 +116,9 @@ pub(crate) enum ApiPart {
         /// Its offset.
         offset: u64,
     },
-    /// The answer to `GET /api/history`: a `history` frame, whose payload
-    /// is the response body.
-    History(Bytes),
+    /// The answer to `GET /api/history` or `GET /api/presence`: a
+    /// `history` or `presence` frame, whose payload is the response body.
+    Object(Bytes),
     /// Item `index` of a `POST /api/publish` (or the `GET /api/history`)
     /// could not be served: the history store (Redis) is unreachable.
     Unavailable {
@@ -186,6 +186,35 @@ pub(crate) enum Item {
         limit: usize,
         /// From after this position.
         since: Option<Since>,
+        /// Who asked.
+        reply: ReplyTo,
+    },
+    /// A connection of `user` joined (`joined`) or left `room` (or
+    /// closed), for the room's owner shard, which keeps its presence.
+    Presence {
+        /// The room.
+        room: Arc<str>,
+        /// The connection's user.
+        user: Arc<str>,
+        /// Joined, or left.
+        joined: bool,
+    },
+    /// The owner's `joined`/`left` event for the receiving shard's members
+    /// of `room`, except `user`'s own connections.
+    Event {
+        /// The room.
+        room: Arc<str>,
+        /// Whom it is about.
+        user: Arc<str>,
+        /// The event's frame.
+        frame: Bytes,
+    },
+    /// A `presence` query for the owner.
+    PresenceQuery {
+        /// The room.
+        room: Arc<str>,
+        /// List the users, or count them only.
+        list: bool,
         /// Who asked.
         reply: ReplyTo,
     },

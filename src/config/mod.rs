@@ -56,6 +56,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_REDIS_PREFIX: &str = "roomcast";
 /// Default number of messages buffered while Redis is unreachable.
 pub const DEFAULT_REDIS_BUFFER_MESSAGES: usize = 10_000;
+/// Default of `--presence-max-users`.
+pub const DEFAULT_PRESENCE_MAX_USERS: usize = 1000;
+/// Default of `--presence-refresh-secs`.
+pub const DEFAULT_PRESENCE_REFRESH_SECS: u64 = 10;
 /// Default of `--history-max-bytes`: 256 MiB.
 pub const DEFAULT_HISTORY_MAX_BYTES: usize = 256 * 1024 * 1024;
 /// Default of `--redis-resubscribe-wait-secs`: twice the reconnect backoff's cap.
@@ -119,6 +123,10 @@ pub struct Config {
     pub rooms: RoomRules,
     /// Memory for history, all rooms together (one node).
     pub history_max_bytes: usize,
+    /// Most users a presence answer lists.
+    pub presence_max_users: usize,
+    /// How often a node refreshes its presence in Redis.
+    pub presence_refresh: Duration,
 }
 
 /// Settings of the Redis link (`docs/cluster.md`).
@@ -183,6 +191,10 @@ impl Config {
             history_size: Some(self.rooms.default_options().history_size),
             history_ttl_secs: Some(self.rooms.default_options().history_ttl.as_secs()),
             history_max_bytes: Some(self.history_max_bytes),
+            presence: Some(self.rooms.default_options().presence),
+            join_leave: Some(self.rooms.default_options().join_leave),
+            presence_max_users: Some(self.presence_max_users),
+            presence_refresh_secs: Some(self.presence_refresh.as_secs()),
             rooms: (!self.rooms.written().is_empty()).then(|| self.rooms.written().to_vec()),
         };
         let mut out = String::from("# roomcast effective configuration (roomcast --print-config)\n");
@@ -346,6 +358,8 @@ impl Config {
             RoomOptions {
                 history_size,
                 history_ttl: Duration::from_secs(positive("history-ttl-secs", history_ttl_secs)?),
+                presence: s.presence.unwrap_or(false),
+                join_leave: s.join_leave.unwrap_or(false),
             },
         )?;
         let history_max_bytes = positive(
@@ -442,6 +456,14 @@ impl Config {
             log_level,
             rooms,
             history_max_bytes,
+            presence_max_users: positive(
+                "presence-max-users",
+                s.presence_max_users.unwrap_or(DEFAULT_PRESENCE_MAX_USERS),
+            )?,
+            presence_refresh: Duration::from_secs(positive(
+                "presence-refresh-secs",
+                s.presence_refresh_secs.unwrap_or(DEFAULT_PRESENCE_REFRESH_SECS),
+            )?),
         })
     }
 }

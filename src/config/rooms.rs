@@ -2,13 +2,15 @@
 //! pattern (the JWT `rooms` claim's syntax: an exact name, or a prefix
 //! ending in `*`); the first section whose pattern matches a room gives its
 //! options, and a room no section matches gets the flags' (`--history-size`,
-//! `--history-ttl-secs`).
+//! `--history-ttl-secs`, `--presence`, `--join-leave`).
 //!
 //! ```toml
 //! [[rooms]]
 //! match = "chat:*"
 //! history_size = 100        # messages kept per room (0 = no history)
 //! history_ttl_secs = 600    # history expires this long after the last publish
+//! presence = true           # members may ask who is in the room
+//! join_leave = true         # members receive joined/left events
 //! ```
 
 use std::time::Duration;
@@ -41,6 +43,12 @@ pub struct RoomSection {
     /// `--history-ttl-secs`.
     #[serde(default, alias = "history-ttl-secs", skip_serializing_if = "Option::is_none")]
     pub history_ttl_secs: Option<u64>,
+    /// Members may ask who is in the room; unset: `--presence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<bool>,
+    /// Members receive `joined`/`left` events; unset: `--join-leave`.
+    #[serde(default, alias = "join-leave", skip_serializing_if = "Option::is_none")]
+    pub join_leave: Option<bool>,
 }
 
 /// What a room is configured with.
@@ -50,12 +58,21 @@ pub struct RoomOptions {
     pub history_size: usize,
     /// How long history lives after the room's last publish.
     pub history_ttl: Duration,
+    /// Members may ask who is in the room.
+    pub presence: bool,
+    /// Members receive `joined`/`left` events.
+    pub join_leave: bool,
 }
 
 impl RoomOptions {
     /// Whether the room keeps history (and numbers its messages).
     pub fn has_history(&self) -> bool {
         self.history_size > 0
+    }
+
+    /// Whether the room's users are tracked (for queries or events).
+    pub fn tracks_presence(&self) -> bool {
+        self.presence || self.join_leave
     }
 }
 
@@ -66,6 +83,8 @@ pub struct RoomRules {
     default: RoomOptions,
     /// Whether any room can have history (so most lookups are skipped).
     any_history: bool,
+    /// Whether any room can track presence.
+    any_presence: bool,
     /// As written, for `--print-config`.
     written: Vec<RoomSection>,
 }
@@ -97,14 +116,18 @@ impl RoomRules {
                 RoomOptions {
                     history_size,
                     history_ttl: ttl,
+                    presence: s.presence.unwrap_or(default.presence),
+                    join_leave: s.join_leave.unwrap_or(default.join_leave),
                 },
             ));
         }
         let any_history = default.has_history() || sections.iter().any(|(_, o)| o.has_history());
+        let any_presence = default.tracks_presence() || sections.iter().any(|(_, o)| o.tracks_presence());
         Ok(RoomRules {
             sections,
             default,
             any_history,
+            any_presence,
             written,
         })
     }
@@ -129,6 +152,17 @@ impl RoomRules {
         self.any_history && self.options(room).has_history()
     }
 
+    /// Whether `room`'s users are tracked (presence or join/leave events).
+    #[inline]
+    pub fn tracks_presence(&self, room: &str) -> bool {
+        self.any_presence && self.options(room).tracks_presence()
+    }
+
+    /// Whether any room tracks presence.
+    pub fn any_presence(&self) -> bool {
+        self.any_presence
+    }
+
     /// The sections as written.
     pub fn written(&self) -> &[RoomSection] {
         &self.written
@@ -149,13 +183,36 @@ mod tests {
             pattern: pattern.into(),
             history_size: size,
             history_ttl_secs: ttl,
+            presence: None,
+            join_leave: None,
         }
     }
 
     const DEFAULT: RoomOptions = RoomOptions {
         history_size: 0,
         history_ttl: Duration::from_secs(300),
+        presence: false,
+        join_leave: false,
     };
+
+    #[test]
+    fn presence_options_inherit_and_are_found() {
+        let mut lobby = section("lobby:*", None, None);
+        lobby.presence = Some(true);
+        let mut quiet = section("lobby:quiet", None, None);
+        quiet.join_leave = Some(false);
+        let default = RoomOptions {
+            join_leave: true,
+            ..DEFAULT
+        };
+        let rules = RoomRules::new(vec![quiet, lobby], default).unwrap();
+        assert!(rules.options("lobby:a").presence && rules.options("lobby:a").join_leave);
+        assert!(!rules.options("lobby:quiet").join_leave);
+        assert!(!rules.options("lobby:quiet").presence);
+        assert!(rules.tracks_presence("other"), "the default's join_leave");
+        let none = RoomRules::new(vec![], DEFAULT).unwrap();
+        assert!(!none.any_presence() && !none.tracks_presence("x"));
+    }
 
     #[test]
     fn the_first_matching_section_wins_and_unset_keys_inherit() {

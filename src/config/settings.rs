@@ -150,6 +150,22 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_HISTORY_MAX_BYTES", value_name = "N")]
     pub history_max_bytes: Option<usize>,
 
+    /// Members may ask who is in a room (presence), for rooms no [[rooms]] section matches [default: false]
+    #[arg(long, env = "ROOMCAST_PRESENCE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub presence: Option<bool>,
+
+    /// Members receive joined/left events, for rooms no [[rooms]] section matches [default: false]
+    #[arg(long, env = "ROOMCAST_JOIN_LEAVE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub join_leave: Option<bool>,
+
+    /// Most users a presence answer lists; past it the answer says "truncated" [default: 1000]
+    #[arg(long, env = "ROOMCAST_PRESENCE_MAX_USERS", value_name = "N")]
+    pub presence_max_users: Option<usize>,
+
+    /// Seconds between a node's refreshes of its presence in Redis; a node that dies is gone from every room within 3 of them [default: 10]
+    #[arg(long, env = "ROOMCAST_PRESENCE_REFRESH_SECS", value_name = "N")]
+    pub presence_refresh_secs: Option<u64>,
+
     /// Options per room pattern: `[[rooms]]` sections, in the TOML file only (last: TOML writes tables after values)
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +206,10 @@ impl Settings {
             history_size: self.history_size.or(lower.history_size),
             history_ttl_secs: self.history_ttl_secs.or(lower.history_ttl_secs),
             history_max_bytes: self.history_max_bytes.or(lower.history_max_bytes),
+            presence: self.presence.or(lower.presence),
+            join_leave: self.join_leave.or(lower.join_leave),
+            presence_max_users: self.presence_max_users.or(lower.presence_max_users),
+            presence_refresh_secs: self.presence_refresh_secs.or(lower.presence_refresh_secs),
             rooms: self.rooms.or(lower.rooms),
         }
     }

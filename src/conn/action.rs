@@ -92,6 +92,17 @@ pub enum Action {
         /// `GET /api/history`, not a WebSocket op.
         api: bool,
     },
+    /// A `presence` query, answered by the room's owner shard.
+    Presence {
+        /// The room's name in `Ctx::names`.
+        name: Range<usize>,
+        /// List the users, or count them only.
+        list: bool,
+        /// The request's id.
+        id: Option<u64>,
+        /// `GET /api/presence`, not a WebSocket op.
+        api: bool,
+    },
     /// Start the close handshake with this code.
     Close {
         /// The close code.

@@ -1,5 +1,6 @@
 //! An HTTP API answer that waits for rooms' owner shards: the offsets of a
-//! `POST /api/publish` into rooms with history, or a `GET /api/history`.
+//! `POST /api/publish` into rooms with history, or a `GET /api/history` or
+//! `GET /api/presence`.
 //! While it waits the connection reads nothing more, so pipelined requests
 //! are still answered in order; the last piece completes the response.
 
@@ -23,8 +24,8 @@ pub(crate) enum Awaiting {
         /// The answer ends the connection.
         close: bool,
     },
-    /// `GET /api/history` (`HEAD`: its head only).
-    History {
+    /// `GET /api/history` or `GET /api/presence` (`HEAD`: its head only).
+    Object {
         /// The answer ends the connection.
         close: bool,
         /// A `HEAD` request.
@@ -68,7 +69,7 @@ impl<S: Transport> Conn<S> {
                 let (index, offset) = match part {
                     ApiPart::Offset { index, offset } => (index, Some(offset)),
                     ApiPart::Unavailable { index } => (index, None),
-                    ApiPart::History(_) => unreachable!("matched above"),
+                    ApiPart::Object(_) => unreachable!("matched above"),
                 };
                 *failed |= offset.is_none();
                 // Every item answers once; the last one completes the response.
@@ -87,10 +88,10 @@ impl<S: Transport> Conn<S> {
                     ("200 OK", publish_body(offsets), *close, false)
                 }
             }
-            (Awaiting::History { close, head_only }, ApiPart::History(frame)) => {
+            (Awaiting::Object { close, head_only }, ApiPart::Object(frame)) => {
                 ("200 OK", frame_payload(&frame).to_vec(), *close, *head_only)
             }
-            (Awaiting::History { close, head_only }, ApiPart::Unavailable { .. }) => {
+            (Awaiting::Object { close, head_only }, ApiPart::Unavailable { .. }) => {
                 ("503 Service Unavailable", unavailable_body(), *close, *head_only)
             }
             _ => return Verdict::Keep,

@@ -195,7 +195,22 @@ impl<S: Transport> Conn<S> {
                 id: Some(0),
                 api: true,
             });
-            self.await_answer(Awaiting::History {
+            self.await_answer(Awaiting::Object {
+                close: answer.close,
+                head_only,
+            });
+            return;
+        }
+        if let Some((room, list)) = answer.presence.take() {
+            let start = ctx.work.names.len();
+            ctx.work.names.push_str(&room);
+            ctx.work.actions.push(Action::Presence {
+                name: start..ctx.work.names.len(),
+                list,
+                id: Some(0),
+                api: true,
+            });
+            self.await_answer(Awaiting::Object {
                 close: answer.close,
                 head_only,
             });

@@ -335,6 +335,8 @@ fn an_api_answer_waiting_for_owner_shards_holds_pipelined_requests_back() {
         crate::config::RoomOptions {
             history_size: 10,
             history_ttl: Duration::from_secs(60),
+            presence: false,
+            join_leave: false,
         },
     )
     .unwrap();

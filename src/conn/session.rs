@@ -176,12 +176,25 @@ impl Session {
         let id = req.id;
         let max = env.config().max_message_bytes;
         let action = match req.op {
-            Op::Join { room, .. } | Op::Leave { room } | Op::History { room, .. } if !valid_room(room) => {
+            Op::Join { room, .. } | Op::Leave { room } | Op::History { room, .. } | Op::Presence { room, .. }
+                if !valid_room(room) =>
+            {
                 fail(id, ErrorCode::InvalidRoom, ROOM_RULES)
             }
-            Op::Join { room, .. } | Op::History { room, .. } if !self.policy.allows(room) => {
+            Op::Join { room, .. } | Op::History { room, .. } | Op::Presence { room, .. }
+                if !self.policy.allows(room) =>
+            {
                 fail(id, ErrorCode::Forbidden, "room not allowed by token")
             }
+            Op::Presence { room, .. } if !env.config().rooms.tracks_presence(room) => {
+                fail(id, ErrorCode::NoPresence, "the room does not track presence")
+            }
+            Op::Presence { room, list } => Action::Presence {
+                name: push_name(names, room),
+                list,
+                id,
+                api: false,
+            },
             Op::Join { room, since } => {
                 let at = match (env.config().rooms.has_history(room), since) {
                     (false, _) => JoinAt::Plain,

@@ -38,7 +38,8 @@ pub(crate) struct Endpoints<'a> {
     pub demo: bool,
     /// `--max-message-bytes`, for the frames the API builds.
     pub max_message_bytes: usize,
-    /// Which rooms keep history (`GET /api/history`).
+    /// Which rooms keep history (`GET /api/history`) and track presence
+    /// (`GET /api/presence`).
     pub rooms: &'a RoomRules,
     /// The node behind them.
     pub node: &'a dyn NodeView,
@@ -60,6 +61,9 @@ pub(crate) struct Answer {
     /// `GET /api/history` for this room, limit and position: the answer
     /// comes from the room's owner shard, and `response` is not sent.
     pub history: Option<(String, usize, Option<Since>)>,
+    /// `GET /api/presence` for this room, listing the users or not: the
+    /// answer comes from the room's owner shard.
+    pub presence: Option<(String, bool)>,
 }
 
 impl Answer {
@@ -71,6 +75,7 @@ impl Answer {
             publish: Vec::new(),
             auth_failed: false,
             history: None,
+            presence: None,
         }
     }
 
@@ -128,6 +133,9 @@ impl Endpoints<'_> {
         }
         if route == Route::ApiHistory && self.api_key.is_some() {
             return self.api_history(req, close);
+        }
+        if route == Route::ApiPresence && self.api_key.is_some() {
+            return self.api_presence(req, close);
         }
         if !matches!(req.method.as_str(), "GET" | "HEAD") && !matches!(route, Route::NotFound | Route::ApiPublish) {
             let status = "405 Method Not Allowed";
@@ -228,6 +236,39 @@ impl Endpoints<'_> {
         }
         let mut answer = Answer::new("200 OK", Bytes::new(), close);
         answer.history = Some((room, limit, since));
+        answer
+    }
+}
+
+impl Endpoints<'_> {
+    /// `GET /api/presence?room=R[&list=false]`: checks the key and the
+    /// query; the answer itself comes from the room's owner shard.
+    fn api_presence(&self, req: &Request, close: bool) -> Answer {
+        if !matches!(req.method.as_str(), "GET" | "HEAD") {
+            let err = api_error("method_not_allowed", "use GET");
+            return Answer::json("405 Method Not Allowed", &err, close, &[("Allow", "GET, HEAD")]);
+        }
+        if !self.key_matches(req) {
+            return unauthorized(close);
+        }
+        let query = req.query.as_deref().unwrap_or("");
+        let bad = |code: &str, message: &str| Answer::json("400 Bad Request", &api_error(code, message), close, &[]);
+        let Some(room) = auth::query_param(query, "room") else {
+            return bad("bad_request", "the query parameter \"room\" is required");
+        };
+        if !valid_room(&room) {
+            return bad("invalid_room", crate::protocol::publish::ROOM_RULES);
+        }
+        let list = match auth::query_param(query, "list").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(_) => return bad("bad_request", "\"list\" must be true or false"),
+        };
+        if !self.rooms.tracks_presence(&room) {
+            return bad("no_presence", "the room does not track presence");
+        }
+        let mut answer = Answer::new("200 OK", Bytes::new(), close);
+        answer.presence = Some((room, list));
         answer
     }
 }

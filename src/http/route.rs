@@ -20,6 +20,8 @@ pub enum Route {
     ApiPublish,
     /// `GET /api/history?room=R&limit=L[&since=N&epoch=E]`: a room's recent messages.
     ApiHistory,
+    /// `GET /api/presence?room=R[&list=false]`: who is in a room.
+    ApiPresence,
     /// `GET /client.js`: the JavaScript client, embedded in the binary.
     ClientJs,
     /// `GET /`: the demo page, when `--demo` is on.
@@ -39,6 +41,7 @@ impl Route {
             "/metrics" => Route::Metrics,
             "/api/publish" => Route::ApiPublish,
             "/api/history" => Route::ApiHistory,
+            "/api/presence" => Route::ApiPresence,
             "/client.js" => Route::ClientJs,
             "/" | "/index.html" => Route::Demo,
             _ => Route::NotFound,

@@ -472,7 +472,7 @@ fn answer_query(q: Query, read: &Read, post: &mut Post) {
         messages.iter().map(|m| (m.offset, m.body())),
     );
     let body = frame.clone();
-    answer(q.reply, frame, || ApiPart::History(body), post);
+    answer(q.reply, frame, || ApiPart::Object(body), post);
 }
 
 #[cfg(test)]

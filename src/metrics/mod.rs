@@ -143,6 +143,15 @@ pub struct ShardMetrics {
     pub replayed: Counter,
     /// Messages dropped from history to stay within `--history-max-bytes`.
     pub history_evicted: Counter,
+    /// Distinct users present in the rooms this shard owns, summed over
+    /// rooms (a gauge, sampled every sweep).
+    pub presence_users: Counter,
+    /// Presence queries answered (WebSocket and HTTP).
+    pub presence_queries: Counter,
+    /// `joined` events sent (one per event, whatever its recipients).
+    pub joined_events: Counter,
+    /// `left` events sent.
+    pub left_events: Counter,
 }
 
 impl ShardMetrics {

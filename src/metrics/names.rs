@@ -24,6 +24,13 @@ pub const RECOVERIES_TOTAL: &str = "roomcast_recoveries_total";
 pub const REPLAYED_TOTAL: &str = "roomcast_replayed_messages_total";
 /// Counter: messages dropped from history for `--history-max-bytes`.
 pub const HISTORY_EVICTED_TOTAL: &str = "roomcast_history_evicted_total";
+/// Gauge: users present in rooms that track presence (a user in two rooms
+/// counts twice).
+pub const PRESENCE_USERS: &str = "roomcast_presence_users";
+/// Counter: presence queries answered.
+pub const PRESENCE_QUERIES_TOTAL: &str = "roomcast_presence_queries_total";
+/// Counter: `joined` and `left` events sent, by `event`.
+pub const PRESENCE_EVENTS_TOTAL: &str = "roomcast_presence_events_total";
 /// Counter: tokens refused (upgrade, refresh, expiry while connected).
 pub const AUTH_FAILURES_TOTAL: &str = "roomcast_auth_failures_total";
 /// Counter: data messages received from clients.

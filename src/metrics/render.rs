@@ -75,7 +75,29 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
         "{RECOVERIES_TOTAL}{{result=\"gap\"}} {}",
         sum(reg, |s| s.recovery_gaps.get())
     );
-    let counters: [(&str, &str, Read); 8] = [
+    header(
+        &mut out,
+        PRESENCE_USERS,
+        "gauge",
+        "Users present in rooms that track presence, each room counted (sampled every 250 ms).",
+    );
+    let _ = writeln!(out, "{PRESENCE_USERS} {}", sum(reg, |s| s.presence_users.get()));
+    header(
+        &mut out,
+        PRESENCE_EVENTS_TOTAL,
+        "counter",
+        "joined and left events sent.",
+    );
+    for (event, read) in [
+        ("joined", (|s| s.joined_events.get()) as Read),
+        ("left", |s| s.left_events.get()),
+    ] {
+        let _ = writeln!(out, "{PRESENCE_EVENTS_TOTAL}{{event=\"{event}\"}} {}", sum(reg, read));
+    }
+    let counters: [(&str, &str, Read); 9] = [
+        (PRESENCE_QUERIES_TOTAL, "Presence queries answered.", |s| {
+            s.presence_queries.get()
+        }),
         (REPLAYED_TOTAL, "Messages replayed to recovering members.", |s| {
             s.replayed.get()
         }),

@@ -292,6 +292,62 @@ pub fn unsubscribed(room: &str, reason: ErrorCode) -> Bytes {
     w.finish(OpCode::Text)
 }
 
+/// `{"op":"joined","room":R,"user":U}` (`joined`) or `{"op":"left",...}`:
+/// a user's first connection came into a room, or its last went.
+pub fn presence_event(joined: bool, room: &str, user: &str) -> Bytes {
+    let mut w = FrameWriter::new(40 + room.len() + user.len());
+    w.raw(if joined {
+        br#"{"op":"joined","room":"#
+    } else {
+        br#"{"op":"left","room":"#
+    })
+    .string(room)
+    .raw(br#","user":"#)
+    .string(user)
+    .raw(b"}");
+    w.finish(OpCode::Text)
+}
+
+/// `{"op":"presence","id":I,"room":R,"count":C,"users":[{"user":U,"conns":K},...]}`
+/// (`"truncated":true` when `users` is not all of them; no `users` when
+/// `users` is `None`; no `id` for the HTTP API).
+pub fn presence<'a>(
+    id: Option<u64>,
+    room: &str,
+    count: usize,
+    users: Option<impl IntoIterator<Item = (&'a str, u32)>>,
+    truncated: bool,
+) -> Bytes {
+    let mut w = FrameWriter::new(64 + room.len());
+    w.raw(br#"{"op":"presence","#);
+    if let Some(id) = id {
+        w.raw(br#""id":"#).number(id).raw(b",");
+    }
+    w.raw(br#""room":"#)
+        .string(room)
+        .raw(br#","count":"#)
+        .number(count as u64);
+    if let Some(users) = users {
+        w.raw(br#","users":["#);
+        for (i, (user, conns)) in users.into_iter().enumerate() {
+            if i > 0 {
+                w.raw(b",");
+            }
+            w.raw(br#"{"user":"#)
+                .string(user)
+                .raw(br#","conns":"#)
+                .number(u64::from(conns))
+                .raw(b"}");
+        }
+        w.raw(b"]");
+        if truncated {
+            w.raw(br#","truncated":true"#);
+        }
+    }
+    w.raw(b"}");
+    w.finish(OpCode::Text)
+}
+
 /// `{"op":"error","id":N,"code":C,"message":M}` (no `id` when the request had none).
 pub fn error(e: &OpError) -> Bytes {
     let mut w = FrameWriter::new(64 + e.message.len());

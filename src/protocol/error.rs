@@ -21,6 +21,8 @@ pub enum ErrorCode {
     NoHistory,
     /// What the request needs is unreachable for now (the history store).
     Unavailable,
+    /// The room does not track presence (a `presence` query).
+    NoPresence,
 }
 
 impl ErrorCode {
@@ -36,6 +38,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::NoHistory => "no_history",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NoPresence => "no_presence",
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Parsing client ops: `join`, `leave`, `publish`, `send`, `refresh`,
-//! `history`, `ping`.
+//! `history`, `presence`, `ping`.
 //!
 //! simd-json rewrites its input while parsing, so the payload is copied into
 //! a per-shard scratch buffer first (the original stays intact for splicing
@@ -32,6 +32,13 @@ pub enum Op<'a> {
         limit: usize,
         /// From after this position, instead of the latest.
         since: Option<Since<'a>>,
+    },
+    /// Ask who is in a room.
+    Presence {
+        /// The room name (not yet validated).
+        room: &'a str,
+        /// List the users (`true`, the default) or give the count alone.
+        list: bool,
     },
     /// Leave a room (idempotent).
     Leave {
@@ -194,6 +201,15 @@ impl Parser {
                 limit: limit_field(&value, id)?,
                 since: since_field(&value, id)?,
             },
+            "presence" => Op::Presence {
+                room: str_field(&value, "room", id)?,
+                list: match value.get("list") {
+                    None => true,
+                    Some(v) => v
+                        .as_bool()
+                        .ok_or_else(|| bad(id, "field \"list\" must be true or false"))?,
+                },
+            },
             "leave" => Op::Leave {
                 room: str_field(&value, "room", id)?,
             },
@@ -226,6 +242,18 @@ mod tests {
     fn code(json: &str) -> (Option<u64>, ErrorCode) {
         let e = parse(json).unwrap_err();
         (e.id, e.code)
+    }
+
+    #[test]
+    fn presence_lists_unless_asked_not_to() {
+        let mut p = Parser::new();
+        for (json, list) in [
+            (r#"{"op":"presence","room":"r","id":1}"#, true),
+            (r#"{"op":"presence","room":"r","id":1,"list":false}"#, false),
+        ] {
+            p.parse(json.as_bytes(), |r| assert_eq!(r.op, Op::Presence { room: "r", list }))
+                .unwrap();
+        }
     }
 
     #[test]
@@ -337,6 +365,8 @@ mod tests {
             r#"{"op":"history","room":"r","id":3,"limit":0}"#,
             r#"{"op":"history","room":"r","id":3,"limit":1001}"#,
             r#"{"op":"history","room":"r","id":3,"limit":"all"}"#,
+            r#"{"op":"presence","id":3}"#,
+            r#"{"op":"presence","room":"r","id":3,"list":"no"}"#,
         ] {
             assert_eq!(code(bad), (Some(3), ErrorCode::BadRequest), "{bad}");
         }

@@ -80,7 +80,14 @@ impl Shard {
                     conn: id,
                     id: req,
                 };
-                match self.rooms.join(slot as u32, &topic, waiter) {
+                let joined = self.rooms.join(slot as u32, &topic, waiter);
+                if let (Topic::Room(room), Joined::Ready | Joined::Announce { .. } | Joined::Waiting) =
+                    (&topic, &joined)
+                {
+                    let room = room.clone();
+                    self.joined_presence(slot, id, &room);
+                }
+                match joined {
                     Joined::Already | Joined::Ready => self.answer(waiter, clock),
                     Joined::Announce { seq } => self.announce(topic, seq),
                     Joined::Waiting => {}
@@ -157,6 +164,17 @@ impl Shard {
                 self.query_history(&names[name], limit, since, reply, clock);
                 self.work.names = names;
             }
+            Action::Presence {
+                name,
+                list,
+                id: req,
+                api,
+            } => {
+                let names = std::mem::take(&mut self.work.names);
+                let reply = self.reply_to(slot, id, req, api);
+                self.query_presence(&names[name], list, reply, clock);
+                self.work.names = names;
+            }
             Action::Close { code, reason } => {
                 let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) else {
                     return;
@@ -176,7 +194,13 @@ impl Shard {
     /// Takes connection `slot` out of `topic`; if it was the last local
     /// member, answers the joins still waiting and tells the other shards.
     pub(super) fn leave(&mut self, slot: usize, topic: Topic, clock: Clock) {
-        if let Left::LastLocal(unanswered) = self.rooms.leave(slot as u32, &topic) {
+        let left = self.rooms.leave(slot as u32, &topic);
+        if let (Topic::Room(room), Left::LastLocal(_) | Left::OthersRemain) = (&topic, &left) {
+            if let Some(user) = self.conns.get(slot).and_then(|c| c.user().cloned()) {
+                self.presence_changed(room, &user, false);
+            }
+        }
+        if let Left::LastLocal(unanswered) = left {
             self.last_left(topic, unanswered, clock);
         }
     }

@@ -31,7 +31,7 @@ use super::Shard;
 
 /// The shard that owns `room`'s history: the same on every shard, for the
 /// life of the process.
-pub(super) fn owner_of(room: &str, shards: usize) -> usize {
+pub(crate) fn owner_of(room: &str, shards: usize) -> usize {
     // SipHash with fixed keys: deterministic, and spreads rooms evenly.
     #[allow(deprecated)]
     let mut h = std::hash::SipHasher::new();
@@ -84,7 +84,7 @@ impl Shard {
     }
 
     /// Hands a piece of an HTTP API answer to its connection, here or on its shard.
-    fn answer_api(&mut self, reply: ReplyTo, part: ApiPart, clock: Clock) {
+    pub(super) fn answer_api(&mut self, reply: ReplyTo, part: ApiPart, clock: Clock) {
         if reply.shard != self.id {
             let (slot, conn) = (reply.slot, reply.conn);
             self.relay.item(reply.shard, Item::Api { slot, conn, part });
@@ -109,7 +109,7 @@ impl Shard {
     }
 
     /// Queues `frame` to the connection `reply` names, here or on its shard.
-    fn answer_to(&mut self, reply: ReplyTo, frame: Bytes) {
+    pub(super) fn answer_to(&mut self, reply: ReplyTo, frame: Bytes) {
         if reply.shard == self.id {
             self.reply(reply.slot as usize, reply.conn, frame);
         } else {
@@ -151,6 +151,9 @@ impl Shard {
             }
             Joined::Announce { seq } => self.announce(topic.clone(), seq),
             Joined::Already | Joined::Ready | Joined::Waiting => {}
+        }
+        if !matches!(joined, Joined::Already) {
+            self.joined_presence(slot, conn, &room);
         }
         if owner == self.id {
             // Everything later is fanned out to it from here: the seam is
@@ -293,7 +296,7 @@ impl Shard {
             messages.iter().map(|k| (k.offset, k.body())),
         );
         if reply.api {
-            self.answer_api(reply, ApiPart::History(frame), clock);
+            self.answer_api(reply, ApiPart::Object(frame), clock);
         } else {
             self.answer_to(reply, frame);
         }
@@ -332,6 +335,9 @@ impl Shard {
                 self.admitted(ticket, frames, ack);
             }
             Item::Refused { ticket, frame } => self.refused(ticket, frame, clock),
+            Item::Presence { room, user, joined } => self.on_presence(&room, &user, joined),
+            Item::Event { room, user, frame } => self.on_event(&room, &user, &frame),
+            Item::PresenceQuery { room, list, reply } => self.query_presence(&room, list, reply, clock),
             Item::Query {
                 room,
                 limit,

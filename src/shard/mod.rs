@@ -14,6 +14,7 @@
 mod actions;
 pub mod bench;
 mod history;
+mod presence;
 mod relay;
 
 use std::collections::VecDeque;
@@ -72,6 +73,8 @@ pub(crate) struct Shard {
     again: Vec<(usize, u64)>,
     /// The history of the rooms this shard owns (`history.rs`).
     history: crate::history::Store,
+    /// The presence of the rooms this shard owns (`presence.rs`).
+    presence: crate::presence::Index,
     /// Members joined pending on this shard, by ticket: (slot, id, room).
     admissions: hashbrown::HashMap<u64, history::Admission>,
     next_ticket: u64,
@@ -122,6 +125,7 @@ impl Shard {
             held_back: Vec::new(),
             refusing: VecDeque::new(),
             history: crate::history::Store::new(env_history_budget),
+            presence: crate::presence::Index::new(),
             admissions: hashbrown::HashMap::new(),
             next_ticket: 1,
             next_history_expiry: Instant::now(),
@@ -390,7 +394,9 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         conn.finish(&Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock));
         let _ = self.poll.registry().deregister(conn.stream_mut());
+        let user = conn.user().cloned();
         self.conns.remove(slot);
+        self.presence_closing(slot, user.as_ref());
         self.leave_rooms(slot, clock);
     }
 
@@ -422,6 +428,7 @@ impl Shard {
         self.swept = slots;
         self.env.metrics.queued_bytes.set(queued as u64);
         self.sweep_history(clock);
+        self.sweep_presence();
     }
 
     /// End of a turn: cut slow consumers, flush every connection that got

@@ -15,6 +15,7 @@ const RANKS: &[(&str, u32)] = &[
     ("rooms", 0),
     ("limits", 0),
     ("history", 0),
+    ("presence", 0),
     ("protocol", 1),
     ("config", 1),
     ("http", 2),

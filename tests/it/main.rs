@@ -20,4 +20,5 @@ mod limits;
 mod measure;
 mod messaging;
 mod operations;
+mod presence;
 mod protection;

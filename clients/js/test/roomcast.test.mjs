@@ -34,7 +34,7 @@ async function connected(options = {}) {
 /** Records every event the client emits, as [name, payload]. */
 function record(rc) {
   const events = [];
-  for (const name of ['open', 'close', 'message', 'direct', 'unsubscribed', 'recovered', 'gap', 'error'])
+  for (const name of ['open', 'close', 'message', 'direct', 'unsubscribed', 'recovered', 'gap', 'joined', 'left', 'error'])
     rc.on(name, (e) => events.push([name, e]));
   return events;
 }
@@ -297,6 +297,33 @@ test('a join answered unavailable is tried again, keeping the room and its posit
   assert.equal(joined.state, 'resolved');
   assert.deepEqual(events.filter(([e]) => e === 'error'), [], 'no error event for a retried join');
   assert.deepEqual(events.filter(([e]) => e === 'recovered').length, 1);
+  rc.close();
+});
+
+test('presence() asks the server; joined and left become events', async () => {
+  const { rc, ws, events } = await connected();
+  const full = track(rc.presence('lobby'));
+  const [req] = ws.sent;
+  assert.deepEqual([req.op, req.room, req.list], ['presence', 'lobby', undefined]);
+  ws.receive({ op: 'presence', id: req.id, room: 'lobby', count: 2, users: [{ user: 'ann', conns: 2 }, { user: 'bob', conns: 1 }] });
+  await settle();
+  assert.deepEqual(full.value, { room: 'lobby', count: 2, users: [{ user: 'ann', conns: 2 }, { user: 'bob', conns: 1 }] });
+  const count = track(rc.presence('lobby', { list: false }));
+  const countReq = ws.sent.at(-1);
+  assert.equal(countReq.list, false);
+  ws.receive({ op: 'presence', id: countReq.id, room: 'lobby', count: 100000 });
+  await settle();
+  assert.deepEqual(count.value, { room: 'lobby', count: 100000 });
+  const refused = track(rc.presence('plain'));
+  ws.receive({ op: 'error', id: ws.sent.at(-1).id, code: 'no_presence', message: 'the room does not track presence' });
+  await settle();
+  assert.equal(refused.value.code, 'no_presence');
+  ws.receive({ op: 'joined', room: 'lobby', user: 'cat' });
+  ws.receive({ op: 'left', room: 'lobby', user: 'bob' });
+  assert.deepEqual(events.filter(([e]) => e === 'joined' || e === 'left'), [
+    ['joined', { room: 'lobby', user: 'cat' }],
+    ['left', { room: 'lobby', user: 'bob' }],
+  ]);
   rc.close();
 });
 
