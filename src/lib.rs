@@ -65,6 +65,7 @@ pub mod internals {
     pub use crate::http::request::{parse as parse_request, Parsed, MAX_HEAD_BYTES};
     pub use crate::http::upgrade;
     pub use crate::link::wire::Wire;
+    pub use crate::presence::Index as PresenceIndex;
     pub use crate::protocol::api::parse_publish;
     pub use crate::protocol::binary::room_of;
     pub use crate::protocol::{encode, Op, Parser};
