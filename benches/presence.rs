@@ -14,7 +14,7 @@ fn room_of(users: usize) -> (PresenceIndex, Arc<str>, Vec<Arc<str>>) {
     let names: Vec<Arc<str>> = (0..users).map(|i| Arc::from(format!("user-{i}"))).collect();
     let mut ix = PresenceIndex::new();
     for n in &names {
-        ix.join(&room, n);
+        ix.join(&room, n, false);
     }
     (ix, room, names)
 }
@@ -35,7 +35,7 @@ fn presence(c: &mut Criterion) {
         let newcomer: Arc<str> = Arc::from("newcomer");
         group.bench_with_input(BenchmarkId::new("join_and_leave", users), &users, |b, _| {
             b.iter(|| {
-                ix.join(&room, &newcomer);
+                ix.join(&room, &newcomer, false);
                 black_box(ix.leave("lobby", "newcomer"))
             })
         });

@@ -209,6 +209,31 @@ pub(crate) enum Item {
         /// The event's frame.
         frame: Bytes,
     },
+    /// Another node's presence change in `room`, from Redis, for the
+    /// room's owner shard on this node.
+    RemotePresence {
+        /// The room.
+        room: Arc<str>,
+        /// The change.
+        change: crate::presence::Remote,
+    },
+    /// The other nodes' shares of `room`'s presence as Redis has them:
+    /// (node, its last change's number, its users and their connections).
+    PresenceSnapshot {
+        /// The room.
+        room: Arc<str>,
+        /// Each node's share.
+        nodes: crate::presence::Shares,
+    },
+    /// Node `node` is gone (it said so, or its liveness key expired): its
+    /// users leave every room.
+    NodeGone {
+        /// The node's id.
+        node: Arc<str>,
+    },
+    /// Redis may have lost this node's presence (the link reconnected):
+    /// tell it again, and read the other nodes' shares again.
+    PresenceResync,
     /// A `presence` query for the owner.
     PresenceQuery {
         /// The room.
@@ -295,6 +320,27 @@ pub(crate) enum LinkRequest {
     /// A `history` query (or `GET /api/history`), answered with
     /// [`Item::Reply`] or [`Item::Api`].
     Query(Query),
+    /// The owner shard of `room` starts following it (its first local
+    /// user): read the other nodes' shares once the room's subscription is
+    /// in place, answered with [`Item::PresenceSnapshot`].
+    PresenceSnapshot {
+        /// The room.
+        room: Arc<str>,
+        /// The asking owner shard.
+        owner: usize,
+    },
+    /// A `presence` query for a room this node has no user in: read from
+    /// Redis, answered like [`Item::Reply`] or [`Item::Api`].
+    PresenceQuery {
+        /// The room.
+        room: Arc<str>,
+        /// List the users, or count them only.
+        list: bool,
+        /// Most users listed.
+        cap: usize,
+        /// Who asked.
+        reply: ReplyTo,
+    },
 }
 
 /// A join of a room with history, for the link (see [`LinkRequest::Admit`]).
@@ -345,6 +391,22 @@ pub(crate) struct Numbered {
     pub reply: ReplyTo,
 }
 
+/// A change of this node's presence in a room, for Redis and the other
+/// nodes: `user` now has `conns` connections here.
+#[derive(Debug)]
+pub(crate) struct PresenceDelta {
+    /// The room.
+    pub room: Arc<str>,
+    /// The user.
+    pub user: Arc<str>,
+    /// Their connections on this node now (0: gone from it).
+    pub conns: u32,
+    /// The change's number (grows per room on this node).
+    pub seq: u64,
+    /// The room has no user on this node any more.
+    pub room_empty: bool,
+}
+
 /// One shard turn's publishes for the link's publisher thread.
 #[derive(Debug, Default)]
 pub(crate) struct LinkBatch {
@@ -352,17 +414,19 @@ pub(crate) struct LinkBatch {
     pub frames: Vec<(Topic, Bytes)>,
     /// Publishes to rooms with history.
     pub numbered: Vec<Numbered>,
+    /// Presence changes.
+    pub presence: Vec<PresenceDelta>,
 }
 
 impl LinkBatch {
     /// Messages in the batch.
     pub fn len(&self) -> usize {
-        self.frames.len() + self.numbered.len()
+        self.frames.len() + self.numbered.len() + self.presence.len()
     }
 
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty() && self.numbered.is_empty()
+        self.frames.is_empty() && self.numbered.is_empty() && self.presence.is_empty()
     }
 }
 

@@ -138,6 +138,9 @@ pub struct RedisConfig {
     pub prefix: String,
     /// Messages kept while Redis is unreachable; more are dropped and counted.
     pub buffer_messages: usize,
+    /// How often this node refreshes its presence in Redis; `None` when no
+    /// room tracks presence (the link then does no presence work).
+    pub presence_refresh: Option<Duration>,
     /// After an outage, longest wait for the nodes that were subscribed to
     /// a buffered message's channel to be subscribed again.
     pub resubscribe_wait: Duration,
@@ -421,6 +424,7 @@ impl Config {
                     url: url.clone(),
                     prefix,
                     buffer_messages,
+                    presence_refresh: None,
                     resubscribe_wait: Duration::from_secs(wait),
                 })
             }
@@ -431,6 +435,14 @@ impl Config {
             "max-rooms-per-connection",
             s.max_rooms_per_connection.unwrap_or(DEFAULT_MAX_ROOMS_PER_CONNECTION),
         )?;
+        let presence_refresh = Duration::from_secs(positive(
+            "presence-refresh-secs",
+            s.presence_refresh_secs.unwrap_or(DEFAULT_PRESENCE_REFRESH_SECS),
+        )?);
+        let mut redis = redis;
+        if let Some(r) = &mut redis {
+            r.presence_refresh = rooms.any_presence().then_some(presence_refresh);
+        }
         Ok(Config {
             listen,
             shards,
@@ -460,10 +472,7 @@ impl Config {
                 "presence-max-users",
                 s.presence_max_users.unwrap_or(DEFAULT_PRESENCE_MAX_USERS),
             )?,
-            presence_refresh: Duration::from_secs(positive(
-                "presence-refresh-secs",
-                s.presence_refresh_secs.unwrap_or(DEFAULT_PRESENCE_REFRESH_SECS),
-            )?),
+            presence_refresh,
         })
     }
 }

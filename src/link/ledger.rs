@@ -166,12 +166,12 @@ impl Ledger {
     }
 
     /// A new connection: every wanted channel is subscribed again. Returns
-    /// their names (after `probe`, which is always subscribed) and expects
-    /// that many confirmations before [`Ledger::subscribed`] reports the
-    /// restore complete.
-    pub fn restore(&mut self, probe: &[u8]) -> Vec<Vec<u8>> {
-        let mut names = Vec::with_capacity(1 + self.chans.len());
-        names.push(probe.to_vec());
+    /// their names (after `always`, the node's own channels: its probe,
+    /// the nodes' goodbyes) and expects that many confirmations before
+    /// [`Ledger::subscribed`] reports the restore complete.
+    pub fn restore(&mut self, always: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut names = Vec::with_capacity(always.len() + self.chans.len());
+        names.extend(always.iter().map(|n| n.to_vec()));
         for (name, chan) in self.chans.iter_mut() {
             if chan.mask != 0 {
                 chan.subscribed = true;
@@ -179,7 +179,7 @@ impl Ledger {
                 names.push(name.clone());
             }
         }
-        self.subscribed = names.len() - 1;
+        self.subscribed = names.len() - always.len();
         self.restoring = names.len();
         names
     }
@@ -378,7 +378,7 @@ mod tests {
         c.clear();
         assert_eq!(l.interest(b"b", on(1, "b", 4), Mode::Down, &mut c), None);
         assert_eq!(c.len(), 1);
-        let mut names = l.restore(b"probe");
+        let mut names = l.restore(&[b"probe"]);
         names.sort();
         assert_eq!(names, [b"a".to_vec(), b"b".to_vec(), b"probe".to_vec()]);
         assert_eq!(l.subscriptions(), 2);
@@ -427,7 +427,7 @@ mod tests {
             l.interest(name.as_bytes(), on(i % 4, name, 1), Mode::Down, &mut c);
         }
         let start = Instant::now();
-        let restored = l.restore(b"probe");
+        let restored = l.restore(&[b"probe"]);
         assert_eq!(restored.len(), n + 1);
         let mut done = l.subscribed(b"probe", &mut c);
         for name in &names {

@@ -20,10 +20,12 @@
 //! connection and admits each joining member at its exact point in the
 //! room's stream (`reads.rs`).
 
+mod announcer;
 mod backoff;
 pub(crate) mod envelope;
 mod history;
 mod ledger;
+mod presence;
 mod publisher;
 mod reads;
 mod receivers;

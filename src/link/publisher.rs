@@ -31,6 +31,7 @@ use crate::bus::{ApiPart, LinkBatch, Numbered, Post, ShardHandle};
 use crate::protocol::encode;
 use crate::rooms::Topic;
 
+use super::announcer::Announcer;
 use super::backoff::Backoff;
 use super::history::{self, meta_key, stream_key, PUBLISH_MAX_MESSAGES, PUBLISH_SCRIPT};
 use super::reads;
@@ -69,6 +70,8 @@ pub(crate) struct Publisher {
     sha: String,
     /// Acks and errors for publishers of rooms with history.
     post: Post,
+    /// This node's presence in Redis, when rooms track presence.
+    announcer: Option<Announcer>,
     capacity: usize,
     /// Longest wait for other nodes to re-subscribe after an outage.
     resubscribe_wait: Duration,
@@ -90,6 +93,7 @@ impl Publisher {
         rx: Receiver<LinkBatch>,
         state: Arc<LinkState>,
     ) -> Publisher {
+        let announcer_node = node_id.clone();
         Publisher {
             client: redis::Client::open(info).ok(),
             prefix: cfg.prefix.clone(),
@@ -101,6 +105,9 @@ impl Publisher {
             sha: super::history::script_sha(PUBLISH_SCRIPT),
             // Acks are small and few per publish: held without a count.
             post: Post::new(shards, usize::MAX),
+            announcer: cfg
+                .presence_refresh
+                .map(|refresh| Announcer::new(&cfg.prefix, announcer_node, refresh)),
             capacity: cfg.buffer_messages,
             resubscribe_wait: cfg.resubscribe_wait,
             receivers: Receivers::default(),
@@ -118,6 +125,10 @@ impl Publisher {
         conn.set_read_timeout(Some(IO_TIMEOUT))?;
         conn.set_write_timeout(Some(IO_TIMEOUT))?;
         redis::cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT).exec(&mut conn)?;
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(Announcer::script())
+            .exec(&mut conn)?;
         Ok(conn)
     }
 
@@ -137,6 +148,15 @@ impl Publisher {
                         if connected_before {
                             self.state.reconnects.fetch_add(1, Relaxed);
                             tracing::info!("redis link: publisher reconnected");
+                            if self.announcer.is_some() {
+                                // Redis may have lost this node's presence.
+                                for shard in 0..self.post.len() {
+                                    self.post.item(shard, crate::bus::Item::PresenceResync);
+                                }
+                            }
+                        }
+                        if let Some(a) = &mut self.announcer {
+                            a.connected();
                         }
                         connected_before = true;
                         backoff.reset();
@@ -152,7 +172,8 @@ impl Publisher {
             let wake_at = if conn.is_none() {
                 next_try.min(next_probe)
             } else {
-                next_probe
+                let refresh = self.announcer.as_ref().map(Announcer::next_refresh);
+                refresh.map_or(next_probe, |r| r.min(next_probe))
             };
             let wait = wake_at
                 .saturating_duration_since(Instant::now())
@@ -166,7 +187,15 @@ impl Publisher {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Shutdown: the other nodes hear this one is gone.
+                    if let (Some(a), Some(c)) = (&mut self.announcer, conn.as_mut()) {
+                        if let Err(e) = a.goodbye(c) {
+                            tracing::warn!(error = %e, "redis link: could not say goodbye");
+                        }
+                    }
+                    return Ok(());
+                }
             }
             let probe = if Instant::now() >= next_probe {
                 next_probe += PROBE_INTERVAL;
@@ -178,10 +207,16 @@ impl Publisher {
             let Some(c) = conn.as_mut() else {
                 self.hold(&mut pending);
                 self.refuse_numbered();
+                if let Some(a) = &mut self.announcer {
+                    a.drop_changes();
+                }
                 self.send_to_shards();
                 continue;
             };
-            let result = self.send(c, &mut pending, probe).and_then(|()| self.number(c));
+            let result = self
+                .send(c, &mut pending, probe)
+                .and_then(|()| self.number(c))
+                .and_then(|()| self.announcer.as_mut().map_or(Ok(()), |a| a.write(c)));
             self.send_to_shards();
             if let Err(e) = result {
                 tracing::warn!(error = %e, buffered = self.buffer.len(), "redis link: publisher lost its connection");
@@ -195,6 +230,9 @@ impl Publisher {
     fn push_batch(&mut self, pending: &mut Vec<Outgoing>, batch: LinkBatch) {
         let now = unix_nanos();
         self.numbered.extend(batch.numbered);
+        if let Some(a) = &mut self.announcer {
+            a.push(batch.presence);
+        }
         pending.extend(batch.frames.into_iter().map(|(topic, frame)| {
             (
                 channel(&self.prefix, &topic),

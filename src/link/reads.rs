@@ -28,7 +28,7 @@
 //! If the connections fail, every join and query still waiting is answered
 //! `unavailable`: nothing waits for a Redis that is gone.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -40,6 +40,7 @@ use crate::metrics::LinkState;
 use crate::protocol::{encode, ErrorCode, OpError};
 
 use super::history::{meta_key, stream_key, Mode, Read, READ_SCRIPT};
+use super::presence::{self, Shares};
 use super::wire;
 
 /// What a reply on the command connection answers.
@@ -51,6 +52,36 @@ enum Pending {
     Admit(Joins),
     /// A query's read.
     Query(Query),
+    /// `HGETALL` of a room's presence hash, for presence read `id`.
+    Presence(u64),
+    /// `EXISTS` of a node's liveness key: for presence read `read`, or the
+    /// periodic check of the nodes known (`None`).
+    Alive {
+        /// The presence read it is part of.
+        read: Option<u64>,
+        /// The node.
+        node: Arc<str>,
+    },
+}
+
+/// What a presence read is for.
+#[derive(Debug)]
+enum Target {
+    /// The room's owner shard starts following it: the other nodes' shares.
+    Owner(usize),
+    /// A `presence` query on a node with no user in the room.
+    Query { list: bool, cap: usize, reply: ReplyTo },
+}
+
+/// A presence read: the hash's shares, then each node's liveness.
+#[derive(Debug)]
+struct PresenceRead {
+    room: Arc<str>,
+    target: Target,
+    shares: Shares,
+    /// Liveness answers still to come.
+    waiting: usize,
+    dead: Vec<Arc<str>>,
 }
 
 /// What makes two joins' reads the same.
@@ -101,12 +132,21 @@ pub(crate) struct Reads {
     next_fence: u64,
     /// Joins waiting for their room's SUBSCRIBE to be confirmed.
     parked: HashMap<Vec<u8>, Vec<Admit>>,
+    /// This node's id (its own presence is never read back).
+    node: Arc<str>,
+    /// Presence reads out, by id.
+    presence: HashMap<u64, PresenceRead>,
+    next_presence: u64,
+    /// Owner shards waiting for their room's SUBSCRIBE to read its presence.
+    parked_presence: HashMap<Vec<u8>, Vec<(Arc<str>, usize)>>,
+    /// Other nodes seen in presence, checked for liveness.
+    known: HashSet<Arc<str>>,
     watch: HashMap<Vec<u8>, Watch>,
 }
 
 impl Reads {
-    /// Books for rooms named under `prefix`.
-    pub fn new(prefix: &str, state: Arc<LinkState>) -> Reads {
+    /// Books for rooms named under `prefix`, on node `node`.
+    pub fn new(prefix: &str, node: Arc<str>, state: Arc<LinkState>) -> Reads {
         Reads {
             prefix: prefix.to_string(),
             sha: super::history::script_sha(READ_SCRIPT),
@@ -118,6 +158,11 @@ impl Reads {
             fences: VecDeque::new(),
             next_fence: 0,
             parked: HashMap::new(),
+            node,
+            presence: HashMap::new(),
+            next_presence: 0,
+            parked_presence: HashMap::new(),
+            known: HashSet::new(),
             watch: HashMap::new(),
         }
     }
@@ -177,6 +222,11 @@ impl Reads {
                 self.admit(a, channel.to_vec(), true, out);
             }
         }
+        if let Some(waiting) = self.parked_presence.remove(channel) {
+            for (room, owner) in waiting {
+                self.read_presence(room, Target::Owner(owner), out);
+            }
+        }
     }
 
     /// A history query.
@@ -184,6 +234,59 @@ impl Reads {
         let mode = if q.since.is_some() { Mode::After } else { Mode::Latest };
         self.read(&q.room, q.limits.ttl, mode, q.since, q.limit, out);
         self.inflight.push_back(Pending::Query(q));
+    }
+
+    /// Owner shard `owner` starts following `room`: read the other nodes'
+    /// shares once the room's subscription is in place.
+    pub fn presence_snapshot(&mut self, room: Arc<str>, owner: usize, channel: Vec<u8>, live: bool, out: &mut Vec<u8>) {
+        if live {
+            self.read_presence(room, Target::Owner(owner), out);
+        } else {
+            self.parked_presence.entry(channel).or_default().push((room, owner));
+        }
+    }
+
+    /// A `presence` query for a room this node has no user in.
+    pub fn presence_query(&mut self, room: Arc<str>, list: bool, cap: usize, reply: ReplyTo, out: &mut Vec<u8>) {
+        self.read_presence(room, Target::Query { list, cap, reply }, out);
+    }
+
+    fn read_presence(&mut self, room: Arc<str>, target: Target, out: &mut Vec<u8>) {
+        wire::command(out, &[b"HGETALL", &presence::hash_key(&self.prefix, &room)]);
+        self.next_presence += 1;
+        let id = self.next_presence;
+        self.inflight.push_back(Pending::Presence(id));
+        self.presence.insert(
+            id,
+            PresenceRead {
+                room,
+                target,
+                shares: Vec::new(),
+                waiting: 0,
+                dead: Vec::new(),
+            },
+        );
+    }
+
+    /// Asks whether each node known is still there (every half refresh
+    /// interval); [`Reads::on_reply`] reports the ones gone.
+    pub fn check_nodes(&mut self, out: &mut Vec<u8>) {
+        for node in &self.known {
+            wire::command(out, &[b"EXISTS", &presence::node_key(&self.prefix, node)]);
+            self.inflight.push_back(Pending::Alive {
+                read: None,
+                node: node.clone(),
+            });
+        }
+    }
+
+    /// A node said goodbye, or another node's change named it.
+    pub fn node_seen(&mut self, node: &str, gone: bool) {
+        if gone {
+            self.known.remove(node);
+        } else if !self.known.contains(node) {
+            self.known.insert(Arc::from(node));
+        }
     }
 
     /// Takes the front of `inflight`, the command a reply answers.
@@ -232,8 +335,8 @@ impl Reads {
         );
     }
 
-    /// A reply on the command connection.
-    pub fn on_reply(&mut self, reply: redis::Value, post: &mut Post) {
+    /// A reply on the command connection; `out` takes what it leads to.
+    pub fn on_reply(&mut self, reply: redis::Value, post: &mut Post, out: &mut Vec<u8>) {
         let Some(pending) = self.pop() else {
             return;
         };
@@ -269,6 +372,84 @@ impl Reads {
                     refuse(q.reply, post);
                 }
             },
+            Pending::Presence(id) => {
+                let Some(read) = self.presence.get_mut(&id) else { return };
+                let me = &self.node;
+                read.shares = presence::parse_snapshot(&reply);
+                read.shares.retain(|(node, _, _)| node != me);
+                for (node, _, _) in &read.shares {
+                    if !self.known.contains(node) {
+                        self.known.insert(node.clone());
+                    }
+                    wire::command(out, &[b"EXISTS", &presence::node_key(&self.prefix, node)]);
+                    self.inflight.push_back(Pending::Alive {
+                        read: Some(id),
+                        node: node.clone(),
+                    });
+                }
+                read.waiting = read.shares.len();
+                if read.waiting == 0 {
+                    self.finish_presence(id, post, out);
+                }
+            }
+            Pending::Alive { read: Some(id), node } => {
+                let Some(read) = self.presence.get_mut(&id) else { return };
+                if matches!(reply, redis::Value::Int(0)) {
+                    read.dead.push(node);
+                }
+                read.waiting -= 1;
+                if read.waiting == 0 {
+                    self.finish_presence(id, post, out);
+                }
+            }
+            Pending::Alive { read: None, node } => {
+                if matches!(reply, redis::Value::Int(0)) && self.known.remove(&node) {
+                    tracing::info!(%node, "redis link: a node is gone (its liveness key expired)");
+                    for shard in 0..post.len() {
+                        post.item(shard, Item::NodeGone { node: node.clone() });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A presence read is complete: dead nodes' shares are dropped (and
+    /// deleted from the hash), the rest delivered.
+    fn finish_presence(&mut self, id: u64, post: &mut Post, out: &mut Vec<u8>) {
+        let Some(mut read) = self.presence.remove(&id) else {
+            return;
+        };
+        if !read.dead.is_empty() {
+            let hash = presence::hash_key(&self.prefix, &read.room);
+            for node in &read.dead {
+                let Some((_, _, users)) = read.shares.iter().find(|(n, _, _)| n == node) else {
+                    continue;
+                };
+                let fields = presence::node_fields(node, users.iter().map(|(u, _)| &**u));
+                let mut args: Vec<&[u8]> = vec![b"HDEL", &hash];
+                args.extend(fields.iter().map(Vec::as_slice));
+                wire::command(out, &args);
+                self.inflight.push_back(Pending::Setup);
+            }
+            let dead = std::mem::take(&mut read.dead);
+            read.shares.retain(|(n, _, _)| !dead.contains(n));
+        }
+        match read.target {
+            Target::Owner(owner) => post.item(
+                owner,
+                Item::PresenceSnapshot {
+                    room: read.room,
+                    nodes: read.shares,
+                },
+            ),
+            Target::Query { list, cap, reply } => {
+                let users = presence::merge(&read.shares, |_| true);
+                let id = if reply.api { None } else { reply.req };
+                let listed = users.iter().take(cap).map(|(u, n)| (&**u, *n));
+                let frame = encode::presence(id, &read.room, users.len(), list.then_some(listed), users.len() > cap);
+                let body = frame.clone();
+                answer(reply, frame, || ApiPart::Object(body), post);
+            }
         }
     }
 
@@ -327,7 +508,7 @@ impl Reads {
         let mut admits: Vec<Admit> = Vec::new();
         for p in self.inflight.iter_mut() {
             match std::mem::replace(p, Pending::Setup) {
-                Pending::Setup => {}
+                Pending::Setup | Pending::Presence(_) | Pending::Alive { .. } => {}
                 Pending::Admit(j) => admits.extend(j.admits),
                 Pending::Query(q) => {
                     self.state.history_errors.fetch_add(1, Relaxed);
@@ -336,6 +517,13 @@ impl Reads {
             }
         }
         self.open.clear();
+        for (_, read) in self.presence.drain() {
+            // An owner asks again after the link's resync; a query is answered.
+            if let Target::Query { reply, .. } = read.target {
+                refuse(reply, post);
+            }
+        }
+        self.parked_presence.clear();
         admits.extend(self.back.drain(..).flat_map(|f| f.joins.admits));
         for (_, reads) in self.fences.drain(..) {
             admits.extend(reads.into_iter().flat_map(|f| f.joins.admits));
@@ -544,7 +732,7 @@ mod tests {
 
     fn books() -> (Reads, Post, crossbeam_channel::Receiver<ShardMsg>, mio::Poll) {
         let (shard, rx, poll) = test_inbox(64);
-        let reads = Reads::new("rc", Arc::new(LinkState::default()));
+        let reads = Reads::new("rc", Arc::from("me"), Arc::new(LinkState::default()));
         (reads, Post::new(vec![shard], usize::MAX), rx, poll)
     }
 
@@ -560,7 +748,7 @@ mod tests {
         assert!(cmd.windows(7).any(|w| w == b"EVALSHA"));
         // Offset 5 is forwarded while the read is out (published before it ran).
         reads.forwarded(&ch, 5, &frame(5));
-        reads.on_reply(read_reply(6, true, 3..=6), &mut post);
+        reads.on_reply(read_reply(6, true, 3..=6), &mut post, &mut cmd);
         reads.fence(&mut sub);
         assert!(sub.windows(4).any(|w| w == b"PING"));
         // Published after the read ran, forwarded before the pong.
@@ -594,7 +782,7 @@ mod tests {
         let ch = b"rc:room:{r}".to_vec();
         reads.admit(admit(1, None), ch.clone(), true, &mut cmd);
         reads.admit(admit(2, Some(5)), ch.clone(), true, &mut cmd);
-        reads.on_reply(read_reply(0, false, []), &mut post);
+        reads.on_reply(read_reply(0, false, []), &mut post, &mut cmd);
         reads.fence(&mut sub);
         reads.admit(admit(3, None), b"rc:room:{other}".to_vec(), false, &mut cmd);
         reads.stalled(&mut post);
@@ -610,7 +798,7 @@ mod tests {
             .collect();
         assert_eq!(tickets, [2, 1, 3]);
         // Redis wakes up: its answers to what was given up change nothing.
-        reads.on_reply(read_reply(0, false, []), &mut post);
+        reads.on_reply(read_reply(0, false, []), &mut post, &mut cmd);
         reads.fence(&mut sub);
         reads.on_pong(b"1", &mut post);
         reads.on_pong(b"2", &mut post);
@@ -628,8 +816,8 @@ mod tests {
         reads.admit(admit(4, None), ch.clone(), true, &mut cmd);
         let evals = cmd.windows(7).filter(|w| w == b"EVALSHA").count();
         assert_eq!(evals, 2, "one read per distinct question");
-        reads.on_reply(read_reply(4, true, 1..=4), &mut post);
-        reads.on_reply(read_reply(4, false, []), &mut post);
+        reads.on_reply(read_reply(4, true, 1..=4), &mut post, &mut cmd);
+        reads.on_reply(read_reply(4, false, []), &mut post, &mut cmd);
         reads.fence(&mut sub);
         reads.on_pong(b"1", &mut post);
         let got = items(&mut post, &rx);

@@ -36,7 +36,7 @@ use super::backoff::Backoff;
 use super::ledger::{Command, Confirm, Ledger, Mode};
 use super::reads::{self, Reads};
 use super::wire::{self, Wire};
-use super::{envelope, history, probe_channel};
+use super::{envelope, history, presence, probe_channel};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -72,6 +72,19 @@ pub(crate) struct Subscriber {
     /// The connection for history reads (up with `link`).
     reads_link: Option<Link>,
     reads: Reads,
+    /// The channel of nodes' goodbyes (when rooms track presence).
+    nodes: Option<Vec<u8>>,
+    /// How often the nodes known are checked for liveness.
+    presence_check: Option<Duration>,
+    next_check: Instant,
+    /// Since when every subscription is in place.
+    ready_since: Option<Instant>,
+    /// No node is declared gone before this: after a reconnection, Redis
+    /// may have restarted empty, and the live nodes need a refresh to set
+    /// their keys again.
+    check_from: Instant,
+    /// The subscriber was connected before (a restore is a reconnection).
+    was_connected: bool,
     /// Confirmations the ledger owes, posted at the end of the turn.
     confirms: Vec<Confirm>,
     /// The link was up at the last turn.
@@ -101,6 +114,7 @@ impl Subscriber {
         };
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let probe_node = node_id.clone();
         let sub = Subscriber {
             host,
             port,
@@ -110,7 +124,13 @@ impl Subscriber {
             prefix: cfg.prefix.clone(),
             node_id,
             rx,
-            reads: Reads::new(&cfg.prefix, state.clone()),
+            reads: Reads::new(&cfg.prefix, probe_node.clone(), state.clone()),
+            nodes: cfg.presence_refresh.map(|_| presence::nodes_channel(&cfg.prefix)),
+            presence_check: cfg.presence_refresh.map(|r| r / 4),
+            next_check: Instant::now(),
+            ready_since: None,
+            check_from: Instant::now(),
+            was_connected: false,
             state,
             poll,
             ledger: Ledger::default(),
@@ -140,6 +160,11 @@ impl Subscriber {
                 Duration::from_millis(1)
             } else if self.link.is_none() {
                 next_try.saturating_duration_since(Instant::now())
+            } else if self.presence_check.is_some() {
+                // Wake for the next liveness check.
+                self.next_check
+                    .saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(10), Duration::from_millis(500))
             } else {
                 Duration::from_millis(500)
             };
@@ -186,6 +211,24 @@ impl Subscriber {
                 match self.rx.try_recv() {
                     Ok(LinkRequest::Interest(msg)) => self.on_interest(msg),
                     Ok(LinkRequest::Admit(a)) => self.on_admit(a),
+                    Ok(LinkRequest::PresenceSnapshot { room, owner }) => {
+                        let name = super::channel(&self.prefix, &Topic::Room(room.clone()));
+                        let up = mode == Mode::Up;
+                        match self.reads_link.as_mut().filter(|l| l.connected && up) {
+                            Some(l) => {
+                                let live = self.ledger.is_live(&name);
+                                self.reads.presence_snapshot(room, owner, name, live, &mut l.wbuf);
+                            }
+                            // Read once the room is subscribed again.
+                            None => self.reads.presence_snapshot(room, owner, name, false, &mut Vec::new()),
+                        }
+                    }
+                    Ok(LinkRequest::PresenceQuery { room, list, cap, reply }) => {
+                        match self.reads_link.as_mut().filter(|l| l.connected && mode == Mode::Up) {
+                            Some(l) => self.reads.presence_query(room, list, cap, reply, &mut l.wbuf),
+                            None => reads::refuse(reply, &mut self.post),
+                        }
+                    }
                     Ok(LinkRequest::Query(q)) => {
                         match self.reads_link.as_mut().filter(|l| l.connected && mode == Mode::Up) {
                             Some(l) => self.reads.query(q, &mut l.wbuf),
@@ -202,6 +245,7 @@ impl Subscriber {
             if let Some(link) = self.link.as_mut() {
                 self.reads.fence(&mut link.wbuf);
             }
+            self.check_nodes(mode);
             if !lost {
                 if let Err(e) = self.flush() {
                     tracing::warn!(error = %e, "redis link: subscriber lost its connection");
@@ -263,7 +307,7 @@ impl Subscriber {
             Ok(())
         })?;
         for v in values {
-            self.reads.on_reply(v, &mut self.post);
+            self.reads.on_reply(v, &mut self.post, &mut link.wbuf);
         }
         Ok(())
     }
@@ -294,6 +338,7 @@ impl Subscriber {
         self.reads.disconnected(&mut self.post);
         self.state.subscriber_up.store(false, Relaxed);
         self.state.subscriptions.store(0, Relaxed);
+        self.ready_since = None;
         self.ledger.disconnected(&mut self.confirms);
     }
 
@@ -334,7 +379,11 @@ impl Subscriber {
             (None, Some(p)) => wire::command(&mut out, &[b"AUTH", p.as_bytes()]),
             _ => {}
         }
-        let names = self.ledger.restore(&self.probe);
+        let mut always: Vec<&[u8]> = vec![&self.probe];
+        if let Some(nodes) = &self.nodes {
+            always.push(nodes);
+        }
+        let names = self.ledger.restore(&always);
         for chunk in names.chunks(SUBSCRIBE_CHUNK) {
             let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
             args.extend(chunk.iter().map(Vec::as_slice));
@@ -379,6 +428,13 @@ impl Subscriber {
                     .subscriptions
                     .store(self.ledger.subscriptions() as u64, Relaxed);
                 if restored {
+                    let now = Instant::now();
+                    self.ready_since = Some(now);
+                    if self.was_connected {
+                        // A refresh interval is `presence_check` × 4.
+                        self.check_from = now + self.presence_check.unwrap_or_default() * 12;
+                    }
+                    self.was_connected = true;
                     self.state.last_probe_nanos.store(unix_nanos(), Relaxed);
                     self.state.subscriber_up.store(true, Relaxed);
                     self.state.resubscribed.fetch_add(1, Relaxed);
@@ -393,6 +449,22 @@ impl Subscriber {
     fn on_message(&mut self, name: &[u8], payload: &[u8]) {
         if payload.first().is_some_and(u8::is_ascii_digit) {
             return self.on_numbered(name, payload);
+        }
+        if payload.first() == Some(&presence::CHANGE) {
+            return self.on_presence_change(name, payload);
+        }
+        if self.nodes.as_deref() == Some(name) {
+            if let Some(node) = presence::parse_goodbye(payload) {
+                if node != &*self.node_id {
+                    tracing::info!(%node, "redis link: a node said goodbye");
+                    self.reads.node_seen(node, true);
+                    let node: Arc<str> = Arc::from(node);
+                    for shard in 0..self.post.len() {
+                        self.post.item(shard, crate::bus::Item::NodeGone { node: node.clone() });
+                    }
+                }
+            }
+            return;
         }
         let Some(env) = envelope::decode(payload) else { return };
         if name == self.probe.as_slice() {
@@ -438,6 +510,40 @@ impl Subscriber {
                 }
             }
             self.reads.forwarded(name, message.offset, &frame);
+        }
+    }
+
+    /// Another node's presence change: to the room's owner shard.
+    fn on_presence_change(&mut self, name: &[u8], payload: &[u8]) {
+        let Some(change) = presence::decode_change(payload) else {
+            return;
+        };
+        if change.node == self.node_id {
+            return;
+        }
+        let Some((Topic::Room(room), _)) = self.ledger.route(name) else {
+            return;
+        };
+        let room = room.clone();
+        self.reads.node_seen(&change.node, false);
+        let owner = crate::rooms::owner_of(&room, self.post.len());
+        self.post.item(owner, crate::bus::Item::RemotePresence { room, change });
+    }
+
+    /// Every quarter refresh interval asks whether the nodes known are
+    /// still there; after a reconnection, only once the link has been up
+    /// for three intervals (every live node has refreshed its key since).
+    fn check_nodes(&mut self, mode: Mode) {
+        let (Some(every), Some(_)) = (self.presence_check, self.ready_since) else {
+            return;
+        };
+        let now = Instant::now();
+        if mode != Mode::Up || now < self.next_check || now < self.check_from {
+            return;
+        }
+        self.next_check = now + every;
+        if let Some(l) = self.reads_link.as_mut().filter(|l| l.connected) {
+            self.reads.check_nodes(&mut l.wbuf);
         }
     }
 

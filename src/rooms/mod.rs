@@ -89,6 +89,17 @@ impl hashbrown::Equivalent<Topic> for TopicRef<'_> {
     }
 }
 
+/// The shard that owns `room` (its history and its presence): the same on
+/// every shard and every thread, for the life of the process.
+pub fn owner_of(room: &str, shards: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: deterministic, and spreads rooms evenly.
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    room.hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
+
 /// Whether `name` is a valid room name: 1–128 bytes of UTF-8 with no
 /// control characters (U+0000–U+001F, U+007F–U+009F).
 pub fn valid_room(name: &str) -> bool {
@@ -98,6 +109,18 @@ pub fn valid_room(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_room_has_one_owner_spread_over_the_shards() {
+        let mut per_shard = [0; 4];
+        for i in 0..4000 {
+            let room = format!("room-{i}");
+            let owner = owner_of(&room, 4);
+            assert_eq!(owner, owner_of(&room, 4), "stable");
+            per_shard[owner] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| n > 800), "{per_shard:?}");
+    }
 
     #[test]
     fn room_names_follow_the_rules() {

@@ -15,7 +15,6 @@
 //! link's subscriber admits it in order with the room's messages from
 //! Redis, and queries are read there. The owner shard has no part.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,19 +24,9 @@ use crate::conn::{Clock, Ctx, JoinAt};
 use crate::history::{Limits, Since};
 use crate::protocol::encode::{self, Draft};
 use crate::protocol::{ErrorCode, OpError};
-use crate::rooms::{Joined, Topic, TopicRef, Waiter};
+use crate::rooms::{owner_of, Joined, Topic, TopicRef, Waiter};
 
 use super::Shard;
-
-/// The shard that owns `room`'s history: the same on every shard, for the
-/// life of the process.
-pub(crate) fn owner_of(room: &str, shards: usize) -> usize {
-    // SipHash with fixed keys: deterministic, and spreads rooms evenly.
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
-    room.hash(&mut h);
-    (h.finish() % shards as u64) as usize
-}
 
 impl Shard {
     /// The history settings of `room`.
@@ -336,6 +325,10 @@ impl Shard {
             }
             Item::Refused { ticket, frame } => self.refused(ticket, frame, clock),
             Item::Presence { room, user, joined } => self.on_presence(&room, &user, joined),
+            Item::RemotePresence { room, change } => self.on_remote_presence(&room, change),
+            Item::PresenceSnapshot { room, nodes } => self.on_presence_snapshot(&room, nodes),
+            Item::NodeGone { node } => self.on_node_gone(&node),
+            Item::PresenceResync => self.on_presence_resync(),
             Item::Event { room, user, frame } => self.on_event(&room, &user, &frame),
             Item::PresenceQuery { room, list, reply } => self.query_presence(&room, list, reply, clock),
             Item::Query {
@@ -443,20 +436,3 @@ pub(super) struct Admission {
 
 /// How often expired streams are looked for (each access also checks).
 const HISTORY_EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_room_has_one_owner_spread_over_the_shards() {
-        let mut per_shard = [0; 4];
-        for i in 0..4000 {
-            let room = format!("room-{i}");
-            let owner = owner_of(&room, 4);
-            assert_eq!(owner, owner_of(&room, 4), "stable");
-            per_shard[owner] += 1;
-        }
-        assert!(per_shard.iter().all(|&n| n > 800), "{per_shard:?}");
-    }
-}

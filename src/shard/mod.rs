@@ -75,6 +75,8 @@ pub(crate) struct Shard {
     history: crate::history::Store,
     /// The presence of the rooms this shard owns (`presence.rs`).
     presence: crate::presence::Index,
+    /// Number of this shard's last presence change sent to Redis.
+    presence_seq: u64,
     /// Members joined pending on this shard, by ticket: (slot, id, room).
     admissions: hashbrown::HashMap<u64, history::Admission>,
     next_ticket: u64,
@@ -126,6 +128,7 @@ impl Shard {
             refusing: VecDeque::new(),
             history: crate::history::Store::new(env_history_budget),
             presence: crate::presence::Index::new(),
+            presence_seq: 0,
             admissions: hashbrown::HashMap::new(),
             next_ticket: 1,
             next_history_expiry: Instant::now(),

@@ -5,6 +5,12 @@
 //! `presence` queries and, in rooms with `join_leave`, sends `joined` and
 //! `left` events when a user's first connection comes in or its last goes.
 //!
+//! With a Redis link, the owner also tells Redis and the other nodes about
+//! this node's changes (numbered), follows the other nodes' changes in the
+//! rooms this node has users in (`presence::Index` merges them), and the
+//! link reports nodes that are gone; events follow the merged view, so a
+//! user who moves to another node produces none.
+//!
 //! An event goes to every member of the room except the connections of the
 //! user it is about: the connection whose join made it (its ack says it is
 //! in) is the only one that user has in the room. The owner sends a room's
@@ -15,13 +21,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::bus::{ApiPart, Item, ReplyTo};
+use crate::bus::{ApiPart, Item, LinkRequest, PresenceDelta, ReplyTo};
 use crate::conn::Clock;
-use crate::presence::Change;
+use crate::presence::{Change, Remote};
 use crate::protocol::encode;
-use crate::rooms::{Topic, TopicRef};
+use crate::rooms::{owner_of, Topic, TopicRef};
 
-use super::history::owner_of;
 use super::Shard;
 
 impl Shard {
@@ -52,17 +57,97 @@ impl Shard {
         }
     }
 
-    /// The owner: a user's connection came or went.
+    /// The owner: a user's connection on this node came or went. With a
+    /// Redis link the change goes to Redis and the other nodes, and a room
+    /// this node starts following asks for the other nodes' shares.
     pub(super) fn on_presence(&mut self, room: &Arc<str>, user: &Arc<str>, joined: bool) {
-        let change = if joined {
-            self.presence.join(room, user)
+        let link = self.relay.has_link();
+        let local = if joined {
+            Some(self.presence.join(room, user, link))
         } else {
             self.presence.leave(room, user)
         };
-        if change == Change::Same || !self.env.config().rooms.options(room).join_leave {
+        let Some(local) = local else { return };
+        if link {
+            self.presence_seq += 1;
+            self.relay.presence_delta(PresenceDelta {
+                room: room.clone(),
+                user: user.clone(),
+                conns: local.conns,
+                seq: self.presence_seq,
+                room_empty: !joined && local.edge,
+            });
+            if joined && local.edge {
+                let (room, owner) = (room.clone(), self.id);
+                self.relay.link_request(LinkRequest::PresenceSnapshot { room, owner });
+            }
+        }
+        if local.change != Change::Same {
+            self.emit(room, user, local.change == Change::Joined);
+        }
+    }
+
+    /// Another node's change, from Redis.
+    pub(super) fn on_remote_presence(&mut self, room: &Arc<str>, change: Remote) {
+        let user = change.user.clone();
+        match self.presence.remote(room, change) {
+            Change::Same => {}
+            c => self.emit(room, &user, c == Change::Joined),
+        }
+    }
+
+    /// The other nodes' shares of `room`, read from Redis.
+    pub(super) fn on_presence_snapshot(&mut self, room: &Arc<str>, nodes: crate::presence::Shares) {
+        for (user, c) in self.presence.remote_snapshot(room, nodes) {
+            self.emit(room, &user, c == Change::Joined);
+        }
+    }
+
+    /// Node `node` is gone: its users leave.
+    pub(super) fn on_node_gone(&mut self, node: &str) {
+        for (room, users) in self.presence.drop_node(node) {
+            for user in users {
+                self.emit(&room, &user, false);
+            }
+        }
+    }
+
+    /// Redis may have lost this node's presence: tell it all again, and
+    /// read the other nodes' shares of every room followed again.
+    pub(super) fn on_presence_resync(&mut self) {
+        let local: Vec<(Arc<str>, Arc<str>, u32)> = self
+            .presence
+            .local()
+            .map(|(r, u, n)| (r.clone(), u.clone(), n))
+            .collect();
+        let mut rooms: Vec<Arc<str>> = Vec::new();
+        for (room, user, conns) in local {
+            self.presence_seq += 1;
+            if rooms.last() != Some(&room) && !rooms.contains(&room) {
+                rooms.push(room.clone());
+            }
+            let seq = self.presence_seq;
+            self.relay.presence_delta(PresenceDelta {
+                room,
+                user,
+                conns,
+                seq,
+                room_empty: false,
+            });
+        }
+        for room in rooms {
+            let owner = self.id;
+            self.relay.link_request(LinkRequest::PresenceSnapshot { room, owner });
+        }
+    }
+
+    /// A `joined` or `left` event about `user`, in a room with `join_leave`:
+    /// to this shard's members and, as an item, to every other shard with
+    /// members, none of them the user's own connections.
+    fn emit(&mut self, room: &Arc<str>, user: &Arc<str>, joined: bool) {
+        if !self.env.config().rooms.options(room).join_leave {
             return;
         }
-        let joined = change == Change::Joined;
         let m = &self.env.metrics;
         if joined {
             m.joined_events.add(1);
@@ -111,6 +196,15 @@ impl Shard {
         if owner != self.id {
             let room = Arc::from(room);
             self.relay.item(owner, Item::PresenceQuery { room, list, reply });
+            return;
+        }
+        if self.relay.has_link() && !self.presence.follows(room) {
+            // No user here: the node does not follow the room; Redis knows.
+            let (room, cap) = (Arc::from(room), self.env.config().presence_max_users);
+            let cap = if list { cap } else { 0 };
+            self.env.metrics.presence_queries.add(1);
+            self.relay
+                .link_request(LinkRequest::PresenceQuery { room, list, cap, reply });
             return;
         }
         self.env.metrics.presence_queries.add(1);

@@ -64,6 +64,13 @@ impl Relay {
         }
     }
 
+    /// Queues a presence change for Redis and the other nodes.
+    pub fn presence_delta(&mut self, delta: crate::bus::PresenceDelta) {
+        if self.link.is_some() {
+            self.link_batch.presence.push(delta);
+        }
+    }
+
     /// Queues a publish to a room with history for Redis to number.
     pub fn publish_numbered(&mut self, msg: Numbered) {
         if self.link.is_some() {

@@ -288,3 +288,107 @@ fn the_http_api_answers_presence() {
     );
     assert_eq!(status, 401, "the API key is required");
 }
+
+// ---- Across nodes, through a private Redis ----
+
+/// A node of a cluster on `redis`, with this file's rooms and users, and
+/// presence refreshed every `refresh` seconds.
+fn node(redis: &crate::cluster::Redis, refresh: &str) -> Server {
+    let url = redis.url();
+    let server = server(&["--redis-url", &url, "--shards", "2", "--presence-refresh-secs", refresh]);
+    eventually("the link to come up", || get(&server, "/readyz").0 == 200);
+    server
+}
+
+#[test]
+fn across_nodes_users_are_listed_and_events_sent_once() {
+    let redis = crate::cluster::Redis::start();
+    let (a, b) = (node(&redis, "10"), node(&redis, "10"));
+    let mut watcher = user(&a, "wes", &[]);
+    join_room(&mut watcher, "lobby:c", 1);
+    let mut ann = user(&b, "ann", &[]);
+    join_room(&mut ann, "lobby:c", 1);
+    assert_eq!(
+        event(&mut watcher),
+        json!({"op":"joined","room":"lobby:c","user":"ann"})
+    );
+    presence_becomes(&mut watcher, "lobby:c", &[("ann", 1), ("wes", 1)]);
+    // ann's second tab, on node A: no event anywhere; listed as 2 connections.
+    let mut ann2 = user(&a, "ann", &[]);
+    join_room(&mut ann2, "lobby:c", 1);
+    let mut asker = user(&b, "bob", &["lobby:*"]);
+    presence_becomes(&mut asker, "lobby:c", &[("ann", 2), ("wes", 1)]);
+    // A node with no user in a room reads it from Redis.
+    let mut far = user(&b, "far", &["lobby:*"]);
+    let mut only_a = user(&a, "cat", &[]);
+    join_room(&mut only_a, "lobby:only-a", 1);
+    presence_becomes(&mut far, "lobby:only-a", &[("cat", 1)]);
+    assert_eq!(presence(&mut far, "lobby:only-a", false, 3)["count"], 1);
+    // ann leaves both: one `left`.
+    drop(ann);
+    drop(ann2);
+    assert_eq!(event(&mut watcher), json!({"op":"left","room":"lobby:c","user":"ann"}));
+    let mut outsider = user(&b, "pub", &[]);
+    let seen = until_marker(&mut outsider, &mut watcher, "lobby:c");
+    assert!(seen.is_empty(), "{seen:?}");
+}
+
+#[test]
+fn a_killed_node_s_users_leave_within_three_refresh_intervals() {
+    let redis = crate::cluster::Redis::start();
+    let a = node(&redis, "1");
+    let b = node(&redis, "1");
+    let mut watcher = user(&a, "wes", &[]);
+    join_room(&mut watcher, "lobby:k", 1);
+    let mut ann = user(&b, "ann", &[]);
+    join_room(&mut ann, "lobby:k", 1);
+    let mut bob = user(&b, "bob", &[]);
+    join_room(&mut bob, "lobby:k", 2);
+    assert_eq!(event(&mut watcher)["user"], "ann");
+    assert_eq!(event(&mut watcher)["user"], "bob");
+    // No goodbye: SIGKILL. Its key expires within 2.5 s, A checks every 0.5 s.
+    let killed = std::time::Instant::now();
+    drop(b);
+    drop((ann, bob));
+    // bob reconnects to A at once (within the window): no left/joined pair.
+    let mut bob_again = user(&a, "bob", &[]);
+    join_room(&mut bob_again, "lobby:k", 3);
+    assert_eq!(event(&mut watcher), json!({"op":"left","room":"lobby:k","user":"ann"}));
+    let took = killed.elapsed();
+    println!("left {took:?} after the kill");
+    presence_becomes(&mut watcher, "lobby:k", &[("bob", 1), ("wes", 1)]);
+    let mut outsider = user(&a, "pub", &[]);
+    let seen = until_marker(&mut outsider, &mut watcher, "lobby:k");
+    assert!(seen.is_empty(), "nothing about bob: {seen:?}");
+}
+
+#[test]
+fn a_clean_shutdown_leaves_at_once_and_a_user_moving_nodes_makes_no_events() {
+    let redis = crate::cluster::Redis::start();
+    // A long refresh: only a goodbye can explain a quick `left`.
+    let a = node(&redis, "60");
+    let b = node(&redis, "60");
+    let mut watcher = user(&a, "wes", &[]);
+    join_room(&mut watcher, "lobby:s", 1);
+    let mut ann = user(&b, "ann", &[]);
+    join_room(&mut ann, "lobby:s", 1);
+    let mut bob = user(&b, "bob", &[]);
+    join_room(&mut bob, "lobby:s", 2);
+    assert_eq!(event(&mut watcher)["user"], "ann");
+    assert_eq!(event(&mut watcher)["user"], "bob");
+    // bob moves to A before B goes: no event about bob, ever.
+    let mut bob_on_a = user(&a, "bob", &[]);
+    join_room(&mut bob_on_a, "lobby:s", 3);
+    let pid = b.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(event(&mut watcher), json!({"op":"left","room":"lobby:s","user":"ann"}));
+    presence_becomes(&mut watcher, "lobby:s", &[("bob", 1), ("wes", 1)]);
+    let mut outsider = user(&a, "pub", &[]);
+    let seen = until_marker(&mut outsider, &mut watcher, "lobby:s");
+    assert!(seen.is_empty(), "nothing about bob: {seen:?}");
+    drop((ann, bob));
+}
