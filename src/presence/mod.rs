@@ -213,11 +213,7 @@ impl Index {
     /// applies the changes that came meanwhile; a later one (after Redis
     /// was unreachable) also drops the nodes it no longer lists. Returns
     /// the users whose presence changed, for events.
-    pub fn remote_snapshot(
-        &mut self,
-        room: &str,
-        nodes: Shares,
-    ) -> Vec<(Arc<str>, Change)> {
+    pub fn remote_snapshot(&mut self, room: &str, nodes: Shares) -> Vec<(Arc<str>, Change)> {
         let Some(r) = self.rooms.get_mut(room) else {
             return Vec::new();
         };
