@@ -195,24 +195,38 @@ impl Endpoints<'_> {
 }
 
 impl Endpoints<'_> {
+    /// The checks `GET /api/history` and `GET /api/presence` share: the
+    /// method, the key, and a valid `room` in the query. Returns the room
+    /// and the query, or the answer refusing the request.
+    fn api_room_read<'r>(&self, req: &'r Request, close: bool) -> Result<(String, &'r str), Box<Answer>> {
+        if !matches!(req.method.as_str(), "GET" | "HEAD") {
+            let err = api_error("method_not_allowed", "use GET");
+            let allow = [("Allow", "GET, HEAD")];
+            return Err(Box::new(Answer::json("405 Method Not Allowed", &err, close, &allow)));
+        }
+        if !self.key_matches(req) {
+            return Err(Box::new(unauthorized(close)));
+        }
+        let query = req.query.as_deref().unwrap_or("");
+        let Some(room) = auth::query_param(query, "room") else {
+            let why = "the query parameter \"room\" is required";
+            return Err(Box::new(bad_query(close, "bad_request", why)));
+        };
+        if !valid_room(&room) {
+            let why = crate::protocol::publish::ROOM_RULES;
+            return Err(Box::new(bad_query(close, "invalid_room", why)));
+        }
+        Ok((room, query))
+    }
+
     /// `GET /api/history?room=R&limit=L[&since=N&epoch=E]`: checks the key
     /// and the query; the answer itself comes from the room's owner shard.
     fn api_history(&self, req: &Request, close: bool) -> Answer {
-        if !matches!(req.method.as_str(), "GET" | "HEAD") {
-            let err = api_error("method_not_allowed", "use GET");
-            return Answer::json("405 Method Not Allowed", &err, close, &[("Allow", "GET, HEAD")]);
-        }
-        if !self.key_matches(req) {
-            return unauthorized(close);
-        }
-        let query = req.query.as_deref().unwrap_or("");
-        let bad = |code: &str, message: &str| Answer::json("400 Bad Request", &api_error(code, message), close, &[]);
-        let Some(room) = auth::query_param(query, "room") else {
-            return bad("bad_request", "the query parameter \"room\" is required");
+        let (room, query) = match self.api_room_read(req, close) {
+            Ok(checked) => checked,
+            Err(refused) => return *refused,
         };
-        if !valid_room(&room) {
-            return bad("invalid_room", crate::protocol::publish::ROOM_RULES);
-        }
+        let bad = |code: &str, message: &str| bad_query(close, code, message);
         let limit = match auth::query_param(query, "limit") {
             None => DEFAULT_HISTORY_LIMIT,
             Some(v) => match v.parse::<usize>() {
@@ -238,39 +252,31 @@ impl Endpoints<'_> {
         answer.history = Some((room, limit, since));
         answer
     }
-}
 
-impl Endpoints<'_> {
     /// `GET /api/presence?room=R[&list=false]`: checks the key and the
     /// query; the answer itself comes from the room's owner shard.
     fn api_presence(&self, req: &Request, close: bool) -> Answer {
-        if !matches!(req.method.as_str(), "GET" | "HEAD") {
-            let err = api_error("method_not_allowed", "use GET");
-            return Answer::json("405 Method Not Allowed", &err, close, &[("Allow", "GET, HEAD")]);
-        }
-        if !self.key_matches(req) {
-            return unauthorized(close);
-        }
-        let query = req.query.as_deref().unwrap_or("");
-        let bad = |code: &str, message: &str| Answer::json("400 Bad Request", &api_error(code, message), close, &[]);
-        let Some(room) = auth::query_param(query, "room") else {
-            return bad("bad_request", "the query parameter \"room\" is required");
+        let (room, query) = match self.api_room_read(req, close) {
+            Ok(checked) => checked,
+            Err(refused) => return *refused,
         };
-        if !valid_room(&room) {
-            return bad("invalid_room", crate::protocol::publish::ROOM_RULES);
-        }
         let list = match auth::query_param(query, "list").as_deref() {
             None | Some("true") => true,
             Some("false") => false,
-            Some(_) => return bad("bad_request", "\"list\" must be true or false"),
+            Some(_) => return bad_query(close, "bad_request", "\"list\" must be true or false"),
         };
         if !self.rooms.tracks_presence(&room) {
-            return bad("no_presence", "the room does not track presence");
+            return bad_query(close, "no_presence", "the room does not track presence");
         }
         let mut answer = Answer::new("200 OK", Bytes::new(), close);
         answer.presence = Some((room, list));
         answer
     }
+}
+
+/// The API's answer to a bad query.
+fn bad_query(close: bool, code: &str, message: &str) -> Answer {
+    Answer::json("400 Bad Request", &api_error(code, message), close, &[])
 }
 
 /// The API's answer to a missing or wrong key.

@@ -350,14 +350,10 @@ impl Shard {
             conn,
             topic,
             left,
-        }) = self.admissions.remove(&ticket)
+        }) = self.take_admission(ticket)
         else {
             return;
         };
-        if self.conns.get(slot as usize).is_none_or(|c| c.id() != conn) {
-            // Its connection closed meanwhile.
-            return;
-        }
         // A member that left meanwhile gets its join's ack, no more: the
         // join took effect, and its leave undid it.
         if !left && self.rooms.admit(slot, &topic) {
@@ -378,19 +374,26 @@ impl Shard {
             conn,
             topic,
             left,
-        }) = self.admissions.remove(&ticket)
+        }) = self.take_admission(ticket)
         else {
             return;
         };
-        if self.conns.get(slot as usize).is_none_or(|c| c.id() != conn) {
-            return;
-        }
         if !left && self.rooms.is_pending(slot, &topic) {
             self.leave(slot as usize, topic, clock);
         }
         if let Some(frame) = frame {
             self.reply(slot as usize, conn, frame);
         }
+    }
+
+    /// The pending join of `ticket`, if its connection is still there.
+    fn take_admission(&mut self, ticket: u64) -> Option<Admission> {
+        let a = self.admissions.remove(&ticket)?;
+        // Its connection may have closed meanwhile.
+        self.conns
+            .get(a.slot as usize)
+            .is_some_and(|c| c.id() == a.conn)
+            .then_some(a)
     }
 
     /// A member left `topic` before the owner admitted it: the owner's

@@ -3,13 +3,10 @@
 //! recover a client that was on another. Real binaries linked by a private
 //! `redis-server`, real WebSocket clients.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 
 use crate::cluster::{node, Redis};
-use crate::history::{api, join, join_replay, leave, offsets_until};
+use crate::history::{api, join, join_replay, leave, offsets_until, recover_again_and_again};
 use crate::util::*;
 
 /// Reads one non-ack message.
@@ -84,58 +81,7 @@ fn a_member_recovers_on_the_other_node_with_no_gap_and_no_duplicate() {
     let redis = Redis::start();
     let args = ["--history-size", "100000", "--rate-limit", "100000"];
     let nodes = [node(&redis, &args), node(&redis, &args)];
-    let (mut publisher, _) = join_broker(&nodes[0], "");
-    let stop = Arc::new(AtomicBool::new(false));
-    let publishing = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !stop.load(Relaxed) {
-                n += 1;
-                send_json(&mut publisher, json!({"op":"publish","room":"live","data":n,"id":n}));
-                assert_eq!(recv_json(&mut publisher)["offset"], n);
-            }
-            n
-        })
-    };
-    let (mut member, _) = join_broker(&nodes[0], "");
-    let ack = join(&mut member, "live", 1, None);
-    let epoch = ack["epoch"].clone();
-    let mut last = ack["offset"].as_u64().unwrap();
-    let mut seen: Vec<u64> = vec![];
-    for round in 0..8u64 {
-        for _ in 0..20 {
-            let m = message(&mut member);
-            let o = m["offset"].as_u64().unwrap();
-            assert_eq!(o, last + 1, "round {round}: consecutive");
-            assert_eq!(m["data"], o);
-            last = o;
-            seen.push(o);
-        }
-        drop(member);
-        let other = &nodes[(round as usize + 1) % 2];
-        let (mut again, _) = join_broker(other, "");
-        let since = Some(json!({"offset":last,"epoch":epoch}));
-        let (ack, replay) = join_replay(&mut again, "live", 10 + round, since);
-        assert_eq!(ack["recovered"], true, "{ack}");
-        assert_eq!(ack["epoch"], epoch);
-        let top = ack["offset"].as_u64().unwrap();
-        assert_eq!(replay, (last + 1..=top).collect::<Vec<_>>(), "round {round}");
-        seen.extend(&replay);
-        last = top;
-        member = again;
-    }
-    stop.store(true, Relaxed);
-    let published = publishing.join().unwrap();
-    if last < published {
-        for o in offsets_until(&mut member, published) {
-            assert_eq!(o, last + 1, "consecutive after the last recovery");
-            last = o;
-            seen.push(o);
-        }
-    }
-    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "each offset once, in order");
-    assert_eq!(last, published);
+    recover_again_and_again(&[&nodes[0], &nodes[1]], 8);
     let recovered = |n: &Server| metric(n, "roomcast_recoveries_total{result=\"recovered\"}");
     assert_eq!(recovered(&nodes[0]) + recovered(&nodes[1]), 8.0);
 }
