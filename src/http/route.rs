@@ -5,7 +5,8 @@ use super::request::Request;
 /// The endpoints served on the WebSocket port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// `GET /ws`: the broker protocol over WebSocket.
+    /// `GET /ws` (or an upgrade request for `/`): the broker protocol
+    /// over WebSocket.
     Ws,
     /// `GET /echo`: a WebSocket that echoes every message (conformance checks).
     Echo,
@@ -43,6 +44,10 @@ impl Route {
             "/api/history" => Route::ApiHistory,
             "/api/presence" => Route::ApiPresence,
             "/client.js" => Route::ClientJs,
+            // `new WebSocket('ws://host:8080')` and the tutorials' clients
+            // (wscat, artillery quick) ask for `/`: an upgrade there is the
+            // broker, a plain GET the demo page.
+            "/" if req.upgrade_websocket => Route::Ws,
             "/" | "/index.html" => Route::Demo,
             _ => Route::NotFound,
         }

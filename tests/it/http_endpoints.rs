@@ -51,6 +51,37 @@ fn ws_and_echo_upgrade_for_a_real_client() {
     }
 }
 
+/// `new WebSocket('ws://host:port')`, wscat and artillery's `quick` ask
+/// for `/`: an upgrade there is the broker, a plain GET still the demo.
+#[test]
+fn an_upgrade_on_the_root_path_is_the_broker() {
+    let server = Server::start(&[]);
+    let (_, welcome) = join_broker(&server, "");
+    let mut root = connect(&server, "/");
+    let first = recv_json(&mut root);
+    assert_eq!(
+        (first["op"].as_str(), first["user"].is_string()),
+        (Some("welcome"), true),
+        "{first}"
+    );
+    assert_ne!(first["user"], welcome["user"]);
+    join_room(&mut root, "tutorial", 1);
+    send_json(
+        &mut root,
+        serde_json::json!({"op":"publish","room":"tutorial","data":"hi"}),
+    );
+    assert_eq!(recv_json(&mut root)["data"], "hi");
+    root.send(tungstenite::Message::text("hello from Artillery!")).unwrap();
+    assert_eq!(recv_json(&mut root)["code"], "bad_json");
+    let (status, body) = get(&server, "/");
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>roomcast demo</title>"));
+    // With a key, the root is the broker too (and refuses a missing token).
+    let with_key = Server::start(&["--jwt-secret", "a-secret-of-at-least-32-bytes-long"]);
+    let mut refused = connect(&with_key, "/");
+    assert_eq!(recv_close(&mut refused).0, 4001);
+}
+
 #[test]
 fn bad_upgrades_get_the_right_status() {
     let server = Server::start(&[]);
