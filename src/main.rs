@@ -18,9 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let text = e.to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("roomcast: {}", line.trim_start_matches("error: "));
+            eprintln!("roomcast: {}", from_env(one_line(&e.to_string())));
             return ExitCode::from(2);
         }
     };
@@ -45,12 +43,53 @@ fn main() -> ExitCode {
     }
 }
 
+/// clap's error on one line: the error, and what helps fix it (the
+/// possible values, a similar argument), without the usage.
+fn one_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut out = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_string();
+    for l in lines {
+        if l.starts_with("[possible values") || l.starts_with("tip:") {
+            out.push(' ');
+            out.push_str(l);
+        }
+    }
+    out
+}
+
+/// A bad value clap found in a `ROOMCAST_*` variable, not on the command
+/// line, is named by the variable.
+fn from_env(line: String) -> String {
+    let Some(start) = line.find("for '--") else { return line };
+    let key: String = line[start + 7..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let flag = format!("--{key}");
+    let on_command_line = std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    let env = format!("ROOMCAST_{}", key.to_uppercase().replace('-', "_"));
+    let Some(end) = line[start + 5..].find('\'').map(|i| start + 5 + i + 1) else {
+        return line;
+    };
+    if on_command_line || std::env::var_os(&env).is_none() {
+        return line;
+    }
+    format!("{}for {env}{}", &line[..start], &line[end..])
+}
+
 fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config.log_level, config.log_format);
     if config.dev_mode() {
         tracing::warn!("no --jwt-secret or --jwt-public-key: dev mode, every client is anonymous (loopback only)");
     }
     let listen = config.listen;
+    if let Some(host) = &config.listen_host {
+        tracing::info!(%listen, "--listen {host} resolved to {listen}");
+    }
     let shards = config.shards;
     let stats_every = config.stats_interval;
     let shutdown_timeout = config.shutdown_timeout;

@@ -14,7 +14,7 @@ pub mod rooms;
 mod settings;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::auth::{Algorithm, AuthConfig, Authenticator, KeySource};
@@ -56,6 +56,9 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_REDIS_PREFIX: &str = "roomcast";
 /// Default number of messages buffered while Redis is unreachable.
 pub const DEFAULT_REDIS_BUFFER_MESSAGES: usize = 10_000;
+/// Least `--max-message-bytes`: a `message` frame's fixed part, a room and
+/// a user name of a few bytes and some data.
+pub const MIN_MESSAGE_BYTES: usize = 256;
 /// Default of `--presence-max-users`.
 pub const DEFAULT_PRESENCE_MAX_USERS: usize = 1000;
 /// Default of `--presence-refresh-secs`.
@@ -77,6 +80,11 @@ pub struct ConfigError(pub String);
 pub struct Config {
     /// Address the WebSocket/HTTP listener binds.
     pub listen: SocketAddr,
+    /// The host name `listen` was resolved from, if it was given as one.
+    pub listen_host: Option<String>,
+    /// Options left unset whose defaults depend on the machine (CPUs, the
+    /// open-file limit): `--print-config` writes them as comments.
+    pub derived: Vec<&'static str>,
     /// Number of shard threads (event loops).
     pub shards: usize,
     /// Interval between heartbeat pings; a connection silent for two is cut.
@@ -161,7 +169,7 @@ impl Config {
     pub fn to_toml(&self) -> String {
         let auth = self.auth.as_ref();
         let settings = Settings {
-            listen: Some(self.listen),
+            listen: Some(self.listen.to_string()),
             shards: Some(self.shards),
             heartbeat_secs: Some(self.heartbeat.as_secs()),
             max_message_bytes: Some(self.max_message_bytes),
@@ -200,7 +208,24 @@ impl Config {
             presence_refresh_secs: Some(self.presence_refresh.as_secs()),
             rooms: (!self.rooms.written().is_empty()).then(|| self.rooms.written().to_vec()),
         };
+        let mut settings = settings;
         let mut out = String::from("# roomcast effective configuration (roomcast --print-config)\n");
+        // Defaults that depend on this machine stay defaults: written as
+        // comments, so a file made here does not cap another machine.
+        for key in &self.derived {
+            let (value, why) = match *key {
+                "shards" => (settings.shards.take().map(|v| v.to_string()), "the number of CPUs"),
+                "max-connections" => (
+                    settings.max_connections.take().map(|v| v.to_string()),
+                    "the open-file limit - 64, at most 100000",
+                ),
+                "rate-burst" => (settings.rate_burst.take().map(|v| v.to_string()), "2 x rate-limit"),
+                _ => continue,
+            };
+            if let Some(value) = value {
+                out.push_str(&format!("# {key} = {value}    (not set: {why}, on this machine)\n"));
+            }
+        }
         if matches!(auth.map(|a| &a.key), Some(KeySource::Secret(_))) {
             out.push_str("# jwt-secret is set but not printed: supply it as ROOMCAST_JWT_SECRET\n");
         }
@@ -296,29 +321,100 @@ fn positive<T: PartialOrd + Default + Copy>(name: &str, v: T) -> Result<T, Confi
     }
 }
 
+/// `IP:PORT`, or `HOST:PORT` resolved (an IPv4 address first: to most
+/// clients `localhost` is 127.0.0.1); the host name when there was one.
+fn resolve_listen(text: &str) -> Result<(SocketAddr, Option<String>), ConfigError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok((addr, None));
+    }
+    use std::net::ToSocketAddrs;
+    let bad = |why: String| {
+        ConfigError(format!(
+            "--listen: cannot use {text:?}: {why} (give IP:PORT or HOST:PORT)"
+        ))
+    };
+    let addrs: Vec<SocketAddr> = text.to_socket_addrs().map_err(|e| bad(e.to_string()))?.collect();
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| bad("the name has no address".into()))?;
+    Ok((addr, Some(text.to_string())))
+}
+
+/// Rewrites an error about `--key` to name where the value came from: the
+/// flag, its `ROOMCAST_*` variable, or the key in the file `path`.
+fn attribute(e: ConfigError, argv: &[String], file: Option<(&Path, &Settings)>) -> ConfigError {
+    let Some(rest) = e.0.strip_prefix("--") else { return e };
+    let key: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let tail = &rest[key.len()..];
+    let flag = format!("--{key}");
+    let on_command_line = argv.iter().any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+    let env = format!("ROOMCAST_{}", key.to_uppercase().replace('-', "_"));
+    let in_file = file.filter(|(_, s)| {
+        toml::Value::try_from(*s)
+            .ok()
+            .and_then(|v| v.as_table().map(|t| t.contains_key(&key)))
+            .unwrap_or(false)
+    });
+    let source = if on_command_line {
+        flag
+    } else if std::env::var_os(&env).is_some() {
+        env
+    } else if let Some((path, _)) = in_file {
+        format!("{key} in {}", path.display())
+    } else {
+        flag
+    };
+    ConfigError(format!("{source}{tail}"))
+}
+
 impl Config {
     /// Parses flags and environment, reads `--config` if given, and resolves.
+    /// An error names where the bad value came from (a flag, an environment
+    /// variable, or the file).
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
         let from_file = match &cli.config {
             Some(path) => Some(file::load(path)?),
             None => None,
         };
-        Config::resolve(cli.settings, from_file)
+        let argv: Vec<String> = std::env::args().collect();
+        let file = cli.config.as_deref().zip(from_file.as_ref());
+        Config::resolve(cli.settings.clone(), from_file.clone()).map_err(|e| attribute(e, &argv, file))
     }
 
     /// Merges the layers (`cli` wins over `file`), fills defaults, validates.
     pub fn resolve(cli: Settings, file: Option<Settings>) -> Result<Config, ConfigError> {
         let s = cli.or(file.unwrap_or_default());
-        let listen = match s.listen {
-            Some(a) => a,
-            None => DEFAULT_LISTEN.parse().expect("default address parses"),
+        let (listen, listen_host) = match s.listen.as_deref() {
+            Some(text) => resolve_listen(text)?,
+            None => (DEFAULT_LISTEN.parse().expect("default address parses"), None),
         };
+        let mut derived = Vec::new();
+        if s.shards.is_none() {
+            derived.push("shards");
+        }
+        if s.max_connections.is_none() {
+            derived.push("max-connections");
+        }
+        if s.rate_burst.is_none() {
+            derived.push("rate-burst");
+        }
         let shards = positive("shards", s.shards.unwrap_or_else(default_shards))?;
         let heartbeat_secs = positive("heartbeat-secs", s.heartbeat_secs.unwrap_or(DEFAULT_HEARTBEAT_SECS))?;
         let max_message_bytes = positive(
             "max-message-bytes",
             s.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
         )?;
+        if max_message_bytes < MIN_MESSAGE_BYTES {
+            return Err(ConfigError(format!(
+                "--max-message-bytes must be at least {MIN_MESSAGE_BYTES}: no message with a room, a user and data fits in less"
+            )));
+        }
         if max_message_bytes > 1 << 30 {
             return Err(ConfigError(
                 "--max-message-bytes must be at most 1073741824 (1 GiB)".into(),
@@ -445,6 +541,8 @@ impl Config {
         }
         Ok(Config {
             listen,
+            listen_host,
+            derived,
             shards,
             heartbeat: Duration::from_secs(heartbeat_secs),
             max_message_bytes,

@@ -2,12 +2,17 @@
 //! command line (with `ROOMCAST_*` environment fallbacks) and the TOML file so
 //! the two can never drift apart.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::rooms::RoomSection;
+
+/// `true` or `false`, listed in the error for anything else.
+fn bool_value() -> impl clap::builder::TypedValueParser<Value = bool> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["true", "false"]).map(|v| v == "true")
+}
 
 /// The `roomcast` command line.
 #[derive(Debug, clap::Parser)]
@@ -30,9 +35,9 @@ pub struct Cli {
 #[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Settings {
-    /// Address to listen on for WebSocket and HTTP [default: 127.0.0.1:8080]
+    /// Address to listen on for WebSocket and HTTP, IP:PORT or HOST:PORT (a host name is resolved) [default: 127.0.0.1:8080]
     #[arg(long, env = "ROOMCAST_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
 
     /// Number of shard threads (event loops) [default: number of CPUs]
     #[arg(long, env = "ROOMCAST_SHARDS", value_name = "N")]
@@ -127,11 +132,11 @@ pub struct Settings {
     pub redis_resubscribe_wait_secs: Option<u64>,
 
     /// Serve the demo chat page at / [default: on in dev mode, off with a JWT key]
-    #[arg(long, env = "ROOMCAST_DEMO", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "ROOMCAST_DEMO", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = bool_value())]
     pub demo: Option<bool>,
 
     /// Serve the /echo WebSocket endpoint, for conformance checks (unauthenticated, no rate limit) [default: on in dev mode, off with a JWT key]
-    #[arg(long, env = "ROOMCAST_ECHO", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "ROOMCAST_ECHO", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = bool_value())]
     pub echo: Option<bool>,
 
     /// Log filter, e.g. "info" or "roomcast=debug"; RUST_LOG is used when unset [default: info]
@@ -151,11 +156,11 @@ pub struct Settings {
     pub history_max_bytes: Option<usize>,
 
     /// Members may ask who is in a room (presence), for rooms no [[rooms]] section matches [default: false]
-    #[arg(long, env = "ROOMCAST_PRESENCE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "ROOMCAST_PRESENCE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = bool_value())]
     pub presence: Option<bool>,
 
     /// Members receive joined/left events, for rooms no [[rooms]] section matches [default: false]
-    #[arg(long, env = "ROOMCAST_JOIN_LEAVE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "ROOMCAST_JOIN_LEAVE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = bool_value())]
     pub join_leave: Option<bool>,
 
     /// Most users a presence answer lists; past it the answer says "truncated" [default: 1000]

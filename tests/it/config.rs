@@ -66,7 +66,11 @@ fn invalid_values_exit_nonzero_with_one_line() {
         (vec!["--shards", "zero"], vec![], "--shards"),
         (vec!["--shards", "0"], vec![], "--shards"),
         (vec!["--listen", "nowhere"], vec![], "--listen"),
-        (vec![], vec![("ROOMCAST_HEARTBEAT_SECS", "-1")], "--heartbeat-secs"),
+        (
+            vec![],
+            vec![("ROOMCAST_HEARTBEAT_SECS", "-1")],
+            "ROOMCAST_HEARTBEAT_SECS",
+        ),
         (
             vec!["--config", "/nonexistent/roomcast.toml"],
             vec![],
@@ -119,4 +123,127 @@ fn listening_elsewhere_than_configured_fails_clearly() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("cannot listen on") && err.contains(&addr), "{err}");
+}
+
+/// Issue 18: an error says where the bad value came from, lists the valid
+/// values, and keeps clap's suggestion for a typo.
+#[test]
+fn errors_name_the_flag_the_variable_or_the_file() {
+    let dir = std::env::temp_dir().join(format!("roomcast-test-src-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("roomcast.toml");
+    std::fs::write(&path, "shards = 0\n").unwrap();
+    let file = path.to_str().unwrap();
+    let in_file = format!("shards in {file} must be greater than 0");
+    for (args, env, needle) in [
+        (vec!["--shards", "0"], vec![], "--shards must be greater than 0"),
+        (
+            vec![],
+            vec![("ROOMCAST_SHARDS", "0")],
+            "ROOMCAST_SHARDS must be greater than 0",
+        ),
+        (vec!["--config", file], vec![], in_file.as_str()),
+        (
+            vec!["--config", file, "--shards", "0"],
+            vec![],
+            "--shards must be greater than 0",
+        ),
+        (vec!["--demo", "maybe"], vec![], "[possible values: true, false]"),
+        (
+            vec![],
+            vec![("ROOMCAST_ECHO", "x")],
+            "ROOMCAST_ECHO [possible values: true, false]",
+        ),
+        (vec!["--shard", "2"], vec![], "a similar argument exists: '--shards'"),
+        (
+            vec!["--max-message-bytes", "10"],
+            vec![],
+            "--max-message-bytes must be at least 256",
+        ),
+        (
+            vec!["--listen", "no-such-host.invalid:80"],
+            vec![],
+            "--listen: cannot use",
+        ),
+    ] {
+        let out = roomcast(&args, &env);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{args:?} {env:?}: {err}");
+    }
+}
+
+/// Issue 18: `--listen localhost:PORT` works, and the log says what it
+/// resolved to.
+#[test]
+fn a_host_name_to_listen_on_is_resolved() {
+    let (server, logs) = Server::start_logged(&["--listen", "localhost:0", "--log-level", "info"]);
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    assert_eq!(get(&server, "/healthz").0, 200);
+    let line = logs
+        .iter()
+        .find(|l| l.contains("resolved to"))
+        .expect("a log line says what localhost resolved to");
+    assert!(line.contains("--listen localhost:0"), "{line}");
+}
+
+/// Issue 18: what `--print-config` writes starts the same broker again,
+/// and machine-derived defaults stay defaults (comments).
+#[test]
+fn print_config_round_trips_and_leaves_machine_defaults_unset() {
+    let dir = std::env::temp_dir().join(format!("roomcast-test-print-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = roomcast(
+        &[
+            "--print-config",
+            "--heartbeat-secs",
+            "7",
+            "--presence",
+            "--history-size",
+            "5",
+        ],
+        &[],
+    );
+    assert!(first.status.success());
+    let text = String::from_utf8(first.stdout).unwrap();
+    for key in ["shards", "max-connections", "rate-burst"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("# {key} = "))),
+            "{key} as a comment:\n{text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with(&format!("{key} ="))),
+            "{key} not set:\n{text}"
+        );
+    }
+    let path = dir.join("printed.toml");
+    std::fs::write(&path, &text).unwrap();
+    let again = roomcast(&["--print-config", "--config", path.to_str().unwrap()], &[]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text, "the same configuration");
+    // Set explicitly, they are written as values.
+    let set = roomcast(&["--print-config", "--shards", "3"], &[]);
+    assert!(String::from_utf8(set.stdout)
+        .unwrap()
+        .lines()
+        .any(|l| l == "shards = 3"));
+}
+
+/// Issue 18: the README's TOML example starts as it is (with a key, since
+/// it listens on every address).
+#[test]
+fn the_readme_toml_example_starts() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("```toml\n# roomcast.toml").expect("the example") + "```toml\n".len();
+    let example = &readme[start..start + readme[start..].find("```").unwrap()];
+    let dir = std::env::temp_dir().join(format!("roomcast-test-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("roomcast.toml");
+    std::fs::write(&path, example).unwrap();
+    let out = roomcast(&["--print-config", "--config", path.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // And it serves (on a free port instead of the example's 8080).
+    let server = Server::start(&["--config", path.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert_eq!(get(&server, "/healthz").0, 200);
 }
