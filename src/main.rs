@@ -82,7 +82,8 @@ fn from_env(line: String) -> String {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.log_level, config.log_format);
+    let log_format = config.log_format;
+    init_logging(&config.log_level, log_format);
     if config.dev_mode() {
         tracing::warn!("no --jwt-secret or --jwt-public-key: dev mode, every client is anonymous (loopback only)");
     }
@@ -95,8 +96,15 @@ fn run(config: Config) -> anyhow::Result<()> {
     let shutdown_timeout = config.shutdown_timeout;
     let signals = watch_signals().context("cannot install signal handlers")?;
     let node = Node::start(config).with_context(|| format!("cannot listen on {listen}"))?;
-    // Scripts and tests read the bound address (useful with port 0) here.
-    println!("roomcast listening on {}", node.local_addr());
+    // Scripts and tests read the bound address (useful with port 0) here;
+    // with JSON logs, as an object shaped like the log lines.
+    let addr = node.local_addr();
+    match log_format {
+        LogFormat::Text => println!("roomcast listening on {addr}"),
+        LogFormat::Json => println!(
+            r#"{{"level":"INFO","fields":{{"message":"roomcast listening on {addr}","addr":"{addr}"}},"target":"roomcast"}}"#
+        ),
+    }
     let _ = std::io::stdout().flush();
     tracing::info!(addr = %node.local_addr(), shards, node = node.node_id(), "roomcast started");
     match node.supervise(&signals, stats_every) {

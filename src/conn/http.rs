@@ -61,7 +61,7 @@ impl<S: Transport> Conn<S> {
             }
             let (req, used) = match request::parse(&data[off..]) {
                 Err(e) => {
-                    tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, error = %e, "bad request");
+                    tracing::debug!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, error = %e, "bad request");
                     let head_only = data[off..].starts_with(b"HEAD ");
                     self.answer(ctx, Answer::text(e.status(), &format!("{e}\n"), true), head_only);
                     break None;
@@ -251,7 +251,7 @@ impl<S: Transport> Conn<S> {
         let accept = match upgrade::check(req) {
             Ok(resp) => resp,
             Err(rejection) => {
-                tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, reason = rejection.reason, "upgrade refused");
+                tracing::debug!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, reason = rejection.reason, "upgrade refused");
                 self.answer(ctx, Answer::rejection(rejection), req.method == "HEAD");
                 return Served::Close;
             }
@@ -291,7 +291,7 @@ impl<S: Transport> Conn<S> {
     /// read a close code but not the status of a failed upgrade.
     fn open_session(&mut self, ctx: &mut Ctx<'_>, req: &Request) {
         let env = ctx.env;
-        let number = self.id * env.shards as u64 + env.shard as u64;
+        let number = self.number(env);
         let session = match env.auth() {
             None => Session::anonymous(number, &env.shared.node_id, env.config(), ctx.now),
             Some(auth) => {
@@ -304,7 +304,7 @@ impl<S: Transport> Conn<S> {
                     Ok(principal) => Session::authenticated(principal, number, env.config(), ctx.now),
                     Err(e) => {
                         ctx.metrics().auth_failures.add(1);
-                        tracing::info!(shard = env.shard, conn = self.id, peer = %self.peer, reason = %e, "authentication failed");
+                        tracing::info!(shard = env.shard, conn = self.number(env), peer = %self.peer, reason = %e, "authentication failed");
                         self.start_close(ctx, CloseCode::UNAUTHORIZED, "Unauthorized");
                         return;
                     }

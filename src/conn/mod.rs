@@ -266,7 +266,7 @@ impl<S: Transport> Conn<S> {
         self.close_code = Some(CloseCode::SLOW_CONSUMER);
         self.outbox
             .push(frame::encode_close(CloseCode::SLOW_CONSUMER, "slow consumer"));
-        tracing::info!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
+        tracing::info!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, user = self.user().map(|u| &**u),
             code = 4008, "slow consumer: outbox over --max-queue-bytes, cut");
         self.linger(ctx, true);
         self.flush(ctx)
@@ -288,7 +288,7 @@ impl<S: Transport> Conn<S> {
         if !self.accepts_frames() {
             return;
         }
-        tracing::info!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
+        tracing::info!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, user = self.user().map(|u| &**u),
             code = code.0, reason, "closing");
         self.start_close(ctx, code, reason);
     }
@@ -301,6 +301,12 @@ impl<S: Transport> Conn<S> {
     /// The shard-unique id of this connection.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The node-unique number of this connection, as its welcome says
+    /// (`conn`): the one log lines use.
+    pub(crate) fn number(&self, env: &Env) -> u64 {
+        self.id * env.shards as u64 + env.shard as u64
     }
 
     /// Handles a readiness event (or a retry after `ReadAgain`); reads land
@@ -390,7 +396,7 @@ impl<S: Transport> Conn<S> {
         match self.phase {
             Phase::Ws { close_sent: false, .. } => {
                 self.close_code.get_or_insert(CloseCode::ABNORMAL);
-                tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "peer closed without a close frame");
+                tracing::debug!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, user = self.user().map(|u| &**u), "peer closed without a close frame");
             }
             Phase::Ws { close_sent: true, .. } => {}
             Phase::Http { .. } | Phase::Linger { .. } => {}
@@ -403,7 +409,7 @@ impl<S: Transport> Conn<S> {
         if matches!(self.phase, Phase::Ws { .. }) {
             self.close_code.get_or_insert(CloseCode::ABNORMAL);
         }
-        tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, error = %err, "socket error");
+        tracing::debug!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, user = self.user().map(|u| &**u), error = %err, "socket error");
         Verdict::Remove
     }
 
@@ -423,7 +429,7 @@ impl<S: Transport> Conn<S> {
                 // `Other` is never a socket's error: the outbox refused its
                 // own state (a turn index that outlived its turn), a bug.
                 if e.kind() == io::ErrorKind::Other {
-                    tracing::error!(shard = ctx.env.shard, conn = self.id, error = %e, "outbox invariant broken; connection cut");
+                    tracing::error!(shard = ctx.env.shard, conn = self.number(ctx.env), error = %e, "outbox invariant broken; connection cut");
                 }
                 return self.cut(ctx, &e);
             }
@@ -486,10 +492,10 @@ impl<S: Transport> Conn<S> {
                 if ctx.now >= self.deadline {
                     if served && head.is_empty() {
                         // An idle keep-alive connection between requests.
-                        tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "idle keep-alive connection closed");
+                        tracing::debug!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, user = self.user().map(|u| &**u), "idle keep-alive connection closed");
                     } else {
                         ctx.metrics().drop(DropReason::HandshakeTimeout);
-                        tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "request timed out");
+                        tracing::debug!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, user = self.user().map(|u| &**u), "request timed out");
                     }
                     return Verdict::Remove;
                 }
@@ -507,7 +513,7 @@ impl<S: Transport> Conn<S> {
                 if ctx.now.duration_since(self.last_seen) >= hb * 2 {
                     ctx.metrics().drop(DropReason::HeartbeatTimeout);
                     self.close_code = Some(CloseCode::ABNORMAL);
-                    tracing::info!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "no traffic for two heartbeats: cut");
+                    tracing::info!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, user = self.user().map(|u| &**u), "no traffic for two heartbeats: cut");
                     return Verdict::Remove;
                 }
                 if ctx.now.duration_since(self.last_ping) >= hb {
@@ -518,7 +524,7 @@ impl<S: Transport> Conn<S> {
             }
             Phase::Ws { close_sent: true, .. } | Phase::Linger { .. } => {
                 if ctx.now >= self.deadline {
-                    tracing::debug!(shard = ctx.env.shard, conn = self.id, peer = %self.peer, "close handshake timed out");
+                    tracing::debug!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, user = self.user().map(|u| &**u), "close handshake timed out");
                     return Verdict::Remove;
                 }
             }

@@ -174,10 +174,11 @@ impl Subscriber {
                 }
             }
             let mut lost = false;
+            let mut lost_error: Option<io::Error> = None;
             for event in events.iter() {
                 if event.token() == READS {
                     if let Err(e) = self.on_reads_socket(event.is_writable()) {
-                        tracing::warn!(error = %e, "redis link: history reads lost their connection");
+                        lost_error = Some(e);
                         lost = true;
                     }
                 }
@@ -193,7 +194,7 @@ impl Subscriber {
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "redis link: subscriber lost its connection");
+                            lost_error = Some(e);
                             lost = true;
                         }
                     }
@@ -248,13 +249,28 @@ impl Subscriber {
             self.check_nodes(mode);
             if !lost {
                 if let Err(e) = self.flush() {
-                    tracing::warn!(error = %e, "redis link: subscriber lost its connection");
+                    lost_error = Some(e);
                     lost = true;
                 }
             }
             if lost {
+                let delay = backoff.next_delay();
+                let error = lost_error.take().map(|e| e.to_string()).unwrap_or_default();
+                if self.link.as_ref().is_some_and(|l| l.connected) {
+                    tracing::warn!(%error, "redis link: subscriber lost its connection");
+                } else {
+                    // It never had one: say what it tries to reach.
+                    tracing::warn!(
+                        %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "cannot connect to Redis at {}:{} (retrying in {:.1} s)",
+                        self.host,
+                        self.port,
+                        delay.as_secs_f64()
+                    );
+                }
                 self.disconnect();
-                next_try = Instant::now() + backoff.next_delay();
+                next_try = Instant::now() + delay;
             }
             self.send_to_shards();
         }

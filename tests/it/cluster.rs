@@ -428,3 +428,28 @@ fn issue_11_2_messages_a_node_may_have_missed_are_counted() {
     assert_eq!(metric(&a, "roomcast_redis_unconfirmed_total"), 20.0);
     drop(b);
 }
+
+/// Issue 18: with Redis unreachable from the start, the log says it
+/// cannot connect (and where), not that a connection it never had was lost.
+#[test]
+fn an_unreachable_redis_at_start_is_logged_as_such() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let (server, logs) = Server::start_logged(&["--redis-url", &url, "--log-level", "info"]);
+    let line = logs
+        .iter()
+        .find(|l| l.contains("Redis at"))
+        .expect("a line about reaching Redis");
+    assert!(
+        line.contains(&format!("cannot connect to Redis at 127.0.0.1:{port}")),
+        "{line}"
+    );
+    assert!(line.contains("retrying in"), "{line}");
+    assert_eq!(get(&server, "/readyz").0, 503);
+    let lost: Vec<String> = logs.try_iter().filter(|l| l.contains("lost its connection")).collect();
+    assert!(lost.is_empty(), "{lost:?}");
+}

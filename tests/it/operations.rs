@@ -324,10 +324,21 @@ fn json_logs_are_one_object_per_line() {
     let mut line = String::new();
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    // The address line on standard output is JSON too.
+    let mut listening = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut listening).unwrap();
     let _ = child.kill();
     let _ = child.wait();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{v}");
+    let v: serde_json::Value = serde_json::from_str(&listening).unwrap_or_else(|e| panic!("{e}: {listening}"));
+    let addr = v["fields"]["addr"].as_str().unwrap_or_else(|| panic!("{v}"));
+    assert!(addr.parse::<std::net::SocketAddr>().is_ok(), "{v}");
+    assert!(v["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("roomcast listening on "));
 }
 
 #[test]
@@ -428,4 +439,38 @@ fn print_config_round_trips_room_sections() {
     std::fs::write(&effective, &text).unwrap();
     assert_eq!(print(&effective), text);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 18: a log line about a connection names it by the number its
+/// client was told (the welcome's `conn`), with its user.
+#[test]
+fn log_lines_use_the_welcome_s_connection_number_and_user() {
+    let (server, logs) = Server::start_logged(&[
+        "--log-level",
+        "info",
+        "--shards",
+        "3",
+        "--rate-limit",
+        "1",
+        "--rate-burst",
+        "1",
+    ]);
+    // A few connections, so shard-local ids and node numbers differ.
+    let _others: Vec<_> = (0..4).map(|_| join_broker(&server, "").0).collect();
+    let (mut flooder, welcome) = join_broker(&server, "");
+    let (conn, user) = (
+        welcome["conn"].as_u64().unwrap(),
+        welcome["user"].as_str().unwrap().to_string(),
+    );
+    for _ in 0..200 {
+        if flooder.send(tungstenite::Message::text("{}")).is_err() {
+            break;
+        }
+    }
+    let line = logs
+        .iter()
+        .find(|l| l.contains("closing") && l.contains("1008"))
+        .expect("the flood's close is logged");
+    assert!(line.contains(&format!("conn={conn} ")), "conn {conn}: {line}");
+    assert!(line.contains(&user), "user {user}: {line}");
 }
