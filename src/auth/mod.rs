@@ -14,6 +14,7 @@
 
 mod algorithm;
 mod claims;
+mod origin;
 mod policy;
 mod request;
 
@@ -24,6 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{DecodingKey, Validation};
 
 pub(crate) use algorithm::Algorithm;
+pub(crate) use origin::{OriginPolicy, LOOPBACK_ORIGINS};
 pub(crate) use policy::RoomPolicy;
 pub(crate) use request::{bearer, constant_time_eq, query_param, token_from_request};
 

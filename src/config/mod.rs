@@ -131,6 +131,8 @@ pub struct Config {
     pub rooms: RoomRules,
     /// Memory for history, all rooms together (one node).
     pub history_max_bytes: usize,
+    /// Web origins allowed to open a WebSocket.
+    pub allowed_origins: crate::auth::OriginPolicy,
     /// Most users a presence answer lists.
     pub presence_max_users: usize,
     /// How often a node refreshes its presence in Redis.
@@ -202,6 +204,7 @@ impl Config {
             history_size: Some(self.rooms.default_options().history_size),
             history_ttl_secs: Some(self.rooms.default_options().history_ttl.as_secs()),
             history_max_bytes: Some(self.history_max_bytes),
+            allowed_origins: Some(self.allowed_origins.written().unwrap_or_else(|| "*".into())),
             presence: Some(self.rooms.default_options().presence),
             join_leave: Some(self.rooms.default_options().join_leave),
             presence_max_users: Some(self.presence_max_users),
@@ -535,6 +538,17 @@ impl Config {
             "presence-refresh-secs",
             s.presence_refresh_secs.unwrap_or(DEFAULT_PRESENCE_REFRESH_SECS),
         )?);
+        let allowed_origins = match &s.allowed_origins {
+            Some(list) => {
+                crate::auth::OriginPolicy::parse(list).map_err(|e| ConfigError(format!("--allowed-origins: {e}")))?
+            }
+            // Dev mode: no page on the internet may reach a developer's broker.
+            None if auth.is_none() => {
+                crate::auth::OriginPolicy::parse(crate::auth::LOOPBACK_ORIGINS).expect("the loopback origins parse")
+            }
+            // Tokens are not ambient credentials: a page cannot use one it does not have.
+            None => crate::auth::OriginPolicy::Any,
+        };
         let mut redis = redis;
         if let Some(r) = &mut redis {
             r.presence_refresh = rooms.any_presence().then_some(presence_refresh);
@@ -566,6 +580,7 @@ impl Config {
             log_level,
             rooms,
             history_max_bytes,
+            allowed_origins,
             presence_max_users: positive(
                 "presence-max-users",
                 s.presence_max_users.unwrap_or(DEFAULT_PRESENCE_MAX_USERS),

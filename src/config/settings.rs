@@ -171,6 +171,10 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_PRESENCE_REFRESH_SECS", value_name = "N")]
     pub presence_refresh_secs: Option<u64>,
 
+    /// Web origins allowed to open a WebSocket, comma-separated (https://app.example.com, https://*.example.com, http://localhost:*), or * for any; clients that send no Origin are always allowed [default: this machine's pages in dev mode, any with a JWT key]
+    #[arg(long, env = "ROOMCAST_ALLOWED_ORIGINS", value_name = "LIST")]
+    pub allowed_origins: Option<String>,
+
     /// Options per room pattern: `[[rooms]]` sections, in the TOML file only (last: TOML writes tables after values)
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +215,7 @@ impl Settings {
             history_size: self.history_size.or(lower.history_size),
             history_ttl_secs: self.history_ttl_secs.or(lower.history_ttl_secs),
             history_max_bytes: self.history_max_bytes.or(lower.history_max_bytes),
+            allowed_origins: self.allowed_origins.or(lower.allowed_origins),
             presence: self.presence.or(lower.presence),
             join_leave: self.join_leave.or(lower.join_leave),
             presence_max_users: self.presence_max_users.or(lower.presence_max_users),

@@ -256,6 +256,13 @@ impl<S: Transport> Conn<S> {
                 return Served::Close;
             }
         };
+        if !ctx.config().allowed_origins.allows(req.origin.as_deref()) {
+            let origin = req.origin.as_deref().unwrap_or_default();
+            tracing::info!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, origin, "upgrade refused: origin not allowed");
+            let why = format!("origin {origin} is not allowed to open a WebSocket here (--allowed-origins)\n");
+            self.answer(ctx, Answer::text("403 Forbidden", &why, true), false);
+            return Served::Close;
+        }
         self.queue(accept);
         self.phase = Phase::Ws {
             route,

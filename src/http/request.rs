@@ -55,6 +55,8 @@ pub struct Request {
     pub ws_key: Option<String>,
     /// `Authorization`, if present.
     pub authorization: Option<String>,
+    /// `Origin`, if present (browsers send it with every upgrade).
+    pub origin: Option<String>,
     /// `Content-Length`, if present and numeric.
     pub content_length: Option<u64>,
     /// A `Transfer-Encoding` header was sent (a body of unknown length).
@@ -137,6 +139,8 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HttpError> {
             } else if lists_token(h.value, "keep-alive") {
                 out.connection_close = false;
             }
+        } else if name.eq_ignore_ascii_case("origin") {
+            out.origin = std::str::from_utf8(h.value).ok().map(str::to_string);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             out.ws_version = text(h.value);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {

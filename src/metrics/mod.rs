@@ -71,7 +71,7 @@ pub const CLOSE_CODES: [u16; 14] = [
 ];
 
 /// HTTP statuses counted separately; anything else counts under the last slot.
-pub const HTTP_STATUSES: [u16; 11] = [200, 400, 401, 404, 405, 411, 413, 426, 431, 503, 0];
+pub const HTTP_STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 405, 411, 413, 426, 431, 503, 0];
 
 /// A counter written by exactly one thread (its shard).
 #[derive(Debug, Default)]

@@ -20,5 +20,6 @@ mod limits;
 mod measure;
 mod messaging;
 mod operations;
+mod origins;
 mod presence;
 mod protection;

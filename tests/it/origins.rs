@@ -1,0 +1,88 @@
+//! Origin checks (issue 15): which web pages may open a WebSocket. Raw
+//! upgrade requests with and without `Origin`, against dev mode's default,
+//! a key's default and an explicit list.
+
+use crate::util::*;
+
+const SECRET: &str = "a-secret-of-at-least-32-bytes-long";
+
+/// The status of an upgrade of `path` with `origin` (none: no header).
+fn upgrade_status(server: &Server, path: &str, origin: Option<&str>) -> u16 {
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    let (status, _, _) = http(
+        server,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{origin}\r\n"
+        ),
+    );
+    status
+}
+
+#[test]
+fn dev_mode_lets_only_this_machine_s_pages_in() {
+    let server = Server::start(&[]);
+    for origin in [
+        None,
+        Some("http://localhost:3000"),
+        Some("http://127.0.0.1:8080"),
+        Some("http://[::1]:5173"),
+    ] {
+        assert_eq!(upgrade_status(&server, "/ws", origin), 101, "{origin:?}");
+    }
+    for origin in ["https://evil.example", "null", "http://localhost.evil.example"] {
+        assert_eq!(upgrade_status(&server, "/ws", Some(origin)), 403, "{origin}");
+        assert_eq!(upgrade_status(&server, "/", Some(origin)), 403, "/ as well: {origin}");
+    }
+    let (status, _, body) = http(
+        &server,
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: https://evil.example\r\n\r\n",
+    );
+    assert_eq!(status, 403);
+    assert_eq!(body.lines().count(), 1, "one line: {body}");
+    assert!(
+        body.contains("https://evil.example") && body.contains("--allowed-origins"),
+        "{body}"
+    );
+    assert_eq!(metric(&server, "roomcast_http_responses_total{status=\"403\"}"), 7.0);
+}
+
+#[test]
+fn with_a_key_any_origin_unless_a_list_is_set() {
+    let open = Server::start(&["--jwt-secret", SECRET]);
+    for origin in [None, Some("https://anywhere.example"), Some("null")] {
+        assert_eq!(upgrade_status(&open, "/ws", origin), 101, "{origin:?}");
+    }
+    let listed = Server::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--allowed-origins",
+        "https://app.example.com,https://*.example.org",
+    ]);
+    for (origin, want) in [
+        (None, 101),
+        (Some("https://app.example.com"), 101),
+        (Some("https://chat.example.org"), 101),
+        (Some("https://example.org"), 403),
+        (Some("http://app.example.com"), 403),
+        (Some("https://app.example.com:8443"), 403),
+        (Some("null"), 403),
+    ] {
+        assert_eq!(upgrade_status(&listed, "/ws", origin), want, "{origin:?}");
+    }
+}
+
+#[test]
+fn a_bad_list_is_refused_at_start_up() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["--allowed-origins", "example.com"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--allowed-origins") && err.contains("is not an origin"),
+        "{err}"
+    );
+}
