@@ -133,6 +133,8 @@ pub struct Config {
     pub history_max_bytes: usize,
     /// Web origins allowed to open a WebSocket.
     pub allowed_origins: crate::auth::OriginPolicy,
+    /// Proxies whose forwarding headers name the client.
+    pub trusted_proxies: crate::limits::TrustedProxies,
     /// Most users a presence answer lists.
     pub presence_max_users: usize,
     /// How often a node refreshes its presence in Redis.
@@ -205,6 +207,7 @@ impl Config {
             history_ttl_secs: Some(self.rooms.default_options().history_ttl.as_secs()),
             history_max_bytes: Some(self.history_max_bytes),
             allowed_origins: Some(self.allowed_origins.written().unwrap_or_else(|| "*".into())),
+            trusted_proxies: self.trusted_proxies.written(),
             presence: Some(self.rooms.default_options().presence),
             join_leave: Some(self.rooms.default_options().join_leave),
             presence_max_users: Some(self.presence_max_users),
@@ -549,6 +552,11 @@ impl Config {
             // Tokens are not ambient credentials: a page cannot use one it does not have.
             None => crate::auth::OriginPolicy::Any,
         };
+        let trusted_proxies = match &s.trusted_proxies {
+            Some(list) => crate::limits::TrustedProxies::parse(list)
+                .map_err(|e| ConfigError(format!("--trusted-proxies: {e}")))?,
+            None => crate::limits::TrustedProxies::default(),
+        };
         let mut redis = redis;
         if let Some(r) = &mut redis {
             r.presence_refresh = rooms.any_presence().then_some(presence_refresh);
@@ -581,6 +589,7 @@ impl Config {
             rooms,
             history_max_bytes,
             allowed_origins,
+            trusted_proxies,
             presence_max_users: positive(
                 "presence-max-users",
                 s.presence_max_users.unwrap_or(DEFAULT_PRESENCE_MAX_USERS),

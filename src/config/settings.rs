@@ -175,6 +175,10 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_ALLOWED_ORIGINS", value_name = "LIST")]
     pub allowed_origins: Option<String>,
 
+    /// Proxies (addresses or CIDRs, comma-separated) whose Forwarded / X-Forwarded-For headers name the client, for logs and --max-connections-per-ip [default: none: the headers are ignored]
+    #[arg(long, env = "ROOMCAST_TRUSTED_PROXIES", value_name = "CIDRS")]
+    pub trusted_proxies: Option<String>,
+
     /// Options per room pattern: `[[rooms]]` sections, in the TOML file only (last: TOML writes tables after values)
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,6 +220,7 @@ impl Settings {
             history_ttl_secs: self.history_ttl_secs.or(lower.history_ttl_secs),
             history_max_bytes: self.history_max_bytes.or(lower.history_max_bytes),
             allowed_origins: self.allowed_origins.or(lower.allowed_origins),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             presence: self.presence.or(lower.presence),
             join_leave: self.join_leave.or(lower.join_leave),
             presence_max_users: self.presence_max_users.or(lower.presence_max_users),

@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     pub node_id: Arc<str>,
     /// Health and counters of the Redis link, if there is one.
     pub link: Option<Arc<LinkState>>,
+    /// The node's connection counts (a connection from a trusted proxy is
+    /// counted against its client's address once the request names it).
+    pub admission: Arc<crate::limits::Admission>,
 }
 
 /// One shard's read-only surroundings.

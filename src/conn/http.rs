@@ -248,6 +248,17 @@ impl<S: Transport> Conn<S> {
     }
 
     fn upgrade(&mut self, ctx: &mut Ctx<'_>, route: Route, req: &Request) -> Served {
+        // Behind a trusted proxy the client is the one its headers name:
+        // the address logs give and --max-connections-per-ip counts.
+        let proxies = &ctx.config().trusted_proxies;
+        let client = req
+            .provenance
+            .as_ref()
+            .and_then(|f| proxies.client(self.peer.ip(), &f.forwarded, &f.x_forwarded_for));
+        if let Some(client) = client {
+            ctx.env.shared.admission.rebind(&mut self.permit, client);
+            self.peer = std::net::SocketAddr::new(client, 0);
+        }
         let accept = match upgrade::check(req) {
             Ok(resp) => resp,
             Err(rejection) => {
@@ -256,8 +267,8 @@ impl<S: Transport> Conn<S> {
                 return Served::Close;
             }
         };
-        if !ctx.config().allowed_origins.allows(req.origin.as_deref()) {
-            let origin = req.origin.as_deref().unwrap_or_default();
+        if !ctx.config().allowed_origins.allows(req.origin()) {
+            let origin = req.origin().unwrap_or_default();
             tracing::info!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, origin, "upgrade refused: origin not allowed");
             let why = format!("origin {origin} is not allowed to open a WebSocket here (--allowed-origins)\n");
             self.answer(ctx, Answer::text("403 Forbidden", &why, true), false);

@@ -128,17 +128,18 @@ pub fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
 impl Harness {
     /// A fresh connection under `config` on a one-shard node in dev mode.
     pub fn new(config: Config) -> Harness {
+        let admission = Arc::new(Admission::new(10, None));
         let shared = Shared {
             config: Arc::new(Config { shards: 1, ..config }),
             registry: Registry::new(1),
             auth: None,
             node_id: Arc::from("test"),
             link: None,
+            admission: admission.clone(),
         };
         let env = Env::new(0, shared);
-        let admission = Arc::new(Admission::new(10, None));
         let peer: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let permit = admission.admit(peer.ip()).expect("under the cap");
+        let permit = admission.admit(peer.ip(), false).expect("under the cap");
         let now = Instant::now();
         let conn = Conn::new(Scripted::default(), peer, 1, permit, env.config(), now);
         Harness {

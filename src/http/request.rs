@@ -32,6 +32,24 @@ impl HttpError {
     }
 }
 
+/// Where a request comes from, as its headers say.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// `Origin` (browsers send it with every upgrade).
+    pub origin: Option<String>,
+    /// `Forwarded` values, in order (believed from trusted proxies only).
+    pub forwarded: Vec<String>,
+    /// `X-Forwarded-For` values, in order (likewise).
+    pub x_forwarded_for: Vec<String>,
+}
+
+impl Request {
+    /// The `Origin` header, if any.
+    pub fn origin(&self) -> Option<&str> {
+        self.provenance.as_ref()?.origin.as_deref()
+    }
+}
+
 /// The parts of a request head that roomcast acts on.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -55,8 +73,9 @@ pub struct Request {
     pub ws_key: Option<String>,
     /// `Authorization`, if present.
     pub authorization: Option<String>,
-    /// `Origin`, if present (browsers send it with every upgrade).
-    pub origin: Option<String>,
+    /// `Origin`, `Forwarded` and `X-Forwarded-For`, if any: where the
+    /// request comes from (boxed: most requests have none of them).
+    pub provenance: Option<Box<Provenance>>,
     /// `Content-Length`, if present and numeric.
     pub content_length: Option<u64>,
     /// A `Transfer-Encoding` header was sent (a body of unknown length).
@@ -139,8 +158,17 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HttpError> {
             } else if lists_token(h.value, "keep-alive") {
                 out.connection_close = false;
             }
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            let f = out.provenance.get_or_insert_with(Box::default);
+            f.forwarded
+                .extend(std::str::from_utf8(h.value).ok().map(str::to_string));
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            let f = out.provenance.get_or_insert_with(Box::default);
+            f.x_forwarded_for
+                .extend(std::str::from_utf8(h.value).ok().map(str::to_string));
         } else if name.eq_ignore_ascii_case("origin") {
-            out.origin = std::str::from_utf8(h.value).ok().map(str::to_string);
+            out.provenance.get_or_insert_with(Box::default).origin =
+                std::str::from_utf8(h.value).ok().map(str::to_string);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             out.ws_version = text(h.value);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {

@@ -54,6 +54,8 @@ pub(crate) struct Permit {
 struct Held {
     pool: Arc<AtomicUsize>,
     ticket: Ticket,
+    /// From a trusted proxy: the client's address is counted once known.
+    proxied: bool,
     /// The client address's count, when one is kept.
     ip: Option<Arc<AtomicUsize>>,
 }
@@ -126,10 +128,18 @@ impl Admission {
         }
     }
 
-    /// Admits a new connection from `ip`; `None` means close it now.
-    pub fn admit(&self, ip: IpAddr) -> Option<Permit> {
+    /// Admits a new connection from `ip`; `None` means close it now. A
+    /// connection from a trusted proxy (`proxied`) is not counted against
+    /// the proxy's address: [`Admission::rebind`] counts its client's.
+    pub fn admit(&self, ip: IpAddr, proxied: bool) -> Option<Permit> {
         let mut ticket = Ticket::Refusing;
-        if let Some(limit) = self.per_ip {
+        if proxied {
+            if take(&self.open, self.max) {
+                let mut permit = self.permit(&self.open, Ticket::Counted, None);
+                permit.held.proxied = true;
+                return Some(permit);
+            }
+        } else if let Some(limit) = self.per_ip {
             let count = self.by_ip().count(ip);
             if !take(&count, limit) {
                 ticket = Ticket::OverIpLimit;
@@ -144,6 +154,24 @@ impl Admission {
         take(&self.refusing, MAX_REFUSING).then(|| self.permit(&self.refusing, ticket, None))
     }
 
+    /// The client behind a trusted proxy is `ip`: it takes a place in
+    /// that address's count, or the permit becomes over the per-address
+    /// limit (refused like one at accept). Once per permit.
+    pub fn rebind(&self, permit: &mut Permit, ip: IpAddr) {
+        let held = &mut permit.held;
+        if !held.proxied || held.ip.is_some() || held.ticket != Ticket::Counted {
+            return;
+        }
+        held.proxied = false;
+        let Some(limit) = self.per_ip else { return };
+        let count = self.by_ip().count(ip);
+        if take(&count, limit) {
+            held.ip = Some(count);
+        } else {
+            held.ticket = Ticket::OverIpLimit;
+        }
+    }
+
     fn by_ip(&self) -> MutexGuard<'_, ByIp> {
         // Nothing panics while holding it; a poisoned map is still consistent.
         self.by_ip.lock().unwrap_or_else(|e| e.into_inner())
@@ -155,6 +183,7 @@ impl Admission {
             held: Box::new(Held {
                 pool: pool.clone(),
                 ticket,
+                proxied: false,
                 ip,
             }),
         }
@@ -177,27 +206,27 @@ mod tests {
     #[test]
     fn over_the_cap_a_few_are_held_to_be_refused_and_the_rest_closed() {
         let a = Admission::new(2, None);
-        let first = a.admit(A);
-        let _second = a.admit(A);
+        let first = a.admit(A, false);
+        let _second = a.admit(A, false);
         assert_eq!(ticket(&first), Some(Ticket::Counted));
-        let mut refusing: Vec<_> = (0..MAX_REFUSING).map(|_| a.admit(A)).collect();
+        let mut refusing: Vec<_> = (0..MAX_REFUSING).map(|_| a.admit(A, false)).collect();
         assert!(refusing.iter().all(|p| ticket(p) == Some(Ticket::Refusing)));
-        assert!(a.admit(A).is_none());
+        assert!(a.admit(A, false).is_none());
         refusing.pop();
         assert_eq!(
-            ticket(&a.admit(A)),
+            ticket(&a.admit(A, false)),
             Some(Ticket::Refusing),
             "a dropped permit frees its place"
         );
         drop(first);
-        assert_eq!(ticket(&a.admit(A)), Some(Ticket::Counted));
+        assert_eq!(ticket(&a.admit(A, false)), Some(Ticket::Counted));
     }
 
     #[test]
     fn every_permit_dropped_leaves_the_counts_at_zero() {
         let a = Admission::new(1, Some(1));
         let permits: Vec<_> = (0..10)
-            .filter_map(|i| a.admit(if i % 2 == 0 { A } else { B }))
+            .filter_map(|i| a.admit(if i % 2 == 0 { A } else { B }, false))
             .collect();
         assert_eq!(permits.len(), 1 + MAX_REFUSING.min(9));
         drop(permits);
@@ -213,23 +242,46 @@ mod tests {
     #[test]
     fn one_address_over_its_limit_is_refused_while_others_get_in() {
         let a = Admission::new(10, Some(2));
-        let held: Vec<_> = (0..2).map(|_| a.admit(A)).collect();
+        let held: Vec<_> = (0..2).map(|_| a.admit(A, false)).collect();
         assert!(held.iter().all(|p| ticket(p) == Some(Ticket::Counted)));
-        let over = a.admit(A);
+        let over = a.admit(A, false);
         assert_eq!(ticket(&over), Some(Ticket::OverIpLimit));
-        assert_eq!(ticket(&a.admit(B)), Some(Ticket::Counted));
+        assert_eq!(ticket(&a.admit(B, false)), Some(Ticket::Counted));
         drop(over);
         drop(held);
-        assert_eq!(ticket(&a.admit(A)), Some(Ticket::Counted), "places given back");
+        assert_eq!(ticket(&a.admit(A, false)), Some(Ticket::Counted), "places given back");
     }
 
     #[test]
     fn a_refusal_for_the_global_cap_gives_the_address_its_place_back() {
         let a = Admission::new(1, Some(5));
-        let _in = a.admit(B);
+        let _in = a.admit(B, false);
         for _ in 0..5 {
-            assert_eq!(ticket(&a.admit(A)), Some(Ticket::Refusing));
+            assert_eq!(ticket(&a.admit(A, false)), Some(Ticket::Refusing));
         }
         assert_eq!(a.by_ip().counts[&A].load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_proxied_connection_counts_its_client_not_the_proxy() {
+        let a = Admission::new(10, Some(1));
+        let proxy = A;
+        let mut first = a.admit(proxy, true).unwrap();
+        let mut second = a.admit(proxy, true).unwrap();
+        assert_eq!(
+            (first.ticket(), second.ticket()),
+            (Ticket::Counted, Ticket::Counted),
+            "not the proxy's count"
+        );
+        a.rebind(&mut first, B);
+        assert_eq!(first.ticket(), Ticket::Counted);
+        a.rebind(&mut second, B);
+        assert_eq!(second.ticket(), Ticket::OverIpLimit, "B's one place is taken");
+        drop(first);
+        let mut third = a.admit(proxy, true).unwrap();
+        a.rebind(&mut third, B);
+        assert_eq!(third.ticket(), Ticket::Counted, "given back");
+        a.rebind(&mut third, A);
+        assert_eq!(third.ticket(), Ticket::Counted, "once per permit");
     }
 }

@@ -17,7 +17,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::bus::{ShardHandle, ShardMsg};
-use crate::limits::Admission;
+use crate::limits::{Admission, TrustedProxies};
 use crate::metrics::AcceptorMetrics;
 
 const LISTENER: Token = Token(0);
@@ -33,6 +33,8 @@ pub(crate) struct Acceptor {
     shards: Vec<ShardHandle>,
     next: usize,
     admission: Arc<Admission>,
+    /// Connections from these are counted per address once their client is known.
+    trusted_proxies: TrustedProxies,
     stop: Arc<AtomicBool>,
     metrics: Arc<AcceptorMetrics>,
 }
@@ -43,6 +45,7 @@ impl Acceptor {
         mut listener: TcpListener,
         shards: Vec<ShardHandle>,
         admission: Arc<Admission>,
+        trusted_proxies: TrustedProxies,
         stop: Arc<AtomicBool>,
         metrics: Arc<AcceptorMetrics>,
     ) -> io::Result<(Acceptor, Arc<Waker>)> {
@@ -55,6 +58,7 @@ impl Acceptor {
             shards,
             next: 0,
             admission,
+            trusted_proxies,
             stop,
             metrics,
         };
@@ -104,7 +108,8 @@ impl Acceptor {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
             }
-            let Some(permit) = self.admission.admit(peer.ip()) else {
+            let proxied = self.trusted_proxies.contains(peer.ip());
+            let Some(permit) = self.admission.admit(peer.ip(), proxied) else {
                 // Over the cap with enough already waiting to be refused.
                 self.metrics.refused.add(1);
                 tracing::debug!(peer = %peer, "over --max-connections: closed at accept");

@@ -100,6 +100,7 @@ impl Node {
             auth,
             node_id: node_id.clone(),
             link: link_state.clone(),
+            admission: admission.clone(),
         };
         let (exit_tx, exits) = crossbeam_channel::unbounded();
         let mut built = Vec::new();
@@ -135,6 +136,7 @@ impl Node {
             listener,
             shards.clone(),
             admission,
+            config.trusted_proxies.clone(),
             stop.clone(),
             registry.acceptor.clone(),
         )?;

@@ -73,6 +73,7 @@ impl FanoutBench {
             shards: 1,
             ..Config::default()
         };
+        let admission = Arc::new(Admission::new(recipients, None));
         let env = Env::new(
             0,
             Shared {
@@ -81,9 +82,9 @@ impl FanoutBench {
                 auth: None,
                 node_id: Arc::from("bench"),
                 link: None,
+                admission: admission.clone(),
             },
         );
-        let admission = Arc::new(Admission::new(recipients, None));
         let mut bench = FanoutBench {
             env,
             work: Work::default(),
@@ -100,7 +101,7 @@ impl FanoutBench {
                 input: request.to_vec(),
             };
             let peer: std::net::SocketAddr = "127.0.0.1:9".parse().expect("an address");
-            let permit = admission.admit(peer.ip()).expect("sized for every recipient");
+            let permit = admission.admit(peer.ip(), false).expect("sized for every recipient");
             let mut conn = Conn::new(stream, peer, id as u64, permit, bench.env.config(), clock.now);
             let mut ctx = Ctx::new(&bench.env, &mut bench.work, &bench.pending.frames, clock);
             conn.on_ready(&mut ctx, &mut bench.scratch, true, true);

@@ -1,6 +1,7 @@
-//! Origin checks (issue 15): which web pages may open a WebSocket. Raw
-//! upgrade requests with and without `Origin`, against dev mode's default,
-//! a key's default and an explicit list.
+//! The production edge (issue 15): origin checks (which web pages may
+//! open a WebSocket: raw upgrades with and without `Origin`, against dev
+//! mode's default, a key's default and an explicit list) and clients
+//! behind a trusted proxy (`--trusted-proxies`).
 
 use crate::util::*;
 
@@ -85,4 +86,45 @@ fn a_bad_list_is_refused_at_start_up() {
         err.contains("--allowed-origins") && err.contains("is not an origin"),
         "{err}"
     );
+}
+
+// ---- Behind a proxy (issue 15): --trusted-proxies ----
+
+/// A WebSocket to `server` whose request says it was forwarded for `xff`.
+fn via_proxy(server: &Server, xff: Option<&str>) -> Client {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = server.url("/ws").into_client_request().unwrap();
+    if let Some(x) = xff {
+        req.headers_mut().insert("X-Forwarded-For", x.parse().unwrap());
+    }
+    let stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    tungstenite::client::client(req, stream).expect("handshake").0
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_per_address_limit_counts_clients() {
+    let server = Server::start(&["--trusted-proxies", "127.0.0.0/8", "--max-connections-per-ip", "1"]);
+    let mut ann = via_proxy(&server, Some("203.0.113.1"));
+    assert_eq!(recv_json(&mut ann)["op"], "welcome");
+    // Another client through the same proxy is not the proxy's second connection.
+    let mut bob = via_proxy(&server, Some("198.51.100.7, 203.0.113.2"));
+    assert_eq!(recv_json(&mut bob)["op"], "welcome");
+    // ann again: her one place is taken (the left part of a list is the client's to forge).
+    let mut ann_again = via_proxy(&server, Some("6.6.6.6, 203.0.113.1"));
+    assert_eq!(
+        recv_close(&mut ann_again),
+        (1013, "too many connections from your address".to_string())
+    );
+    assert_eq!(metric(&server, "roomcast_dropped_total{reason=\"ip_limit\"}"), 1.0);
+}
+
+#[test]
+fn from_an_untrusted_peer_forwarding_headers_are_ignored() {
+    let server = Server::start(&["--max-connections-per-ip", "1"]);
+    let mut first = via_proxy(&server, Some("203.0.113.1"));
+    assert_eq!(recv_json(&mut first)["op"], "welcome");
+    // A different claimed client changes nothing: the peer is 127.0.0.1.
+    let mut second = via_proxy(&server, Some("203.0.113.99"));
+    assert_eq!(recv_close(&mut second).0, 1013);
 }
