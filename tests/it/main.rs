@@ -9,6 +9,7 @@ mod auth;
 mod close_codes;
 mod cluster;
 mod config;
+mod deploy;
 mod echo;
 mod edge;
 mod hardening;
