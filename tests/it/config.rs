@@ -246,4 +246,15 @@ fn the_readme_toml_example_starts() {
     // And it serves (on a free port instead of the example's 8080).
     let server = Server::start(&["--config", path.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     assert_eq!(get(&server, "/healthz").0, 200);
+
+    // So does operations.md's production file, with its secret from the
+    // environment as the systemd unit gives it.
+    let ops = include_str!("../../docs/operations.md");
+    let start = ops.find("```toml\n# /etc/roomcast/roomcast.toml").expect("the example") + "```toml\n".len();
+    let example = &ops[start..start + ops[start..].find("```").unwrap()];
+    let path = dir.join("production.toml");
+    std::fs::write(&path, example).unwrap();
+    let secret = [("ROOMCAST_JWT_SECRET", "a-secret-of-at-least-32-bytes-long")];
+    let out = roomcast(&["--print-config", "--config", path.to_str().unwrap()], &secret);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
