@@ -186,34 +186,24 @@ impl<S: Transport> Conn<S> {
             return;
         }
         if let Some((room, limit, since)) = answer.history.take() {
-            let start = ctx.work.names.len();
-            ctx.work.names.push_str(&room);
-            ctx.work.actions.push(Action::History {
-                name: start..ctx.work.names.len(),
+            let history = |name| Action::History {
+                name,
                 limit,
                 since,
                 id: Some(0),
                 api: true,
-            });
-            self.await_answer(Awaiting::Object {
-                close: answer.close,
-                head_only,
-            });
+            };
+            self.await_read(ctx, &room, answer.close, head_only, history);
             return;
         }
         if let Some((room, list)) = answer.presence.take() {
-            let start = ctx.work.names.len();
-            ctx.work.names.push_str(&room);
-            ctx.work.actions.push(Action::Presence {
-                name: start..ctx.work.names.len(),
+            let presence = |name| Action::Presence {
+                name,
                 list,
                 id: Some(0),
                 api: true,
-            });
-            self.await_answer(Awaiting::Object {
-                close: answer.close,
-                head_only,
-            });
+            };
+            self.await_read(ctx, &room, answer.close, head_only, presence);
             return;
         }
         let response = if head_only { answer.head() } else { answer.response };
@@ -221,6 +211,22 @@ impl<S: Transport> Conn<S> {
         if answer.close {
             self.linger(ctx, true);
         }
+    }
+
+    /// An API read of a room (`GET /api/history`, `GET /api/presence`):
+    /// the action for the room's owner shard, then the answer is awaited.
+    fn await_read(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        room: &str,
+        close: bool,
+        head_only: bool,
+        action: impl FnOnce(std::ops::Range<usize>) -> Action,
+    ) {
+        let start = ctx.work.names.len();
+        ctx.work.names.push_str(room);
+        ctx.work.actions.push(action(start..ctx.work.names.len()));
+        self.await_answer(Awaiting::Object { close, head_only });
     }
 
     /// Serves one whole request; `close` ends the connection after it

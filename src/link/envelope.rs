@@ -4,20 +4,29 @@
 //!
 //! Layout: `[b'R'][u8 n][n bytes node id][u64 BE unix nanos][frame]`.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
 const MAGIC: u8 = b'R';
 
 /// Builds an envelope.
 pub fn encode(node: &str, sent_unix_nanos: u64, frame: &[u8]) -> Vec<u8> {
+    encode_parts(node, sent_unix_nanos, &[frame])
+}
+
+/// Builds an envelope whose frame part is `parts` one after the other (no
+/// copy of them joined first).
+pub fn encode_parts(node: &str, sent_unix_nanos: u64, parts: &[&[u8]]) -> Vec<u8> {
     let node = &node.as_bytes()[..node.len().min(255)];
-    let mut out = BytesMut::with_capacity(10 + node.len() + frame.len());
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(10 + node.len() + len);
     out.put_u8(MAGIC);
     out.put_u8(node.len() as u8);
     out.put_slice(node);
     out.put_u64(sent_unix_nanos);
-    out.put_slice(frame);
-    out.to_vec()
+    for p in parts {
+        out.put_slice(p);
+    }
+    out
 }
 
 /// A decoded envelope.

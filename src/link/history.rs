@@ -23,7 +23,7 @@
 //! of one call go together as `<first offset>:` followed by each envelope
 //! as `<length>:<envelope>`, their offsets counting up from the first.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use redis::Value;
 
 use crate::history::Epoch;
@@ -162,11 +162,8 @@ impl Mode {
 /// u32][payload])`.
 pub(crate) fn encode_draft(node: &str, sent_unix_nanos: u64, draft: &Draft) -> Vec<u8> {
     let (payload, (start, end)) = draft.parts();
-    let mut inner = BytesMut::with_capacity(8 + payload.len());
-    inner.put_u32(start);
-    inner.put_u32(end);
-    inner.put_slice(payload);
-    envelope::encode(node, sent_unix_nanos, &inner)
+    let (start, end) = (start.to_be_bytes(), end.to_be_bytes());
+    envelope::encode_parts(node, sent_unix_nanos, &[&start, &end, payload])
 }
 
 /// A kept or published message: its offset and draft.

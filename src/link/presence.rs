@@ -173,13 +173,10 @@ pub(crate) fn parse_snapshot(reply: &Value) -> Shares {
 
 /// Every node's share merged per user: distinct users and their
 /// connections, for a presence query on a node that follows no user of the
-/// room. `alive` says whether a node is still there.
-pub(crate) fn merge(shares: &Shares, alive: impl Fn(&str) -> bool) -> Vec<(Arc<str>, u32)> {
+/// room (the shares of nodes that are gone already dropped).
+pub(crate) fn merge(shares: &Shares) -> Vec<(Arc<str>, u32)> {
     let mut users: hashbrown::HashMap<Arc<str>, u32> = hashbrown::HashMap::new();
-    for (node, _, list) in shares {
-        if !alive(node) {
-            continue;
-        }
+    for (_, _, list) in shares {
         for (user, conns) in list {
             *users.entry(user.clone()).or_default() += conns;
         }
@@ -222,7 +219,8 @@ mod tests {
         assert_eq!((&*shares[0].0, shares[0].1, shares[0].2.len()), ("n1", 7, 1));
         assert_eq!((&*shares[1].0, shares[1].1), ("n2", 3));
         assert_eq!(&*shares[1].2[0].0, "bob|x");
-        let mut merged = merge(&shares, |n| n != "n2");
+        let alive: Shares = shares.iter().filter(|(n, _, _)| &**n != "n2").cloned().collect();
+        let mut merged = merge(&alive);
         merged.sort();
         assert_eq!(merged, [(Arc::from("ann"), 2)]);
         assert_eq!(node_fields("n1", ["ann"]), [b"n1|s".to_vec(), b"n1|u|ann".to_vec()]);

@@ -280,12 +280,20 @@ impl Reads {
         }
     }
 
-    /// A node said goodbye, or another node's change named it.
-    pub fn node_seen(&mut self, node: &str, gone: bool) {
-        if gone {
-            self.known.remove(node);
-        } else if !self.known.contains(node) {
+    /// Another node's change named `node`: it is checked from now on.
+    pub fn node_seen(&mut self, node: &str) {
+        if !self.known.contains(node) {
             self.known.insert(Arc::from(node));
+        }
+    }
+
+    /// `node` is gone (it said goodbye, or its key expired): every shard
+    /// takes its users out, and it is checked no more.
+    pub fn node_gone(&mut self, node: &str, post: &mut Post) {
+        self.known.remove(node);
+        let node: Arc<str> = Arc::from(node);
+        for shard in 0..post.len() {
+            post.item(shard, Item::NodeGone { node: node.clone() });
         }
     }
 
@@ -403,11 +411,9 @@ impl Reads {
                 }
             }
             Pending::Alive { read: None, node } => {
-                if matches!(reply, redis::Value::Int(0)) && self.known.remove(&node) {
+                if matches!(reply, redis::Value::Int(0)) && self.known.contains(&node) {
                     tracing::info!(%node, "redis link: a node is gone (its liveness key expired)");
-                    for shard in 0..post.len() {
-                        post.item(shard, Item::NodeGone { node: node.clone() });
-                    }
+                    self.node_gone(&node, post);
                 }
             }
         }
@@ -443,10 +449,11 @@ impl Reads {
                 },
             ),
             Target::Query { list, cap, reply } => {
-                let users = presence::merge(&read.shares, |_| true);
+                let users = presence::merge(&read.shares);
                 let id = if reply.api { None } else { reply.req };
-                let listed = users.iter().take(cap).map(|(u, n)| (&**u, *n));
-                let frame = encode::presence(id, &read.room, users.len(), list.then_some(listed), users.len() > cap);
+                let listed: Vec<(&str, u32)> = users.iter().take(cap).map(|(u, n)| (&**u, *n)).collect();
+                let listed = list.then_some(&listed[..]);
+                let frame = encode::presence(id, &read.room, users.len(), listed, users.len() > cap);
                 let body = frame.clone();
                 answer(reply, frame, || ApiPart::Object(body), post);
             }
@@ -564,22 +571,13 @@ impl Reads {
         let Fenced { joins, read, replay } = f;
         // Forwarded after the read ran, before this point: the members did
         // not get them live.
-        let later: Vec<Bytes> = self
-            .watch
-            .get(&joins.channel)
-            .map(|w| {
-                w.seen
-                    .iter()
-                    .filter(|(n, _)| *n > read.top)
-                    .map(|(_, f)| f.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let top = self
-            .watch
-            .get(&joins.channel)
-            .and_then(|w| w.seen.last())
-            .map_or(read.top, |(n, _)| (*n).max(read.top));
+        let seen: &[(u64, Bytes)] = self.watch.get(&joins.channel).map_or(&[], |w| &w.seen);
+        let later: Vec<Bytes> = seen
+            .iter()
+            .filter(|(n, _)| *n > read.top)
+            .map(|(_, f)| f.clone())
+            .collect();
+        let top = seen.last().map_or(read.top, |(n, _)| (*n).max(read.top));
         self.unwatch(&joins.channel);
         let recovered = match joins.mode {
             Mode::Position => None,

@@ -473,11 +473,7 @@ impl Subscriber {
             if let Some(node) = presence::parse_goodbye(payload) {
                 if node != &*self.node_id {
                     tracing::info!(%node, "redis link: a node said goodbye");
-                    self.reads.node_seen(node, true);
-                    let node: Arc<str> = Arc::from(node);
-                    for shard in 0..self.post.len() {
-                        self.post.item(shard, crate::bus::Item::NodeGone { node: node.clone() });
-                    }
+                    self.reads.node_gone(node, &mut self.post);
                 }
             }
             return;
@@ -541,7 +537,7 @@ impl Subscriber {
             return;
         };
         let room = room.clone();
-        self.reads.node_seen(&change.node, false);
+        self.reads.node_seen(&change.node);
         let owner = crate::rooms::owner_of(&room, self.post.len());
         self.post.item(owner, crate::bus::Item::RemotePresence { room, change });
     }

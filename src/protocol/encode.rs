@@ -311,13 +311,7 @@ pub fn presence_event(joined: bool, room: &str, user: &str) -> Bytes {
 /// `{"op":"presence","id":I,"room":R,"count":C,"users":[{"user":U,"conns":K},...]}`
 /// (`"truncated":true` when `users` is not all of them; no `users` when
 /// `users` is `None`; no `id` for the HTTP API).
-pub fn presence<'a>(
-    id: Option<u64>,
-    room: &str,
-    count: usize,
-    users: Option<impl IntoIterator<Item = (&'a str, u32)>>,
-    truncated: bool,
-) -> Bytes {
+pub fn presence(id: Option<u64>, room: &str, count: usize, users: Option<&[(&str, u32)]>, truncated: bool) -> Bytes {
     let mut w = FrameWriter::new(64 + room.len());
     w.raw(br#"{"op":"presence","#);
     if let Some(id) = id {
@@ -329,7 +323,7 @@ pub fn presence<'a>(
         .number(count as u64);
     if let Some(users) = users {
         w.raw(br#","users":["#);
-        for (i, (user, conns)) in users.into_iter().enumerate() {
+        for (i, &(user, conns)) in users.iter().enumerate() {
             if i > 0 {
                 w.raw(b",");
             }

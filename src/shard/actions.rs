@@ -315,14 +315,36 @@ pub(super) fn fan_out<S: crate::conn::Transport>(
     frame: &Bytes,
     cap: usize,
 ) {
+    fan_out_except(conns, pending, members, frame, cap, |_| false);
+}
+
+/// [`fan_out`] to the members `skip` does not name (a presence event is
+/// not sent to the connections of the user it is about); returns how many
+/// were skipped. With `|_| false` it is `fan_out` exactly: the check
+/// compiles away.
+#[inline]
+pub(super) fn fan_out_except<S: crate::conn::Transport>(
+    conns: &mut slab::Slab<Conn<S>>,
+    pending: &mut Pending,
+    members: &[u32],
+    frame: &Bytes,
+    cap: usize,
+    skip: impl Fn(&Conn<S>) -> bool,
+) -> u64 {
     let (at, len) = (pending.frames.push(frame), frame.len());
+    let mut skipped = 0;
     for &slot in members {
         let slot = slot as usize;
         let Some(conn) = conns.get_mut(slot) else { continue };
+        if skip(conn) {
+            skipped += 1;
+            continue;
+        }
         if !conn.push_foreign(at, len, cap) {
             pending.kill.push((slot, conn.id()));
         } else if conn.mark_dirty() {
             pending.dirty.push((slot, conn.id()));
         }
     }
+    skipped
 }

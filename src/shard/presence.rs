@@ -27,6 +27,7 @@ use crate::presence::{Change, Remote};
 use crate::protocol::encode;
 use crate::rooms::{owner_of, Topic, TopicRef};
 
+use super::actions::fan_out_except;
 use super::Shard;
 
 impl Shard {
@@ -123,7 +124,8 @@ impl Shard {
         let mut rooms: Vec<Arc<str>> = Vec::new();
         for (room, user, conns) in local {
             self.presence_seq += 1;
-            if rooms.last() != Some(&room) && !rooms.contains(&room) {
+            // `local()` gives each room's users together.
+            if rooms.last() != Some(&room) {
                 rooms.push(room.clone());
             }
             let seq = self.presence_seq;
@@ -172,22 +174,9 @@ impl Shard {
             return;
         };
         let cap = self.env.config().max_queue_bytes;
-        let (at, len) = (self.pending.frames.push(frame), frame.len());
-        let mut sent = 0;
-        for &slot in members {
-            let slot = slot as usize;
-            let Some(conn) = self.conns.get_mut(slot) else { continue };
-            if conn.user().is_some_and(|u| &**u == user) {
-                continue;
-            }
-            sent += 1;
-            if !conn.push_foreign(at, len, cap) {
-                self.pending.kill.push((slot, conn.id()));
-            } else if conn.mark_dirty() {
-                self.pending.dirty.push((slot, conn.id()));
-            }
-        }
-        self.env.metrics.deliveries.add(sent);
+        let own = |c: &crate::conn::Conn| c.user().is_some_and(|u| &**u == user);
+        let skipped = fan_out_except(&mut self.conns, &mut self.pending, members, frame, cap, own);
+        self.env.metrics.deliveries.add(members.len() as u64 - skipped);
     }
 
     /// A `presence` query from a connection of this shard (or the API).
@@ -198,24 +187,21 @@ impl Shard {
             self.relay.item(owner, Item::PresenceQuery { room, list, reply });
             return;
         }
+        self.env.metrics.presence_queries.add(1);
         if self.relay.has_link() && !self.presence.follows(room) {
             // No user here: the node does not follow the room; Redis knows.
             let (room, cap) = (Arc::from(room), self.env.config().presence_max_users);
             let cap = if list { cap } else { 0 };
-            self.env.metrics.presence_queries.add(1);
             self.relay
                 .link_request(LinkRequest::PresenceQuery { room, list, cap, reply });
             return;
         }
-        self.env.metrics.presence_queries.add(1);
         let id = if reply.api { None } else { reply.req };
         let frame = if list {
             let snapshot = self.presence.snapshot(room, self.env.config().presence_max_users);
-            let users = Some(snapshot.users.iter().copied());
-            encode::presence(id, room, snapshot.count, users, snapshot.truncated)
+            encode::presence(id, room, snapshot.count, Some(&snapshot.users), snapshot.truncated)
         } else {
-            let none: Option<std::iter::Empty<(&str, u32)>> = None;
-            encode::presence(id, room, self.presence.count(room), none, false)
+            encode::presence(id, room, self.presence.count(room), None, false)
         };
         if reply.api {
             self.answer_api(reply, ApiPart::Object(frame), clock);
