@@ -98,3 +98,16 @@ export function launchChromium() {
     timeout: TIMEOUT * 3,
   });
 }
+
+/** Opens the demo as `name`, joins `room`, resolves once the chat box is enabled. */
+export async function openDemo(browser, broker, name, room = 'lobby') {
+  const page = await browser.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.errors = [];
+  page.on('pageerror', (err) => page.errors.push(err));
+  await page.goto(broker.url(`/?name=${name}&room=${room}`));
+  await page.waitForSelector('#status[data-state="open"]');
+  await page.click('#join');
+  await page.waitForSelector('#text:not([disabled])');
+  return page;
+}

@@ -5,19 +5,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Roomcast } from '../../clients/js/roomcast.js';
-import { startBroker, launchChromium, eventually, TIMEOUT } from './harness.mjs';
+import { startBroker, launchChromium, openDemo, eventually } from './harness.mjs';
 
 test('the demo page shows who is online and updates live', { timeout: 60_000 }, async (t) => {
   const broker = await startBroker({ args: ['--presence', '--join-leave'] });
   t.after(() => broker.kill());
   const browser = await launchChromium();
   t.after(() => browser.close());
-  const page = await browser.newPage();
-  page.setDefaultTimeout(TIMEOUT);
-  await page.goto(broker.url('/?name=Alice&room=lobby'));
-  await page.waitForSelector('#status[data-state="open"]');
-  await page.click('#join');
-  await page.waitForSelector('#text:not([disabled])');
+  const page = await openDemo(browser, broker, 'Alice');
   const online = () => page.$$eval('#online li', (els) => els.map((e) => e.textContent));
   await eventually('the page lists itself', async () => (await online()).length === 1);
   assert.match((await online())[0], /\(you\)$/);

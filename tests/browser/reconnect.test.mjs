@@ -3,20 +3,7 @@
 // by themselves, and the chat goes on.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, launchChromium, eventually, metric, TIMEOUT } from './harness.mjs';
-
-/** Opens the demo as `name`, joins `room`, resolves once the chat box is enabled. */
-async function person(browser, broker, name, room = 'lobby') {
-  const page = await browser.newPage();
-  page.setDefaultTimeout(TIMEOUT);
-  page.errors = [];
-  page.on('pageerror', (err) => page.errors.push(err));
-  await page.goto(broker.url(`/?name=${name}&room=${room}`));
-  await page.waitForSelector('#status[data-state="open"]');
-  await page.click('#join');
-  await page.waitForSelector('#text:not([disabled])');
-  return page;
-}
+import { startBroker, launchChromium, openDemo, eventually, metric, TIMEOUT } from './harness.mjs';
 
 /** Types a message and sends it. */
 async function say(page, text) {
@@ -46,8 +33,8 @@ test('two pages chat, survive a broker restart on the same port, and chat again'
   const browser = await launchChromium();
   t.after(() => browser.close());
 
-  const alice = await person(browser, broker, 'Alice');
-  const bob = await person(browser, broker, 'Bob');
+  const alice = await openDemo(browser, broker, 'Alice');
+  const bob = await openDemo(browser, broker, 'Bob');
   await say(alice, 'hello Bob');
   await Promise.all([sees(bob, 'Alice', 'hello Bob'), sees(alice, 'Alice', 'hello Bob')]);
   await say(bob, 'hi Alice');

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import WebSocket from 'ws';
 import { Roomcast } from '../../clients/js/roomcast.js';
-import { startBroker, launchChromium, eventually, TIMEOUT } from './harness.mjs';
+import { startBroker, launchChromium, openDemo, eventually, TIMEOUT } from './harness.mjs';
 
 /** A TCP forwarder to `addr` whose connections a test can cut. */
 async function forwarder(addr) {
@@ -105,12 +105,7 @@ test('the demo page shows the room history above the join, then live messages on
   for (const text of ['first', 'second', 'third']) await publisher.publish('lobby', { name: 'Bot', text });
   const browser = await launchChromium();
   t.after(() => browser.close());
-  const page = await browser.newPage();
-  page.setDefaultTimeout(TIMEOUT);
-  await page.goto(broker.url('/?name=Alice&room=lobby'));
-  await page.waitForSelector('#status[data-state="open"]');
-  await page.click('#join');
-  await page.waitForSelector('#text:not([disabled])');
+  const page = await openDemo(browser, broker, 'Alice');
   const texts = () => page.$$eval('#log .msg .text', (els) => els.map((e) => e.textContent));
   await eventually('the history on the page', async () => (await texts()).length === 3);
   await publisher.publish('lobby', { name: 'Bot', text: 'live' });

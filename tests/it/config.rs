@@ -129,11 +129,8 @@ fn listening_elsewhere_than_configured_fails_clearly() {
 /// values, and keeps clap's suggestion for a typo.
 #[test]
 fn errors_name_the_flag_the_variable_or_the_file() {
-    let dir = std::env::temp_dir().join(format!("roomcast-test-src-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("roomcast.toml");
-    std::fs::write(&path, "shards = 0\n").unwrap();
-    let file = path.to_str().unwrap();
+    let path = temp_file("roomcast.toml", "shards = 0\n");
+    let file = path.as_str();
     let in_file = format!("shards in {file} must be greater than 0");
     for (args, env, needle) in [
         (vec!["--shards", "0"], vec![], "--shards must be greater than 0"),

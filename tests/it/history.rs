@@ -275,11 +275,8 @@ fn history_expires_after_its_ttl_and_a_restart_starts_new_epochs() {
 
 #[test]
 fn the_history_query_and_its_errors() {
-    let dir = std::env::temp_dir().join(format!("roomcast-history-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("rooms.toml");
-    std::fs::write(&file, "[[rooms]]\nmatch = \"chat:*\"\nhistory_size = 4\n").unwrap();
-    let server = Server::start(&["--config", file.to_str().unwrap(), "--shards", "2"]);
+    let file = temp_file("rooms.toml", "[[rooms]]\nmatch = \"chat:*\"\nhistory_size = 4\n");
+    let server = Server::start(&["--config", &file, "--shards", "2"]);
     let (mut ws, _) = join_broker(&server, "");
     for n in 1..=6 {
         send_json(&mut ws, json!({"op":"publish","room":"chat:a","data":{"n":n},"id":n}));
@@ -337,7 +334,7 @@ fn the_history_query_and_its_errors() {
     // Without history, a room's messages carry no offset.
     send_json(&mut ws, json!({"op":"publish","room":"lobby","data":1,"id":10}));
     assert_eq!(recv_json(&mut ws), json!({"op":"ack","id":10}));
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(std::path::Path::new(&file).parent().unwrap());
 }
 
 #[test]
@@ -390,11 +387,8 @@ pub(crate) fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16
 
 #[test]
 fn the_http_api_answers_offsets_and_history() {
-    let dir = std::env::temp_dir().join(format!("roomcast-api-history-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("rooms.toml");
-    std::fs::write(&file, "[[rooms]]\nmatch = \"h:*\"\nhistory_size = 10\n").unwrap();
-    let server = Server::start(&["--config", file.to_str().unwrap(), "--api-key", "k", "--shards", "3"]);
+    let file = temp_file("rooms.toml", "[[rooms]]\nmatch = \"h:*\"\nhistory_size = 10\n");
+    let server = Server::start(&["--config", &file, "--api-key", "k", "--shards", "3"]);
     let (status, body) = api(&server, "POST", "/api/publish", r#"{"room":"h:1","data":"a"}"#);
     assert_eq!((status, body.as_str()), (200, r#"{"published":1,"offset":1}"#));
     let batch = r#"{"batch":[{"room":"h:1","data":"b"},{"room":"plain","data":1},{"room":"h:2","data":"c"},{"room":"h:1","data":"d"}]}"#;
@@ -457,7 +451,7 @@ fn the_http_api_answers_offsets_and_history() {
     assert_eq!((status, body.as_str()), (200, r#"{"published":1,"offset":1}"#));
     let (status, _, body) = read_response(&mut s);
     assert_eq!((status, body.as_str()), (200, "ok\n"));
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(std::path::Path::new(&file).parent().unwrap());
 }
 
 /// A join of a room with history, undone by a leave before the owner shard

@@ -134,11 +134,8 @@ fn history_trimmed_by_size_or_ttl_is_not_recovered() {
 #[test]
 fn a_redis_restart_starts_new_epochs_and_an_outage_answers_unavailable() {
     let mut redis = Redis::start();
-    let dir = std::env::temp_dir().join(format!("roomcast-redis-history-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("rooms.toml");
-    std::fs::write(&file, "[[rooms]]\nmatch = \"r\"\nhistory_size = 10\n").unwrap();
-    let a = node(&redis, &["--config", file.to_str().unwrap(), "--api-key", "k"]);
+    let file = temp_file("rooms.toml", "[[rooms]]\nmatch = \"r\"\nhistory_size = 10\n");
+    let a = node(&redis, &["--config", &file, "--api-key", "k"]);
     let (mut ws, _) = join_broker(&a, "");
     let epoch = join(&mut ws, "r", 1, None)["epoch"].clone();
     for n in 1..=3 {

@@ -12,23 +12,12 @@ const SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
 /// A server with JWT auth (named users) and `extra` flags; rooms
 /// `lobby:*` track presence with events, `quiet:*` presence only.
 fn server(extra: &[&str]) -> Server {
-    let dir = std::env::temp_dir().join(format!("roomcast-presence-{}-{}", std::process::id(), unique()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("rooms.toml");
-    std::fs::write(
-        &file,
+    let file = temp_file(
+        "rooms.toml",
         "[[rooms]]\nmatch = \"lobby:*\"\npresence = true\njoin_leave = true\n\
          [[rooms]]\nmatch = \"quiet:*\"\npresence = true\n",
-    )
-    .unwrap();
-    let mut args = vec![
-        "--config",
-        file.to_str().unwrap(),
-        "--jwt-secret",
-        SECRET,
-        "--api-key",
-        "k",
-    ];
+    );
+    let mut args = vec!["--config", &file, "--jwt-secret", SECRET, "--api-key", "k"];
     args.extend_from_slice(extra);
     Server::start(&args)
 }
