@@ -51,6 +51,7 @@ mod presence;
 mod protocol;
 mod rooms;
 mod shard;
+mod tls;
 mod ws;
 
 pub use config::Config;

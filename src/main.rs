@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use roomcast::config::{Cli, Config, LogFormat};
 use roomcast::Node;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -94,7 +94,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let shards = config.shards;
     let stats_every = config.stats_interval;
     let shutdown_timeout = config.shutdown_timeout;
-    let signals = watch_signals().context("cannot install signal handlers")?;
+    let (signals, reload) = watch_signals().context("cannot install signal handlers")?;
     let node = Node::start(config).with_context(|| format!("cannot listen on {listen}"))?;
     // Scripts and tests read the bound address (useful with port 0) here;
     // with JSON logs, as an object shaped like the log lines.
@@ -107,7 +107,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = std::io::stdout().flush();
     tracing::info!(addr = %node.local_addr(), shards, node = node.node_id(), "roomcast started");
-    match node.supervise(&signals, stats_every) {
+    match node.supervise(&signals, &reload, stats_every) {
         Ok(signal) => {
             tracing::info!(
                 signal,
@@ -126,16 +126,24 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Forwards the first SIGTERM/SIGINT to the returned channel; a second one
-/// exits the process at once.
-fn watch_signals() -> std::io::Result<crossbeam_channel::Receiver<i32>> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+/// Forwards the first SIGTERM/SIGINT to the first channel returned (a
+/// second one exits the process at once), and each SIGHUP to the second.
+type Signals = (crossbeam_channel::Receiver<i32>, crossbeam_channel::Receiver<()>);
+
+fn watch_signals() -> std::io::Result<Signals> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let (tx, rx) = crossbeam_channel::bounded(1);
+    let (reload_tx, reload_rx) = crossbeam_channel::bounded(1);
     std::thread::Builder::new()
         .name("roomcast-signals".into())
         .spawn(move || {
             let mut seen = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    // Several before the node gets to it make one reload.
+                    let _ = reload_tx.try_send(());
+                    continue;
+                }
                 seen += 1;
                 if seen > 1 {
                     eprintln!("roomcast: second signal: exiting now");
@@ -144,7 +152,7 @@ fn watch_signals() -> std::io::Result<crossbeam_channel::Receiver<i32>> {
                 let _ = tx.try_send(signal);
             }
         })?;
-    Ok(rx)
+    Ok((rx, reload_rx))
 }
 
 fn init_logging(filter: &str, format: LogFormat) {

@@ -139,6 +139,8 @@ pub struct Config {
     pub presence_max_users: usize,
     /// How often a node refreshes its presence in Redis.
     pub presence_refresh: Duration,
+    /// The listener's certificate and key; `None`: plain TCP.
+    pub tls: Option<crate::tls::Files>,
 }
 
 /// Settings of the Redis link (`docs/cluster.md`).
@@ -212,6 +214,8 @@ impl Config {
             join_leave: Some(self.rooms.default_options().join_leave),
             presence_max_users: Some(self.presence_max_users),
             presence_refresh_secs: Some(self.presence_refresh.as_secs()),
+            tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
+            tls_key: self.tls.as_ref().map(|t| t.key.clone()),
             rooms: (!self.rooms.written().is_empty()).then(|| self.rooms.written().to_vec()),
         };
         let mut settings = settings;
@@ -557,6 +561,20 @@ impl Config {
                 .map_err(|e| ConfigError(format!("--trusted-proxies: {e}")))?,
             None => crate::limits::TrustedProxies::default(),
         };
+        let tls = match (&s.tls_cert, &s.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = crate::tls::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                };
+                // Refused here, with the reason, rather than at the first client.
+                crate::tls::Acceptor::new(&files).map_err(|e| ConfigError(format!("--tls-cert/--tls-key: {e}")))?;
+                Some(files)
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError("--tls-cert needs --tls-key".into())),
+            (None, Some(_)) => return Err(ConfigError("--tls-key needs --tls-cert".into())),
+        };
         let mut redis = redis;
         if let Some(r) = &mut redis {
             r.presence_refresh = rooms.any_presence().then_some(presence_refresh);
@@ -595,6 +613,7 @@ impl Config {
                 s.presence_max_users.unwrap_or(DEFAULT_PRESENCE_MAX_USERS),
             )?,
             presence_refresh,
+            tls,
         })
     }
 }

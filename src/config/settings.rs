@@ -179,6 +179,14 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_TRUSTED_PROXIES", value_name = "CIDRS")]
     pub trusted_proxies: Option<String>,
 
+    /// PEM certificate chain (leaf first): the listener speaks TLS (wss://, https://); SIGHUP reloads it [default: none: plain TCP]
+    #[arg(long, env = "ROOMCAST_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, RSA or EC)
+    #[arg(long, env = "ROOMCAST_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Options per room pattern: `[[rooms]]` sections, in the TOML file only (last: TOML writes tables after values)
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,6 +233,8 @@ impl Settings {
             join_leave: self.join_leave.or(lower.join_leave),
             presence_max_users: self.presence_max_users.or(lower.presence_max_users),
             presence_refresh_secs: self.presence_refresh_secs.or(lower.presence_refresh_secs),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
             rooms: self.rooms.or(lower.rooms),
         }
     }

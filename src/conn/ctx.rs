@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     /// The node's connection counts (a connection from a trusted proxy is
     /// counted against its client's address once the request names it).
     pub admission: Arc<crate::limits::Admission>,
+    /// Makes TLS connections, with `--tls-cert`.
+    pub tls: Option<Arc<crate::tls::Acceptor>>,
 }
 
 /// One shard's read-only surroundings.

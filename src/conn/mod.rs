@@ -32,12 +32,13 @@ use crate::http::Route;
 use crate::limits::{Permit, Ticket, REFUSING_HANDSHAKE};
 use crate::metrics::DropReason;
 use crate::protocol::encode;
+use crate::tls::Outcome;
 use crate::ws::{frame, CloseCode, Decoder, OpCode};
 pub(crate) use action::{Action, JoinAt};
 pub(crate) use ctx::{Clock, Ctx, Env, Shared, Work};
 use outbox::Outbox;
 use session::Session;
-pub(crate) use transport::Transport;
+pub(crate) use transport::{Stream, Transport};
 use turn::TurnIndex;
 
 /// Reads per readiness event before other connections get a turn; the
@@ -82,7 +83,7 @@ enum Phase {
 
 /// A client connection owned by one shard, over any [`Transport`].
 #[derive(Debug)]
-pub(crate) struct Conn<S = mio::net::TcpStream> {
+pub(crate) struct Conn<S = Stream> {
     stream: S,
     peer: SocketAddr,
     /// Shard-unique id; also the generation that makes a stale handle harmless.
@@ -346,7 +347,11 @@ impl<S: Transport> Conn<S> {
             if self.read_paused {
                 return Verdict::Keep;
             }
-            match self.stream.read(scratch) {
+            let read = self.stream.read(scratch);
+            if let Some(outcome) = self.stream.take_outcome() {
+                self.on_tls(ctx, outcome);
+            }
+            match read {
                 Ok(0) => return self.on_eof(ctx),
                 Ok(n) => {
                     ctx.metrics().bytes_received.add(n as u64);
@@ -370,6 +375,19 @@ impl<S: Transport> Conn<S> {
             }
         }
         Verdict::ReadAgain
+    }
+
+    /// Counts the end of a TLS handshake.
+    #[cold]
+    fn on_tls(&mut self, ctx: &Ctx<'_>, outcome: Outcome) {
+        match outcome {
+            Outcome::Established => ctx.metrics().tls_handshakes.add(1),
+            Outcome::Failed(failure) => {
+                ctx.metrics().tls_failure(failure);
+                tracing::debug!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer,
+                    reason = failure.label(), "TLS handshake failed");
+            }
+        }
     }
 
     /// Whether what the peer sends now is discarded unread.
@@ -420,7 +438,10 @@ impl<S: Transport> Conn<S> {
 
     /// Writes the outbox until it is empty or the socket is full.
     pub fn flush(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        if self.outbox.is_empty() && !matches!(self.phase, Phase::Linger { shut: false, .. }) {
+        if self.outbox.is_empty()
+            && !self.stream.holds_output()
+            && !matches!(self.phase, Phase::Linger { shut: false, .. })
+        {
             return Verdict::Keep;
         }
         match self.outbox.flush(&mut self.stream, &mut ctx.work.stage, ctx.turn) {
@@ -434,6 +455,11 @@ impl<S: Transport> Conn<S> {
                 return self.cut(ctx, &e);
             }
         }
+        // Sealed TLS records the socket did not take (none for plain TCP).
+        let held = match self.stream.send_held() {
+            Ok(held) => held,
+            Err(e) => return self.cut(ctx, &e),
+        };
         // Reads paused for the welcome stay paused until it is sent.
         let resume = self.read_paused
             && self.session.as_ref().is_none_or(|s| s.welcomed)
@@ -442,7 +468,7 @@ impl<S: Transport> Conn<S> {
         if resume {
             self.read_paused = false;
         }
-        if !self.outbox.is_empty() {
+        if !self.outbox.is_empty() || held {
             return if resume { Verdict::ReadAgain } else { Verdict::Keep };
         }
         if let Phase::Linger { drain, shut } = &mut self.phase {
@@ -495,6 +521,9 @@ impl<S: Transport> Conn<S> {
                         tracing::debug!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, user = self.user().map(|u| &**u), "idle keep-alive connection closed");
                     } else {
                         ctx.metrics().drop(DropReason::HandshakeTimeout);
+                        if self.stream.timed_out_handshake() {
+                            ctx.metrics().tls_failure(crate::tls::Failure::Timeout);
+                        }
                         tracing::debug!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, user = self.user().map(|u| &**u), "request timed out");
                     }
                     return Verdict::Remove;

@@ -93,7 +93,7 @@ impl Write for Scripted {
 }
 
 impl Transport for Scripted {
-    fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
         self.shut.set(true);
         Ok(())
     }
@@ -131,11 +131,12 @@ impl Harness {
         let admission = Arc::new(Admission::new(10, None));
         let shared = Shared {
             config: Arc::new(Config { shards: 1, ..config }),
-            registry: Registry::new(1),
+            registry: Registry::new(1, false),
             auth: None,
             node_id: Arc::from("test"),
             link: None,
             admission: admission.clone(),
+            tls: None,
         };
         let env = Env::new(0, shared);
         let peer: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();

@@ -152,12 +152,21 @@ pub struct ShardMetrics {
     pub joined_events: Counter,
     /// `left` events sent.
     pub left_events: Counter,
+    /// TLS handshakes completed.
+    pub tls_handshakes: Counter,
+    /// TLS handshakes failed, by [`crate::tls::Failure`].
+    pub tls_failures: [Counter; crate::tls::Failure::ALL.len()],
 }
 
 impl ShardMetrics {
     /// Counts one drop.
     pub fn drop(&self, reason: DropReason) {
         self.dropped[reason as usize].add(1);
+    }
+
+    /// Counts one failed TLS handshake.
+    pub fn tls_failure(&self, failure: crate::tls::Failure) {
+        self.tls_failures[failure as usize].add(1);
     }
 
     /// Counts one WebSocket close with `code` (1006 for a cut socket).
@@ -192,6 +201,15 @@ pub struct AcceptorMetrics {
     pub refused: Counter,
 }
 
+/// Certificate reloads (`SIGHUP`), with `--tls-cert`.
+#[derive(Debug, Default)]
+pub struct TlsMetrics {
+    /// Reloads that put a new certificate in place.
+    pub reloads: Counter,
+    /// Reloads refused (the old certificate stayed).
+    pub reload_failures: Counter,
+}
+
 /// Every metrics block of a node; cheap to clone, read by scrapes.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -199,14 +217,17 @@ pub struct Registry {
     pub shards: Arc<[Arc<ShardMetrics>]>,
     /// The acceptor's block.
     pub acceptor: Arc<AcceptorMetrics>,
+    /// Certificate reloads; `None` without TLS (no TLS metrics are shown).
+    pub tls: Option<Arc<TlsMetrics>>,
 }
 
 impl Registry {
-    /// A registry for `shards` shards, all zero.
-    pub fn new(shards: usize) -> Registry {
+    /// A registry for `shards` shards, all zero; with TLS metrics if `tls`.
+    pub fn new(shards: usize, tls: bool) -> Registry {
         Registry {
             shards: (0..shards).map(|_| Arc::new(ShardMetrics::default())).collect(),
             acceptor: Arc::new(AcceptorMetrics::default()),
+            tls: tls.then(|| Arc::new(TlsMetrics::default())),
         }
     }
 

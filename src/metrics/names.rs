@@ -47,6 +47,13 @@ pub const DROPPED_TOTAL: &str = "roomcast_dropped_total";
 pub const CLOSES_TOTAL: &str = "roomcast_closes_total";
 /// Counter: HTTP responses that were not upgrades, by `status`.
 pub const HTTP_RESPONSES_TOTAL: &str = "roomcast_http_responses_total";
+/// Counter: TLS handshakes completed (with `--tls-cert`).
+pub const TLS_HANDSHAKES_TOTAL: &str = "roomcast_tls_handshakes_total";
+/// Counter: TLS handshakes failed, by `reason` (`plain_http`, `alert`,
+/// `protocol`, `closed`, `timeout`).
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "roomcast_tls_handshake_failures_total";
+/// Counter: certificate reloads on SIGHUP, by `result` (`ok`, `error`).
+pub const TLS_RELOADS_TOTAL: &str = "roomcast_tls_reloads_total";
 /// Gauge: resident memory of the process, bytes.
 pub const RESIDENT_MEMORY_BYTES: &str = "roomcast_process_resident_memory_bytes";
 /// Gauge (always 1): build information in labels.

@@ -158,6 +158,36 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
     by_code(&mut out, HTTP_RESPONSES_TOTAL, help, "status", &HTTP_STATUSES, |i| {
         sum(reg, |s| s.http_responses[i].get())
     });
+    if let Some(tls) = &reg.tls {
+        header(&mut out, TLS_HANDSHAKES_TOTAL, "counter", "TLS handshakes completed.");
+        let _ = writeln!(out, "{TLS_HANDSHAKES_TOTAL} {}", sum(reg, |s| s.tls_handshakes.get()));
+        header(
+            &mut out,
+            TLS_HANDSHAKE_FAILURES_TOTAL,
+            "counter",
+            "TLS handshakes failed, by reason.",
+        );
+        for (i, failure) in crate::tls::Failure::ALL.iter().enumerate() {
+            let n = sum(reg, |s| s.tls_failures[i].get());
+            let _ = writeln!(
+                out,
+                "{TLS_HANDSHAKE_FAILURES_TOTAL}{{reason=\"{}\"}} {n}",
+                failure.label()
+            );
+        }
+        header(
+            &mut out,
+            TLS_RELOADS_TOTAL,
+            "counter",
+            "Certificate reloads (SIGHUP), by result.",
+        );
+        let _ = writeln!(out, "{TLS_RELOADS_TOTAL}{{result=\"ok\"}} {}", tls.reloads.get());
+        let _ = writeln!(
+            out,
+            "{TLS_RELOADS_TOTAL}{{result=\"error\"}} {}",
+            tls.reload_failures.get()
+        );
+    }
     header(
         &mut out,
         RESIDENT_MEMORY_BYTES,
@@ -251,7 +281,7 @@ mod tests {
 
     #[test]
     fn sums_shards_and_labels_each() {
-        let reg = Registry::new(2);
+        let reg = Registry::new(2, false);
         reg.shards[0].connections.add(3);
         reg.shards[1].connections.add(4);
         reg.shards[1].close(1002);

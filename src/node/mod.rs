@@ -74,6 +74,7 @@ pub struct Node {
     threads: Vec<JoinHandle<()>>,
     exits: Receiver<ThreadExit>,
     node_id: Arc<str>,
+    tls: Option<Arc<crate::tls::Acceptor>>,
 }
 
 impl Node {
@@ -90,9 +91,15 @@ impl Node {
         };
         let listener = crate::net::listener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
-        let registry = Registry::new(config.shards);
+        let registry = Registry::new(config.shards, config.tls.is_some());
         let admission = Arc::new(Admission::new(config.max_connections, config.max_connections_per_ip));
         let node_id: Arc<str> = Arc::from(new_node_id());
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(
+                crate::tls::Acceptor::new(files).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            )),
+            None => None,
+        };
         let link_state = config.redis.as_ref().map(|_| Arc::new(LinkState::new()));
         let shared = Shared {
             config: config.clone(),
@@ -101,6 +108,7 @@ impl Node {
             node_id: node_id.clone(),
             link: link_state.clone(),
             admission: admission.clone(),
+            tls: tls.clone(),
         };
         let (exit_tx, exits) = crossbeam_channel::unbounded();
         let mut built = Vec::new();
@@ -143,6 +151,7 @@ impl Node {
         threads.push(spawn("roomcast-acceptor".into(), exit_tx, move || acceptor.run())?);
         drop(link);
         Ok(Node {
+            tls,
             node_id,
             local_addr,
             registry,
@@ -164,9 +173,35 @@ impl Node {
         &self.node_id
     }
 
+    /// Reads the TLS certificate and key again (`SIGHUP`): new handshakes
+    /// get the new pair; on an error the old one stays. Connections keep
+    /// theirs either way.
+    pub fn reload_tls(&self) {
+        let (Some(tls), Some(metrics)) = (&self.tls, &self.registry.tls) else {
+            tracing::info!("SIGHUP: nothing to reload (no --tls-cert)");
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                metrics.reloads.add(1);
+                tracing::info!(cert = %tls.files().cert.display(), "TLS certificate reloaded");
+            }
+            Err(e) => {
+                metrics.reload_failures.add(1);
+                tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays in use");
+            }
+        }
+    }
+
     /// Runs until a node thread fails (an error) or `stop` delivers a signal
-    /// (returned), logging the stats line every `stats_every` (if any).
-    pub fn supervise(&self, stop: &Receiver<i32>, stats_every: Option<Duration>) -> Result<i32, ThreadExit> {
+    /// (returned), logging the stats line every `stats_every` (if any) and
+    /// reloading the certificate at each message on `reload`.
+    pub fn supervise(
+        &self,
+        stop: &Receiver<i32>,
+        reload: &Receiver<()>,
+        stats_every: Option<Duration>,
+    ) -> Result<i32, ThreadExit> {
         let mut last = stats::Sample::take(&self.registry);
         loop {
             let tick = stats_every.map_or(crossbeam_channel::never(), crossbeam_channel::after);
@@ -175,6 +210,7 @@ impl Node {
                     return Err(exit.unwrap_or(ThreadExit { name: "node".into(), outcome: Err("all threads gone".into()) }));
                 }
                 recv(stop) -> signal => return Ok(signal.unwrap_or(0)),
+                recv(reload) -> _ => self.reload_tls(),
                 recv(tick) -> _ => {
                     let now = stats::Sample::take(&self.registry);
                     stats::log(&self.registry, &last, &now);

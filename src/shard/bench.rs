@@ -51,7 +51,7 @@ impl Write for Sink {
 }
 
 impl Transport for Sink {
-    fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
@@ -78,11 +78,12 @@ impl FanoutBench {
             0,
             Shared {
                 config: Arc::new(config),
-                registry: Registry::new(1),
+                registry: Registry::new(1, false),
                 auth: None,
                 node_id: Arc::from("bench"),
                 link: None,
                 admission: admission.clone(),
+                tls: None,
             },
         );
         let mut bench = FanoutBench {

@@ -28,7 +28,7 @@ use slab::Slab;
 use crate::bus::{Batch, LinkHandle, ShardHandle, ShardMsg, INBOX_CAPACITY};
 use crate::conn::turn::TurnLog;
 pub(crate) use crate::conn::Shared;
-use crate::conn::{Clock, Conn, Ctx, Env, Verdict, Work};
+use crate::conn::{Clock, Conn, Ctx, Env, Stream, Verdict, Work};
 use crate::limits::{Permit, Ticket, MAX_REFUSING};
 use crate::metrics::{DropReason, ShardMetrics};
 use crate::rooms::RoomIndex;
@@ -318,9 +318,23 @@ impl Shard {
         let id = self.next_id;
         self.next_id += 1;
         let slot = self.conns.vacant_key();
+        let stream = match &self.env.shared.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => match tls.accept(stream) {
+                Ok(s) => Stream::Tls(Box::new(s)),
+                Err(e) => {
+                    tracing::warn!(shard = self.id, peer = %peer, error = %e, "cannot start TLS");
+                    return;
+                }
+            },
+        };
         let mut conn = Conn::new(stream, peer, id, permit, self.env.config(), clock.now);
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(conn.stream_mut(), Token(slot), interest) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(conn.stream_mut().socket(), Token(slot), interest)
+        {
             tracing::warn!(shard = self.id, peer = %peer, error = %e, "cannot register connection");
             return;
         }
@@ -396,7 +410,7 @@ impl Shard {
     fn remove(&mut self, slot: usize, clock: Clock) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         conn.finish(&Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock));
-        let _ = self.poll.registry().deregister(conn.stream_mut());
+        let _ = self.poll.registry().deregister(conn.stream_mut().socket());
         let user = conn.user().cloned();
         self.conns.remove(slot);
         self.presence_closing(slot, user.as_ref());

@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn congested_while_mail_waits_and_past_a_turns_frames() {
-        let metrics = Registry::new(2);
+        let metrics = Registry::new(2, false);
         let (me, _rx0, _p0) = inbox(1);
         let (other, rx1, _p1) = inbox(1);
         let mut relay = Relay::new(0, vec![me, other], None);

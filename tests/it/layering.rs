@@ -16,6 +16,7 @@ const RANKS: &[(&str, u32)] = &[
     ("limits", 0),
     ("history", 0),
     ("presence", 0),
+    ("tls", 0),
     ("protocol", 1),
     ("config", 1),
     ("http", 2),

@@ -3,6 +3,7 @@
 //! ephemeral loopback port (or private `redis-server`s, `cluster`) and talks
 //! to it through real clients; `util` holds the shared helpers.
 
+mod pki;
 mod util;
 
 mod auth;
@@ -24,3 +25,4 @@ mod messaging;
 mod operations;
 mod presence;
 mod protection;
+mod tls;

@@ -162,6 +162,11 @@ pub fn get(server: &Server, path: &str) -> (u16, String) {
 /// The value of a metric line (name with labels, exactly as exposed).
 pub fn metric(server: &Server, series: &str) -> f64 {
     let (_, body) = get(server, "/metrics");
+    series_value(&body, series)
+}
+
+/// The value of one series in a metrics exposition.
+pub fn series_value(body: &str, series: &str) -> f64 {
     body.lines()
         .find_map(|l| {
             l.strip_prefix(series)
@@ -276,12 +281,12 @@ pub fn expect_eof(s: &mut TcpStream) {
 }
 
 /// Sends a JSON value as a text message.
-pub fn send_json(ws: &mut Client, value: serde_json::Value) {
+pub fn send_json<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>, value: serde_json::Value) {
     ws.send(tungstenite::Message::text(value.to_string())).expect("send");
 }
 
 /// Reads the next text message as JSON (pings and pongs are skipped).
-pub fn recv_json(ws: &mut Client) -> serde_json::Value {
+pub fn recv_json<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> serde_json::Value {
     recv_text(ws)
         .parse()
         .map(|v: serde_json::Value| v)
@@ -289,7 +294,7 @@ pub fn recv_json(ws: &mut Client) -> serde_json::Value {
 }
 
 /// Reads the next text message verbatim (pings and pongs are skipped).
-pub fn recv_text(ws: &mut Client) -> String {
+pub fn recv_text<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> String {
     loop {
         match ws.read().expect("read a message") {
             tungstenite::Message::Text(t) => return t.to_string(),
@@ -308,14 +313,14 @@ pub fn join_broker(server: &Server, query: &str) -> (Client, serde_json::Value) 
 }
 
 /// Joins `room` with request id `id` and waits for the ack.
-pub fn join_room(ws: &mut Client, room: &str, id: u64) {
+pub fn join_room<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>, room: &str, id: u64) {
     send_json(ws, serde_json::json!({"op":"join","room":room,"id":id}));
     let ack = recv_json(ws);
     assert_eq!(ack, serde_json::json!({"op":"ack","id":id}), "join {room}");
 }
 
 /// Reads until the server's close frame; returns its code and reason.
-pub fn recv_close(ws: &mut Client) -> (u16, String) {
+pub fn recv_close<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> (u16, String) {
     loop {
         match ws.read() {
             Ok(tungstenite::Message::Close(frame)) => {
