@@ -28,6 +28,10 @@ struct Common {
     /// A token appended to the URL as `?token=T` (roomcast's JWT mode).
     #[arg(long)]
     token: Option<String>,
+    /// PEM certificate(s) to trust for wss:// (the server's self-signed
+    /// certificate, or the CA that signed it).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,7 +156,7 @@ fn positive(name: &str, v: usize) -> Result<usize, String> {
 impl Cli {
     /// Checks the options and resolves the URL.
     pub fn into_command(self) -> Result<Command, String> {
-        let target = |c: &Common| Target::parse(&c.url, c.token.as_deref());
+        let target = |c: &Common| Target::parse(&c.url, c.token.as_deref(), c.tls_ca.as_deref());
         Ok(match self.scenario {
             Scenario::Fanout {
                 common,
@@ -179,7 +183,7 @@ impl Cli {
                     window: positive("window", window as usize)? as u64,
                     join_timeout: secs("join-timeout", join_timeout)?,
                     pub_target: match pub_url {
-                        Some(u) => Some(Target::parse(&u, common.token.as_deref())?),
+                        Some(u) => Some(Target::parse(&u, common.token.as_deref(), common.tls_ca.as_deref())?),
                         None => None,
                     },
                 };

@@ -8,8 +8,7 @@
 //! whenever the connection is between frames. Bad server input ends this
 //! connection with an [`End`]; it never panics.
 
-use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::io;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -17,6 +16,8 @@ use roomcast::internals::OpCode;
 
 use crate::codec::{self, FrameError};
 use crate::handshake::{self, Upgrade};
+use crate::socket::Socket;
+use crate::target::Target;
 
 /// `inbuf` keeps up to this much capacity between reads, so a connection that
 /// often ends a read mid-frame does not allocate per read.
@@ -134,7 +135,7 @@ impl Writer<'_> {
 
 /// One WebSocket client connection.
 pub struct Client {
-    stream: TcpStream,
+    stream: Socket,
     phase: Phase,
     out: Vec<u8>,
     out_pos: usize,
@@ -151,15 +152,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts a non-blocking connect and queues the upgrade request for `host` + `path`.
-    pub fn connect(addr: SocketAddr, host: &str, path: &str, tag: usize) -> io::Result<Client> {
-        let stream = TcpStream::connect(addr)?;
+    /// Starts a non-blocking connect (TLS for `wss://`) and queues the
+    /// upgrade request for the target's host and path.
+    pub fn connect(target: &Target, tag: usize) -> io::Result<Client> {
+        let stream = TcpStream::connect(target.addr)?;
         // Without this, Nagle holds small publishes back until the previous
         // segment is acked (up to the 40 ms delayed-ACK timer): pure latency noise.
         stream.set_nodelay(true)?;
-        let req = handshake::request(host, path);
+        let req = handshake::request(&target.host, &target.path);
         Ok(Client {
-            stream,
+            stream: Socket::new(stream, target.tls.as_ref())?,
             phase: Phase::Connecting,
             out: req.bytes,
             out_pos: 0,
@@ -175,7 +177,7 @@ impl Client {
 
     /// The socket, for (de)registration.
     pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+        self.stream.tcp()
     }
 
     /// Whether the upgrade has completed.
@@ -217,10 +219,10 @@ impl Client {
 
     /// Whether a non-blocking connect has completed (mio's documented check).
     fn connected(&mut self) -> io::Result<bool> {
-        if let Some(e) = self.stream.take_error()? {
+        if let Some(e) = self.stream.tcp().take_error()? {
             return Err(e);
         }
-        match self.stream.peer_addr() {
+        match self.stream.tcp().peer_addr() {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
             Err(e) => Err(e),
@@ -251,7 +253,11 @@ impl Client {
         }
         self.out.clear();
         self.out_pos = 0;
-        None
+        match self.stream.send_pending() {
+            Ok(()) => None,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => Some(End::Abrupt(format!("write: {e}"))),
+        }
     }
 
     /// Drains the socket into the shared buffer and hands out every whole frame.
@@ -295,7 +301,7 @@ impl Client {
                             break;
                         }
                     }
-                    if n < room {
+                    if n < room && !self.stream.is_tls() {
                         // A short read emptied the socket's receive queue: on
                         // epoll any later arrival raises a new edge, so the
                         // read that would only say `WouldBlock` is skipped (as

@@ -22,6 +22,7 @@ mod hist;
 mod pool;
 mod report;
 mod rtt;
+mod socket;
 mod sys;
 mod tally;
 mod target;

@@ -61,7 +61,7 @@ impl Pool {
     pub fn connect_to(&mut self, tag: usize, target: &Target) -> io::Result<usize> {
         let entry = self.clients.vacant_entry();
         let key = entry.key();
-        let mut client = Client::connect(target.addr, &target.host, &target.path, tag)?;
+        let mut client = Client::connect(target, tag)?;
         self.poll
             .registry()
             .register(client.stream_mut(), Token(key), Interest::READABLE | Interest::WRITABLE)?;

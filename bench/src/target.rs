@@ -1,6 +1,12 @@
-//! The server under test: a `ws://` URL resolved to an address, a `Host` header and a path.
+//! The server under test: a `ws://` or `wss://` URL resolved to an
+//! address, a `Host` header, a path and, for `wss://`, the TLS settings.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 /// Where every connection of a run goes.
 #[derive(Clone, Debug)]
@@ -11,14 +17,55 @@ pub struct Target {
     pub host: String,
     /// The request target: path and query, with `token=` appended if asked.
     pub path: String,
+    /// For `wss://`: how to make each connection's TLS session.
+    pub tls: Option<Tls>,
+}
+
+/// TLS client settings shared by every connection of a run.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// Trusts the roots of `--tls-ca`; offers ALPN `http/1.1`.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the certificate must carry (the URL's host).
+    pub name: ServerName<'static>,
+}
+
+impl Tls {
+    /// Settings trusting the PEM certificates in `ca` for `host`.
+    fn new(host: &str, ca: &Path) -> Result<Tls, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("--tls-ca {}: {e:?}", ca.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("--tls-ca {}: {e:?}", ca.display()))?;
+            roots.add(cert).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("--tls-ca {}: no certificate in it", ca.display()));
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
+        Ok(Tls {
+            config: Arc::new(config),
+            name,
+        })
+    }
 }
 
 impl Target {
-    /// Parses `ws://host[:port][/path][?query]`; `token`, if given, is appended to the query.
-    pub fn parse(url: &str, token: Option<&str>) -> Result<Target, String> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+    /// Parses `ws[s]://host[:port][/path][?query]`; `token`, if given, is
+    /// appended to the query; `wss://` needs `tls_ca`, the certificate(s) to trust.
+    pub fn parse(url: &str, token: Option<&str>, tls_ca: Option<&Path>) -> Result<Target, String> {
+        let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(format!("{url}: only ws:// and wss:// URLs are supported")),
+        };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, "/".to_string()),
@@ -34,7 +81,7 @@ impl Target {
         // `host:port`, `host`, `[v6]:port` or `[v6]`.
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !p.contains(']') => (h, p.parse::<u16>().map_err(|_| format!("{url}: bad port"))?),
-            _ => (authority, 80),
+            _ => (authority, if secure { 443 } else { 80 }),
         };
         let host_only = host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<SocketAddr> = (host_only, port)
@@ -52,10 +99,20 @@ impl Target {
             path.push_str("token=");
             percent_encode(token, &mut path);
         }
+        let tls = match (secure, tls_ca) {
+            (false, _) => None,
+            (true, Some(ca)) => Some(Tls::new(host_only, ca)?),
+            (true, None) => {
+                return Err(format!(
+                    "{url}: wss:// needs --tls-ca FILE (the certificate or CA to trust)"
+                ));
+            }
+        };
         Ok(Target {
             addr,
             host: authority.to_string(),
             path,
+            tls,
         })
     }
 }
@@ -78,16 +135,17 @@ mod tests {
 
     #[test]
     fn urls_parse_and_tokens_append() {
-        let t = Target::parse("ws://127.0.0.1:9101/ws", None).unwrap();
+        let t = Target::parse("ws://127.0.0.1:9101/ws", None, None).unwrap();
         assert_eq!(
             (t.addr.port(), t.host.as_str(), t.path.as_str()),
             (9101, "127.0.0.1:9101", "/ws")
         );
-        let t = Target::parse("ws://127.0.0.1:1/ws?x=1", Some("a.b+c")).unwrap();
+        let t = Target::parse("ws://127.0.0.1:1/ws?x=1", Some("a.b+c"), None).unwrap();
         assert_eq!(t.path, "/ws?x=1&token=a.b%2Bc");
-        let t = Target::parse("ws://127.0.0.1:1", Some("t")).unwrap();
+        let t = Target::parse("ws://127.0.0.1:1", Some("t"), None).unwrap();
         assert_eq!(t.path, "/?token=t");
-        assert!(Target::parse("wss://127.0.0.1/ws", None).is_err());
-        assert!(Target::parse("ws://127.0.0.1:x/ws", None).is_err());
+        assert!(Target::parse("wss://127.0.0.1/ws", None, None).is_err());
+        assert!(Target::parse("http://127.0.0.1/ws", None, None).is_err());
+        assert!(Target::parse("ws://127.0.0.1:x/ws", None, None).is_err());
     }
 }

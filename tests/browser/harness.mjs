@@ -3,8 +3,9 @@
 // target/release/roomcast relative to the repository root; an ephemeral
 // loopback port unless told otherwise; the address read from its
 // "roomcast listening on ADDR" line), and Debian's headless Chromium.
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -17,11 +18,13 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 const bin = path.resolve(root, process.env.ROOMCAST_BIN ?? 'target/release/roomcast');
 
 /**
- * Starts roomcast; resolves once it listens.
- * @param {{listen?: string, args?: string[]}} [options]
+ * Starts roomcast; resolves once it listens. With `tls` (files from
+ * `makeCertificate`), it speaks https:// and wss://.
+ * @param {{listen?: string, args?: string[], tls?: {cert: string, key: string}}} [options]
  * @returns {Promise<{addr: string, url: (p: string) => string, kill: () => Promise<void>}>}
  */
-export async function startBroker({ listen = '127.0.0.1:0', args = [] } = {}) {
+export async function startBroker({ listen = '127.0.0.1:0', args = [], tls } = {}) {
+  if (tls) args = ['--tls-cert', tls.cert, '--tls-key', tls.key, ...args];
   if (!existsSync(bin)) {
     throw new Error(`no roomcast binary at ${bin}: run \`cargo build --release --bin roomcast\` or set ROOMCAST_BIN`);
   }
@@ -53,13 +56,29 @@ export async function startBroker({ listen = '127.0.0.1:0', args = [] } = {}) {
   });
   return {
     addr,
-    url: (p) => `http://${addr}${p}`,
+    url: (p) => (tls ? `https://localhost:${addr.split(':').pop()}${p}` : `http://${addr}${p}`),
     /** Kills the process (SIGKILL: a crash, no close frames) and waits for it. */
     async kill() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;
     },
   };
+}
+
+/**
+ * A self-signed certificate for localhost and 127.0.0.1 made with
+ * openssl, in a temporary directory: `{cert, key, pem}`.
+ */
+export function makeCertificate() {
+  const dir = mkdtempSync(path.join(tmpdir(), 'roomcast-tls-'));
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-addext', 'basicConstraints=critical,CA:FALSE', '-keyout', key, '-out', cert,
+  ], { stdio: 'ignore' });
+  return { cert, key, pem: readFileSync(cert, 'utf8') };
 }
 
 /** Polls `fn` until it returns a truthy value or `ms` passes. */
@@ -81,11 +100,15 @@ export async function metric(broker, name) {
   return Number(m[1]);
 }
 
-/** Debian's Chromium, flags that keep it off the (closed) network. */
-export function launchChromium() {
+/**
+ * Debian's Chromium, flags that keep it off the (closed) network; with
+ * `extraArgs`, e.g. `--ignore-certificate-errors` for a test certificate.
+ */
+export function launchChromium(extraArgs = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
     args: [
+      ...extraArgs,
       '--headless',
       '--no-sandbox',
       '--disable-gpu',
