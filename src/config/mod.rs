@@ -158,6 +158,9 @@ pub struct RedisConfig {
     /// After an outage, longest wait for the nodes that were subscribed to
     /// a buffered message's channel to be subscribed again.
     pub resubscribe_wait: Duration,
+    /// With `rediss://`: the CA that signed Redis's certificate (PEM);
+    /// `None`: the system's trusted roots.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// How log lines are written.
@@ -204,6 +207,7 @@ impl Config {
             redis_prefix: self.redis.as_ref().map(|r| r.prefix.clone()),
             redis_buffer_messages: self.redis.as_ref().map(|r| r.buffer_messages),
             redis_resubscribe_wait_secs: self.redis.as_ref().map(|r| r.resubscribe_wait.as_secs()),
+            redis_tls_ca: self.redis.as_ref().and_then(|r| r.tls_ca.clone()),
             log_level: Some(self.log_level.clone()),
             history_size: Some(self.rooms.default_options().history_size),
             history_ttl_secs: Some(self.rooms.default_options().history_ttl.as_secs()),
@@ -506,13 +510,31 @@ impl Config {
         let redis = match &s.redis_url {
             None => None,
             Some(url) => {
+                let tls = url.starts_with("rediss://");
                 if redis::IntoConnectionInfo::into_connection_info(url.as_str()).is_err()
-                    || !url.starts_with("redis://")
+                    || !(url.starts_with("redis://") || tls)
                 {
                     return Err(ConfigError(format!(
-                        "--redis-url: {url:?} is not a redis://host:port URL"
+                        "--redis-url: {url:?} is not a redis://host:port or rediss://host:port URL"
                     )));
                 }
+                if url.contains("#insecure") {
+                    return Err(ConfigError(
+                        "--redis-url: #insecure (no certificate check) is not supported: give Redis's CA with --redis-tls-ca".into(),
+                    ));
+                }
+                let tls_ca = match (&s.redis_tls_ca, tls) {
+                    (Some(_), false) => {
+                        return Err(ConfigError("--redis-tls-ca needs a rediss:// --redis-url".into()));
+                    }
+                    (ca, true) => {
+                        // The roots are read here, so a bad file stops the start.
+                        crate::tls::client::roots(ca.as_deref())
+                            .map_err(|e| ConfigError(format!("--redis-tls-ca: {e}")))?;
+                        ca.clone()
+                    }
+                    (None, false) => None,
+                };
                 let prefix = s
                     .redis_prefix
                     .clone()
@@ -532,6 +554,7 @@ impl Config {
                     buffer_messages,
                     presence_refresh: None,
                     resubscribe_wait: Duration::from_secs(wait),
+                    tls_ca,
                 })
             }
         };

@@ -115,7 +115,7 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
 
-    /// Redis URL (redis://[user:pass@]host:port) linking several nodes; none runs a single node [default: none]
+    /// Redis URL (redis://[user:pass@]host:port, or rediss:// for TLS) linking several nodes; none runs a single node [default: none]
     #[arg(long, env = "ROOMCAST_REDIS_URL", value_name = "URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
@@ -179,6 +179,10 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_TRUSTED_PROXIES", value_name = "CIDRS")]
     pub trusted_proxies: Option<String>,
 
+    /// PEM certificate(s) of the CA that signed Redis's certificate, for a rediss:// --redis-url [default: the system's trusted roots]
+    #[arg(long, env = "ROOMCAST_REDIS_TLS_CA", value_name = "FILE")]
+    pub redis_tls_ca: Option<PathBuf>,
+
     /// PEM certificate chain (leaf first): the listener speaks TLS (wss://, https://); SIGHUP reloads it [default: none: plain TCP]
     #[arg(long, env = "ROOMCAST_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -233,6 +237,7 @@ impl Settings {
             join_leave: self.join_leave.or(lower.join_leave),
             presence_max_users: self.presence_max_users.or(lower.presence_max_users),
             presence_refresh_secs: self.presence_refresh_secs.or(lower.presence_refresh_secs),
+            redis_tls_ca: self.redis_tls_ca.or(lower.redis_tls_ca),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             rooms: self.rooms.or(lower.rooms),

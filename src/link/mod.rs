@@ -29,6 +29,7 @@ mod presence;
 mod publisher;
 mod reads;
 mod receivers;
+mod socket;
 mod subscriber;
 pub mod wire;
 
@@ -85,7 +86,7 @@ impl Link {
         let (publish_tx, publish_rx) = crossbeam_channel::bounded(PUBLISH_QUEUE);
         let (subscriber, waker) =
             Subscriber::new(&info, cfg, node_id.clone(), shards.clone(), interest_rx, state.clone())?;
-        let publisher = Publisher::new(info, cfg, node_id.clone(), shards.clone(), publish_rx, state.clone());
+        let publisher = Publisher::new(info, cfg, node_id.clone(), shards.clone(), publish_rx, state.clone())?;
         Ok(Link {
             handle: LinkHandle::new(interest_tx, publish_tx, waker, state),
             subscriber,

@@ -92,10 +92,25 @@ impl Publisher {
         shards: Vec<ShardHandle>,
         rx: Receiver<LinkBatch>,
         state: Arc<LinkState>,
-    ) -> Publisher {
+    ) -> std::io::Result<Publisher> {
         let announcer_node = node_id.clone();
-        Publisher {
-            client: redis::Client::open(info).ok(),
+        let client = match &cfg.tls_ca {
+            // rediss:// with a private CA; without one, the system's roots.
+            Some(ca) => {
+                let root_cert = Some(
+                    std::fs::read(ca)
+                        .map_err(|e| std::io::Error::new(e.kind(), format!("--redis-tls-ca {}: {e}", ca.display())))?,
+                );
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert,
+                };
+                redis::Client::build_with_tls(info, certs).ok()
+            }
+            None => redis::Client::open(info).ok(),
+        };
+        Ok(Publisher {
+            client,
             prefix: cfg.prefix.clone(),
             node_id,
             rx,
@@ -113,7 +128,7 @@ impl Publisher {
             receivers: Receivers::default(),
             ready_since: None,
             next_numsub: Instant::now(),
-        }
+        })
     }
 
     fn connect(&self) -> redis::RedisResult<redis::Connection> {

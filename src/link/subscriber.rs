@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use mio::net::TcpStream;
 use mio::{Events, Interest as Ready, Poll, Token, Waker};
 
 use crate::bus::post::shards_in;
@@ -35,6 +34,7 @@ use redis::Value;
 use super::backoff::Backoff;
 use super::ledger::{Command, Confirm, Ledger, Mode};
 use super::reads::{self, Reads};
+use super::socket::{Dial, Socket};
 use super::wire::{self, Wire};
 use super::{envelope, history, presence, probe_channel};
 
@@ -49,16 +49,17 @@ const HELD_FRAMES: usize = 64 * 1024;
 const SUBSCRIBE_CHUNK: usize = 256;
 
 struct Link {
-    stream: TcpStream,
+    stream: Socket,
     connected: bool,
+    /// Redis has answered on it (TCP, TLS and AUTH went through).
+    answered: bool,
     wire: Wire,
     wbuf: Vec<u8>,
 }
 
 /// The subscriber's state.
 pub(crate) struct Subscriber {
-    host: String,
-    port: u16,
+    dial: Dial,
     username: Option<String>,
     password: Option<String>,
     prefix: String,
@@ -103,12 +104,24 @@ impl Subscriber {
         rx: Receiver<LinkRequest>,
         state: Arc<LinkState>,
     ) -> io::Result<(Subscriber, Arc<Waker>)> {
-        let (host, port) = match info.addr() {
-            redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+        let dial = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => Dial {
+                host: host.clone(),
+                port: *port,
+                tls: None,
+            },
+            redis::ConnectionAddr::TcpTls { host, port, .. } => Dial {
+                host: host.clone(),
+                port: *port,
+                tls: Some(
+                    crate::tls::client::client_config(cfg.tls_ca.as_deref())
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--redis-tls-ca: {e}")))?,
+                ),
+            },
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    "--redis-url: only redis://host:port is supported",
+                    "--redis-url: only redis://host:port and rediss://host:port are supported",
                 ))
             }
         };
@@ -116,8 +129,7 @@ impl Subscriber {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let probe_node = node_id.clone();
         let sub = Subscriber {
-            host,
-            port,
+            dial,
             username: info.redis_settings().username().map(str::to_string),
             password: info.redis_settings().password().map(str::to_string),
             probe: probe_channel(&cfg.prefix, &node_id),
@@ -256,7 +268,7 @@ impl Subscriber {
             if lost {
                 let delay = backoff.next_delay();
                 let error = lost_error.take().map(|e| e.to_string()).unwrap_or_default();
-                if self.link.as_ref().is_some_and(|l| l.connected) {
+                if self.link.as_ref().is_some_and(|l| l.answered) {
                     tracing::warn!(%error, "redis link: subscriber lost its connection");
                 } else {
                     // It never had one: say what it tries to reach.
@@ -264,8 +276,8 @@ impl Subscriber {
                         %error,
                         retry_in_ms = delay.as_millis() as u64,
                         "cannot connect to Redis at {}:{} (retrying in {:.1} s)",
-                        self.host,
-                        self.port,
+                        self.dial.host,
+                        self.dial.port,
                         delay.as_secs_f64()
                     );
                 }
@@ -277,21 +289,22 @@ impl Subscriber {
     }
 
     fn connect(&mut self) -> io::Result<()> {
-        let addr = (self.host.as_str(), self.port)
+        let addr = (self.dial.host.as_str(), self.dial.port)
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "redis host has no address"))?;
-        let mut stream = TcpStream::connect(addr)?;
-        let mut reads = TcpStream::connect(addr)?;
+        let mut stream = Socket::connect(addr, &self.dial)?;
+        let mut reads = Socket::connect(addr, &self.dial)?;
         self.poll
             .registry()
-            .register(&mut stream, SOCKET, Ready::READABLE | Ready::WRITABLE)?;
+            .register(stream.tcp(), SOCKET, Ready::READABLE | Ready::WRITABLE)?;
         self.poll
             .registry()
-            .register(&mut reads, READS, Ready::READABLE | Ready::WRITABLE)?;
+            .register(reads.tcp(), READS, Ready::READABLE | Ready::WRITABLE)?;
         let link = |stream| Link {
             stream,
             connected: false,
+            answered: false,
             wire: Wire::new(),
             wbuf: Vec::new(),
         };
@@ -309,10 +322,10 @@ impl Subscriber {
             if !writable {
                 return Ok(());
             }
-            if let Some(e) = link.stream.take_error()? {
+            if let Some(e) = link.stream.tcp().take_error()? {
                 return Err(e);
             }
-            link.stream.peer_addr()?;
+            link.stream.tcp().peer_addr()?;
             link.connected = true;
             let auth = self.password.as_deref().map(|p| (self.username.as_deref(), p));
             self.reads.connected(auth, &mut link.wbuf);
@@ -346,10 +359,10 @@ impl Subscriber {
     /// all subscriptions are restored on reconnect.
     fn disconnect(&mut self) {
         if let Some(mut link) = self.link.take() {
-            let _ = self.poll.registry().deregister(&mut link.stream);
+            let _ = self.poll.registry().deregister(link.stream.tcp());
         }
         if let Some(mut link) = self.reads_link.take() {
-            let _ = self.poll.registry().deregister(&mut link.stream);
+            let _ = self.poll.registry().deregister(link.stream.tcp());
         }
         self.reads.disconnected(&mut self.post);
         self.state.subscriber_up.store(false, Relaxed);
@@ -367,10 +380,10 @@ impl Subscriber {
             if !writable {
                 return Ok(false);
             }
-            if let Some(e) = link.stream.take_error()? {
+            if let Some(e) = link.stream.tcp().take_error()? {
                 return Err(e);
             }
-            link.stream.peer_addr()?;
+            link.stream.tcp().peer_addr()?;
             link.connected = true;
             self.on_connected();
         }
@@ -381,6 +394,7 @@ impl Subscriber {
             values.push(v);
             Ok(())
         })?;
+        link.answered |= !values.is_empty();
         for value in values {
             became_ready |= self.on_value(value)?;
         }
@@ -622,10 +636,14 @@ fn flush_link(link: &mut Link) -> io::Result<()> {
             Ok(n) => {
                 link.wbuf.drain(..n);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    // With TLS, records sealed but not yet taken by the socket.
+    match link.stream.send_pending() {
+        Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+        _ => Ok(()),
+    }
 }

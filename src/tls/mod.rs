@@ -1,5 +1,6 @@
 //! TLS on the listener (`--tls-cert`, `--tls-key`): `wss://` and
-//! `https://` on the one port, TLS 1.2 and 1.3, ALPN `http/1.1`.
+//! `https://` on the one port, TLS 1.2 and 1.3, ALPN `http/1.1`; and the
+//! client side for `rediss://` ([`client`]).
 //!
 //! rustls is sans-IO, so a TLS connection is one more transport in the
 //! shard's mio loop ([`TlsStream`]): the handshake runs there like the
@@ -14,6 +15,7 @@
 //! `docs/benchmarks.md` measures what that costs.
 
 mod certs;
+pub mod client;
 mod stream;
 
 use std::io;

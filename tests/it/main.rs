@@ -25,4 +25,5 @@ mod messaging;
 mod operations;
 mod presence;
 mod protection;
+mod redis_tls;
 mod tls;
