@@ -32,6 +32,10 @@ struct Common {
     /// certificate, or the CA that signed it).
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
+    /// wss://: a full handshake for every connection (no session
+    /// resumption), the cost of a first visit rather than of a reconnect.
+    #[arg(long)]
+    tls_no_resume: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,7 +160,7 @@ fn positive(name: &str, v: usize) -> Result<usize, String> {
 impl Cli {
     /// Checks the options and resolves the URL.
     pub fn into_command(self) -> Result<Command, String> {
-        let target = |c: &Common| Target::parse(&c.url, c.token.as_deref(), c.tls_ca.as_deref());
+        let target = |c: &Common| Target::parse(&c.url, c.token.as_deref(), c.tls_ca.as_deref(), c.tls_no_resume);
         Ok(match self.scenario {
             Scenario::Fanout {
                 common,
@@ -183,7 +187,12 @@ impl Cli {
                     window: positive("window", window as usize)? as u64,
                     join_timeout: secs("join-timeout", join_timeout)?,
                     pub_target: match pub_url {
-                        Some(u) => Some(Target::parse(&u, common.token.as_deref(), common.tls_ca.as_deref())?),
+                        Some(u) => Some(Target::parse(
+                            &u,
+                            common.token.as_deref(),
+                            common.tls_ca.as_deref(),
+                            common.tls_no_resume,
+                        )?),
                         None => None,
                     },
                 };

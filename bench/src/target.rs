@@ -31,8 +31,9 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// Settings trusting the PEM certificates in `ca` for `host`.
-    fn new(host: &str, ca: &Path) -> Result<Tls, String> {
+    /// Settings trusting the PEM certificates in `ca` for `host`; with
+    /// `no_resume`, every connection makes a full handshake.
+    fn new(host: &str, ca: &Path, no_resume: bool) -> Result<Tls, String> {
         let mut roots = rustls::RootCertStore::empty();
         let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("--tls-ca {}: {e:?}", ca.display()))?;
         for cert in certs {
@@ -49,6 +50,9 @@ impl Tls {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        if no_resume {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
         let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
         Ok(Tls {
             config: Arc::new(config),
@@ -59,8 +63,9 @@ impl Tls {
 
 impl Target {
     /// Parses `ws[s]://host[:port][/path][?query]`; `token`, if given, is
-    /// appended to the query; `wss://` needs `tls_ca`, the certificate(s) to trust.
-    pub fn parse(url: &str, token: Option<&str>, tls_ca: Option<&Path>) -> Result<Target, String> {
+    /// appended to the query; `wss://` needs `tls_ca`, the certificate(s) to
+    /// trust (`no_resume`: no TLS session resumption).
+    pub fn parse(url: &str, token: Option<&str>, tls_ca: Option<&Path>, no_resume: bool) -> Result<Target, String> {
         let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
             (Some(rest), _) => (rest, false),
             (_, Some(rest)) => (rest, true),
@@ -101,7 +106,7 @@ impl Target {
         }
         let tls = match (secure, tls_ca) {
             (false, _) => None,
-            (true, Some(ca)) => Some(Tls::new(host_only, ca)?),
+            (true, Some(ca)) => Some(Tls::new(host_only, ca, no_resume)?),
             (true, None) => {
                 return Err(format!(
                     "{url}: wss:// needs --tls-ca FILE (the certificate or CA to trust)"
@@ -135,17 +140,17 @@ mod tests {
 
     #[test]
     fn urls_parse_and_tokens_append() {
-        let t = Target::parse("ws://127.0.0.1:9101/ws", None, None).unwrap();
+        let t = Target::parse("ws://127.0.0.1:9101/ws", None, None, false).unwrap();
         assert_eq!(
             (t.addr.port(), t.host.as_str(), t.path.as_str()),
             (9101, "127.0.0.1:9101", "/ws")
         );
-        let t = Target::parse("ws://127.0.0.1:1/ws?x=1", Some("a.b+c"), None).unwrap();
+        let t = Target::parse("ws://127.0.0.1:1/ws?x=1", Some("a.b+c"), None, false).unwrap();
         assert_eq!(t.path, "/ws?x=1&token=a.b%2Bc");
-        let t = Target::parse("ws://127.0.0.1:1", Some("t"), None).unwrap();
+        let t = Target::parse("ws://127.0.0.1:1", Some("t"), None, false).unwrap();
         assert_eq!(t.path, "/?token=t");
-        assert!(Target::parse("wss://127.0.0.1/ws", None, None).is_err());
-        assert!(Target::parse("http://127.0.0.1/ws", None, None).is_err());
-        assert!(Target::parse("ws://127.0.0.1:x/ws", None, None).is_err());
+        assert!(Target::parse("wss://127.0.0.1/ws", None, None, false).is_err());
+        assert!(Target::parse("http://127.0.0.1/ws", None, None, false).is_err());
+        assert!(Target::parse("ws://127.0.0.1:x/ws", None, None, false).is_err());
     }
 }
