@@ -253,3 +253,44 @@ fn rsa_and_ec_keys_in_their_traditional_formats() {
         assert_eq!(status, 200, "{kind} key");
     }
 }
+
+/// A TLS member that stops reading is cut as a slow consumer (its sealed
+/// records count nothing against the others), and a member that reads
+/// gets every message.
+#[test]
+fn a_tls_member_that_stops_reading_is_cut_and_others_get_everything() {
+    let ca = Ca::new("roomcast test root");
+    let leaf = ca.leaf(&[]);
+    let server = tls_server(&leaf, &["--max-queue-bytes", "262144", "--rate-limit", "100000"]);
+    let roots = [ca.pem.as_str()];
+    let mut stuck = wss_connect(server.addr, "/ws", &roots);
+    assert_eq!(recv_json(&mut stuck)["op"], "welcome");
+    join_room(&mut stuck, "flood", 1);
+    let mut reader = wss_connect(server.addr, "/ws", &roots);
+    assert_eq!(recv_json(&mut reader)["op"], "welcome");
+    join_room(&mut reader, "flood", 2);
+    let mut publisher = wss_connect(server.addr, "/ws", &roots);
+    assert_eq!(recv_json(&mut publisher)["op"], "welcome");
+    let data = "y".repeat(8_000);
+    // 24 MB: far past what the socket buffers (several MB on loopback) and
+    // the cap hold.
+    for _ in 0..3000 {
+        send_json(&mut publisher, json!({"op":"publish","room":"flood","data":data}));
+        // The reader keeps up; the stuck member reads nothing.
+        let got = recv_json(&mut reader);
+        assert_eq!(got["op"], "message", "{got}");
+    }
+    let series = "roomcast_dropped_total{reason=\"slow_consumer\"}";
+    eventually("the stuck member cut", || {
+        https_metric(server.addr, series, &roots) == 1.0
+    });
+    // Its last frames, then the 4008 close, are readable once it reads.
+    let code = loop {
+        match stuck.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    };
+    assert_eq!(code, Some(4008));
+}
