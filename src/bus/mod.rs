@@ -73,11 +73,60 @@ pub(crate) enum ShardMsg {
     },
 }
 
+/// A message frame as fan-out queues it: the plain frame, and its
+/// permessage-deflate twin for members that negotiated compression, made
+/// at most once per message (`ws::deflate`) and carried along to the
+/// other shards so that they do not compress it again.
+#[derive(Debug, Clone)]
+pub(crate) struct Encoded {
+    /// The frame every member can read.
+    pub plain: Bytes,
+    /// The compressed twin, once known.
+    pub twin: Twin,
+}
+
+/// Whether a frame's compressed twin was made.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Twin {
+    /// Not tried yet: no member that wants it was met.
+    #[default]
+    Untried,
+    /// Tried: too short, or compression did not make it smaller.
+    Plain,
+    /// The compressed frame.
+    Deflated(Bytes),
+}
+
+impl Encoded {
+    /// A frame whose twin is made when a member first wants it.
+    pub fn new(plain: Bytes) -> Encoded {
+        Encoded {
+            plain,
+            twin: Twin::Untried,
+        }
+    }
+
+    /// The compressed twin, made now with `deflater` if not tried yet.
+    #[inline]
+    pub fn twin(&mut self, deflater: &mut crate::ws::deflate::Deflater) -> Option<&Bytes> {
+        if matches!(self.twin, Twin::Untried) {
+            self.twin = match deflater.compress_frame(&self.plain) {
+                Some(z) => Twin::Deflated(z),
+                None => Twin::Plain,
+            };
+        }
+        match &self.twin {
+            Twin::Deflated(z) => Some(z),
+            _ => None,
+        }
+    }
+}
+
 /// What one shard sends another in a loop turn, in the order it happened.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     /// Frames for local members of each topic.
-    pub frames: Vec<(Topic, Bytes)>,
+    pub frames: Vec<(Topic, Encoded)>,
     /// History items, each with the number of `frames` that come before it.
     pub items: Vec<(usize, Item)>,
 }

@@ -14,12 +14,11 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
 use crossbeam_channel::TrySendError;
 
 use crate::rooms::Topic;
 
-use super::{Batch, Item, ShardHandle, ShardMsg};
+use super::{Batch, Encoded, Item, ShardHandle, ShardMsg};
 
 /// Per-destination frame batches and control backlogs.
 #[derive(Debug)]
@@ -73,7 +72,7 @@ impl Post {
 
     /// Adds `frame` for `topic`'s members on shard `to` to this turn's batch.
     #[inline]
-    pub fn frame(&mut self, to: usize, topic: &Topic, frame: &Bytes) {
+    pub fn frame(&mut self, to: usize, topic: &Topic, frame: &Encoded) {
         self.batches[to].frames.push((topic.clone(), frame.clone()));
         self.batched += 1;
     }
@@ -200,6 +199,8 @@ fn frames_in(msg: &ShardMsg) -> usize {
 mod tests {
     use std::sync::Arc;
 
+    use bytes::Bytes;
+
     use super::*;
 
     use super::test_inbox as inbox;
@@ -225,13 +226,16 @@ mod tests {
         let mut post = Post::new(vec![a, b], 0);
         let topic = Topic::Room(Arc::from("r"));
         for i in 0..3u8 {
-            post.frame(1, &topic, &Bytes::from(vec![i]));
+            post.frame(1, &topic, &Encoded::new(Bytes::from(vec![i])));
         }
         post.flush(|_, _| panic!("nothing is full"));
         assert!(rx_a.try_recv().is_err());
         match rx_b.try_recv().unwrap() {
             ShardMsg::Frames(batch) => {
-                assert_eq!(batch.frames.iter().map(|(_, f)| f[0]).collect::<Vec<_>>(), [0, 1, 2])
+                assert_eq!(
+                    batch.frames.iter().map(|(_, f)| f.plain[0]).collect::<Vec<_>>(),
+                    [0, 1, 2]
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -246,7 +250,7 @@ mod tests {
         post.control(0, confirm(2));
         post.control(0, confirm(3));
         assert!(post.has_backlog());
-        post.frame(0, &Topic::Room(Arc::from("r")), &Bytes::from_static(b"x"));
+        post.frame(0, &Topic::Room(Arc::from("r")), &Encoded::new(Bytes::from_static(b"x")));
         let mut dropped = 0;
         post.flush(|_, n| dropped += n);
         assert_eq!(dropped, 1, "nothing may wait: the batch is dropped and counted");
@@ -269,17 +273,17 @@ mod tests {
         let topic = Topic::Room(Arc::from("r"));
         post.control(0, confirm(1));
         post.control(0, confirm(2));
-        post.frame(0, &topic, &Bytes::from_static(b"a"));
-        post.frame(0, &topic, &Bytes::from_static(b"b"));
+        post.frame(0, &topic, &Encoded::new(Bytes::from_static(b"a")));
+        post.frame(0, &topic, &Encoded::new(Bytes::from_static(b"b")));
         post.flush(|_, _| panic!("the batch fits in the hold"));
         post.control(0, confirm(3));
-        post.frame(0, &topic, &Bytes::from_static(b"c"));
+        post.frame(0, &topic, &Encoded::new(Bytes::from_static(b"c")));
         post.flush(|_, _| panic!("still fits"));
         let mut seen = Vec::new();
         while seen.len() < 5 {
             match rx.try_recv() {
                 Ok(ShardMsg::Confirm { seq, .. }) => seen.push(format!("c{seq}")),
-                Ok(ShardMsg::Frames(b)) => seen.push(b.frames.iter().map(|(_, f)| f[0] as char).collect()),
+                Ok(ShardMsg::Frames(b)) => seen.push(b.frames.iter().map(|(_, f)| f.plain[0] as char).collect()),
                 Ok(other) => panic!("{other:?}"),
                 Err(_) => post.flush(|_, _| panic!("nothing is dropped")),
             }

@@ -141,6 +141,8 @@ pub struct Config {
     pub presence_refresh: Duration,
     /// The listener's certificate and key; `None`: plain TCP.
     pub tls: Option<crate::tls::Files>,
+    /// Accept permessage-deflate.
+    pub compression: bool,
 }
 
 /// Settings of the Redis link (`docs/cluster.md`).
@@ -218,6 +220,7 @@ impl Config {
             join_leave: Some(self.rooms.default_options().join_leave),
             presence_max_users: Some(self.presence_max_users),
             presence_refresh_secs: Some(self.presence_refresh.as_secs()),
+            compression: Some(self.compression),
             tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
             tls_key: self.tls.as_ref().map(|t| t.key.clone()),
             rooms: (!self.rooms.written().is_empty()).then(|| self.rooms.written().to_vec()),
@@ -637,6 +640,7 @@ impl Config {
             )?,
             presence_refresh,
             tls,
+            compression: s.compression.unwrap_or(false),
         })
     }
 }

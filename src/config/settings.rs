@@ -179,6 +179,10 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_TRUSTED_PROXIES", value_name = "CIDRS")]
     pub trusted_proxies: Option<String>,
 
+    /// Accept permessage-deflate from clients that offer it (browsers do): room messages are compressed once per publish, for every member that negotiated it [default: false]
+    #[arg(long, env = "ROOMCAST_COMPRESSION", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = bool_value())]
+    pub compression: Option<bool>,
+
     /// PEM certificate(s) of the CA that signed Redis's certificate, for a rediss:// --redis-url [default: the system's trusted roots]
     #[arg(long, env = "ROOMCAST_REDIS_TLS_CA", value_name = "FILE")]
     pub redis_tls_ca: Option<PathBuf>,
@@ -237,6 +241,7 @@ impl Settings {
             join_leave: self.join_leave.or(lower.join_leave),
             presence_max_users: self.presence_max_users.or(lower.presence_max_users),
             presence_refresh_secs: self.presence_refresh_secs.or(lower.presence_refresh_secs),
+            compression: self.compression.or(lower.compression),
             redis_tls_ca: self.redis_tls_ca.or(lower.redis_tls_ca),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),

@@ -94,6 +94,12 @@ pub(crate) struct Work {
     pub actions: Vec<Action>,
     /// Topic names referenced by `Action::Publish`, reset every turn.
     pub names: String,
+    /// Inflates compressed client messages (permessage-deflate), one at a time.
+    pub inflater: crate::ws::deflate::Inflater,
+    /// The last inflated message.
+    pub inflated: Vec<u8>,
+    /// Compresses `/echo`'s answers for clients that negotiated it.
+    pub deflater: crate::ws::deflate::Deflater,
 }
 
 impl Default for Work {
@@ -103,6 +109,9 @@ impl Default for Work {
             parser: Parser::new(),
             actions: Vec::new(),
             names: String::new(),
+            inflater: Default::default(),
+            inflated: Vec::new(),
+            deflater: Default::default(),
         }
     }
 }

@@ -236,7 +236,7 @@ impl<S: Transport> Conn<S> {
             return self.upgrade(ctx, route, &req);
         }
         let mut answer = if route.is_websocket() {
-            match upgrade::check(&req) {
+            match upgrade::check(&req, None) {
                 Err(rejection) => Answer::rejection(rejection),
                 Ok(_) => Answer::text("400 Bad Request", "an upgrade request has no body\n", true),
             }
@@ -265,7 +265,9 @@ impl<S: Transport> Conn<S> {
             ctx.env.shared.admission.rebind(&mut self.permit, client);
             self.peer = std::net::SocketAddr::new(client, 0);
         }
-        let accept = match upgrade::check(req) {
+        // permessage-deflate, when the node offers it and the client asked.
+        let deflate = req.deflate.filter(|_| ctx.config().compression);
+        let accept = match upgrade::check(req, deflate) {
             Ok(resp) => resp,
             Err(rejection) => {
                 tracing::debug!(shard = ctx.env.shard, conn = self.number(ctx.env), peer = %self.peer, reason = rejection.reason, "upgrade refused");
@@ -283,9 +285,10 @@ impl<S: Transport> Conn<S> {
         self.queue(accept);
         self.phase = Phase::Ws {
             route,
-            decoder: Decoder::new(ctx.config().max_message_bytes),
+            decoder: Decoder::new(ctx.config().max_message_bytes).with_deflate(deflate.is_some()),
             close_sent: false,
         };
+        self.deflate = deflate;
         self.last_seen = ctx.now;
         self.last_ping = ctx.now;
         let over = match self.permit.ticket() {

@@ -33,6 +33,7 @@ use crate::limits::{Permit, Ticket, REFUSING_HANDSHAKE};
 use crate::metrics::DropReason;
 use crate::protocol::encode;
 use crate::tls::Outcome;
+use crate::ws::deflate::Agreement;
 use crate::ws::{frame, CloseCode, Decoder, OpCode};
 pub(crate) use action::{Action, JoinAt};
 pub(crate) use ctx::{Clock, Ctx, Env, Shared, Work};
@@ -109,9 +110,8 @@ pub(crate) struct Conn<S = Stream> {
     read_queued: bool,
     /// The broker session on `/ws`.
     session: Option<Box<Session>>,
-    /// Bytes a client sent right behind its upgrade request, held until the
-    /// welcome goes out so that the welcome is the first frame it gets.
-    held: Vec<u8>,
+    /// permessage-deflate, if negotiated: fan-out queues compressed frames.
+    deflate: Option<Agreement>,
 }
 
 impl<S: Transport> Conn<S> {
@@ -142,8 +142,14 @@ impl<S: Transport> Conn<S> {
             dirty: false,
             read_queued: false,
             session: None,
-            held: Vec::new(),
+            deflate: None,
         }
+    }
+
+    /// What was agreed for permessage-deflate, if it was negotiated.
+    #[inline]
+    pub fn deflate(&self) -> Option<Agreement> {
+        self.deflate
     }
 
     /// What the connection was admitted as.
@@ -244,9 +250,9 @@ impl<S: Transport> Conn<S> {
         }
         session.welcomed = true;
         let frame = encode::welcome(&session.user, session.number);
+        let mut held = std::mem::take(&mut session.held);
         self.push_reply(frame);
         self.read_paused = false;
-        let mut held = std::mem::take(&mut self.held);
         if !held.is_empty() && self.on_ws_bytes(ctx, &mut held) == Verdict::Remove {
             return Verdict::Remove;
         }

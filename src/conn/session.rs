@@ -35,6 +35,9 @@ pub(crate) struct Session {
     pub welcomed: bool,
     /// Closed for flooding: what is still in the read is dropped silently.
     flooded: bool,
+    /// Bytes the client sent right behind its upgrade request, held until
+    /// the welcome goes out so that the welcome is the first frame it gets.
+    pub held: Vec<u8>,
 }
 
 fn fail(id: Option<u64>, code: ErrorCode, message: &'static str) -> Action {
@@ -52,6 +55,7 @@ impl Session {
             limiter: RateLimiter::new(config.rate_burst, now),
             welcomed: false,
             flooded: false,
+            held: Vec::new(),
         }
     }
 
@@ -66,6 +70,7 @@ impl Session {
             limiter: RateLimiter::new(config.rate_burst, now),
             welcomed: false,
             flooded: false,
+            held: Vec::new(),
         }
     }
 

@@ -5,7 +5,8 @@
 use std::ops::ControlFlow;
 
 use crate::http::Route;
-use crate::metrics::ShardMetrics;
+use crate::ws::decoder::ProtocolError;
+use crate::ws::deflate::InflateError;
 use crate::ws::{frame, CloseCode, Event, OpCode};
 
 use super::outbox::Outbox;
@@ -14,9 +15,9 @@ use super::{Conn, Ctx, Phase, Transport, Verdict};
 impl<S: Transport> Conn<S> {
     /// Decodes `input` (unmasking in place) and acts on every event.
     pub(super) fn on_ws_bytes(&mut self, ctx: &mut Ctx<'_>, input: &mut [u8]) -> Verdict {
-        if self.session.as_ref().is_some_and(|s| !s.welcomed) {
+        if let Some(s) = self.session.as_mut().filter(|s| !s.welcomed) {
             // Nothing may be answered before the welcome; keep it for then.
-            self.held.extend_from_slice(input);
+            s.held.extend_from_slice(input);
             return Verdict::Keep;
         }
         let Phase::Ws {
@@ -30,19 +31,67 @@ impl<S: Transport> Conn<S> {
         let (route, close_sent) = (*route, *close_sent);
         let outbox = &mut self.outbox;
         let session = &mut self.session;
+        let deflate = self.deflate.is_some();
         let mut peer_close: Option<Option<CloseCode>> = None;
-        let result = decoder.feed(input, |event| {
+        // A compressed message that could not be inflated.
+        let mut refused: Option<ProtocolError> = None;
+        let mut result = decoder.feed(input, |event| {
             match event {
                 // After our close frame, data is read only to find theirs.
-                Event::Text(_) | Event::Binary(_) if close_sent => {}
+                Event::Text(_) | Event::Binary(_) | Event::Compressed { .. } if close_sent => {}
                 Event::Text(p) => match session {
                     Some(s) => return s.on_text(ctx, p),
-                    None => echo(outbox, ctx.metrics(), route, OpCode::Text, p),
+                    None => echo(outbox, ctx, route, deflate, OpCode::Text, p),
                 },
                 Event::Binary(p) => match session {
                     Some(s) => return s.on_binary(ctx, p),
-                    None => echo(outbox, ctx.metrics(), route, OpCode::Binary, p),
+                    None => echo(outbox, ctx, route, deflate, OpCode::Binary, p),
                 },
+                Event::Compressed { text, payload } => {
+                    // Inflated into the shard's buffer, which the handler
+                    // borrows while `ctx` stays free for it.
+                    let mut plain = std::mem::take(&mut ctx.work.inflated);
+                    let max = ctx.config().max_message_bytes;
+                    let inflated = ctx.work.inflater.inflate(payload, max, &mut plain);
+                    let checked = match inflated {
+                        Err(InflateError::TooBig) => Err(ProtocolError {
+                            code: CloseCode::TOO_BIG,
+                            reason: "message too big once inflated",
+                        }),
+                        Err(InflateError::Corrupt) => Err(ProtocolError {
+                            code: CloseCode::INVALID_PAYLOAD,
+                            reason: "compressed data is not valid deflate",
+                        }),
+                        Ok(()) if text && std::str::from_utf8(&plain).is_err() => Err(ProtocolError {
+                            code: CloseCode::INVALID_PAYLOAD,
+                            reason: "text is not valid UTF-8",
+                        }),
+                        Ok(()) => Ok(()),
+                    };
+                    let flow = match checked {
+                        Err(e) => {
+                            refused = Some(e);
+                            ControlFlow::Break(())
+                        }
+                        Ok(()) => {
+                            let op = if text { OpCode::Text } else { OpCode::Binary };
+                            match session {
+                                Some(s) if text => s.on_text(ctx, &plain),
+                                Some(s) => s.on_binary(ctx, &plain),
+                                None => {
+                                    echo(outbox, ctx, route, deflate, op, &plain);
+                                    ControlFlow::Continue(())
+                                }
+                            }
+                        }
+                    };
+                    // A large message does not pin a large buffer.
+                    if plain.capacity() > 64 * 1024 {
+                        plain = Vec::new();
+                    }
+                    ctx.work.inflated = plain;
+                    return flow;
+                }
                 // Broker connections pay for every frame (see
                 // `Session::charge_frame`); a ping over the limit gets no pong.
                 Event::Fragment | Event::Pong(_) | Event::Ping(_) => {
@@ -64,6 +113,9 @@ impl<S: Transport> Conn<S> {
             }
             ControlFlow::Continue(())
         });
+        if let Some(e) = refused {
+            result = Err(e);
+        }
         if let Err(e) = result {
             tracing::info!(
                 shard = ctx.env.shard, conn = self.id, peer = %self.peer, user = self.user().map(|u| &**u),
@@ -92,11 +144,17 @@ impl<S: Transport> Conn<S> {
     }
 }
 
-/// `/echo` sends the message back as is; a bare `/ws` only counts it.
-fn echo(outbox: &mut Outbox, metrics: &ShardMetrics, route: Route, op: OpCode, p: &[u8]) {
-    metrics.messages_received.add(1);
+/// `/echo` sends the message back as is (compressed when the client
+/// negotiated it and it pays); a bare `/ws` only counts it.
+fn echo(outbox: &mut Outbox, ctx: &mut Ctx<'_>, route: Route, deflate: bool, op: OpCode, p: &[u8]) {
+    ctx.metrics().messages_received.add(1);
     if route == Route::Echo {
-        outbox.push(frame::encode(op, p));
-        metrics.deliveries.add(1);
+        let compressed = if deflate {
+            ctx.work.deflater.compress(op, p)
+        } else {
+            None
+        };
+        outbox.push(compressed.unwrap_or_else(|| frame::encode(op, p)));
+        ctx.metrics().deliveries.add(1);
     }
 }

@@ -71,6 +71,9 @@ pub struct Request {
     pub ws_version: Option<String>,
     /// `Sec-WebSocket-Key`, if present.
     pub ws_key: Option<String>,
+    /// The first `permessage-deflate` offer of `Sec-WebSocket-Extensions`
+    /// roomcast can accept (accepted only with `--compression`).
+    pub deflate: Option<crate::ws::deflate::Agreement>,
     /// `Authorization`, if present.
     pub authorization: Option<String>,
     /// `Origin`, `Forwarded` and `X-Forwarded-For`, if any: where the
@@ -173,6 +176,12 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HttpError> {
             out.ws_version = text(h.value);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             out.ws_key = text(h.value);
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            if out.deflate.is_none() {
+                out.deflate = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| crate::ws::deflate::negotiate([v]));
+            }
         } else if name.eq_ignore_ascii_case("authorization") {
             // Two credentials: refuse rather than pick one.
             if out.authorization.is_some() {

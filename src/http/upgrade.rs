@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::response;
 use super::Request;
+use crate::ws::deflate::Agreement;
 
 /// Why an upgrade request was refused, as the response to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +48,9 @@ fn valid_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
 }
 
-/// Validates an upgrade request; on success returns the `101` response.
-pub fn check(req: &Request) -> Result<Bytes, Rejection> {
+/// Validates an upgrade request; on success returns the `101` response,
+/// accepting `deflate` (permessage-deflate) when given.
+pub fn check(req: &Request, deflate: Option<Agreement>) -> Result<Bytes, Rejection> {
     if req.method != "GET" {
         return Err(reject("405 Method Not Allowed", "WebSocket upgrades use GET"));
     }
@@ -72,9 +74,13 @@ pub fn check(req: &Request) -> Result<Bytes, Rejection> {
         return Err(reject("400 Bad Request", "an upgrade request has no body"));
     }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let extensions = match deflate {
+        Some(a) => format!("Sec-WebSocket-Extensions: {}\r\n", a.response()),
+        None => String::new(),
+    };
     let resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\nServer: roomcast\r\n\r\n"
+         Sec-WebSocket-Accept: {accept}\r\n{extensions}Server: roomcast\r\n\r\n"
     );
     Ok(Bytes::from(resp))
 }
@@ -96,7 +102,7 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
 
     #[test]
     fn accepts_the_rfc_example() {
-        let resp = check(&req(GOOD)).unwrap();
+        let resp = check(&req(GOOD), None).unwrap();
         let text = std::str::from_utf8(&resp).unwrap();
         assert!(text.starts_with("HTTP/1.1 101 "));
         assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
@@ -116,7 +122,7 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
             (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"), "400 Bad Request"),
         ];
         for (raw, status) in cases {
-            assert_eq!(check(&req(&raw)).unwrap_err().status, status, "{raw}");
+            assert_eq!(check(&req(&raw), None).unwrap_err().status, status, "{raw}");
         }
     }
 }

@@ -24,7 +24,7 @@ use crossbeam_channel::Receiver;
 use mio::{Events, Interest as Ready, Poll, Token, Waker};
 
 use crate::bus::post::shards_in;
-use crate::bus::{LinkRequest, Post, ShardHandle, ShardMsg, TopicInterest};
+use crate::bus::{Encoded, LinkRequest, Post, ShardHandle, ShardMsg, TopicInterest};
 use crate::config::RedisConfig;
 use crate::metrics::link::unix_nanos;
 use crate::metrics::LinkState;
@@ -508,7 +508,7 @@ impl Subscriber {
             return;
         };
         self.state.messages_in.fetch_add(1, Relaxed);
-        let frame = envelope::frame_bytes(&env);
+        let frame = Encoded::new(envelope::frame_bytes(&env));
         for s in shards_in(mask) {
             if s < self.post.len() {
                 self.post.frame(s, topic, &frame);
@@ -526,7 +526,8 @@ impl Subscriber {
             return;
         };
         for (node, message) in messages {
-            let Some(frame) = message.frame() else { continue };
+            let Some(plain) = message.frame() else { continue };
+            let frame = Encoded::new(plain);
             if node != self.node_id.as_bytes() {
                 self.state.messages_in.fetch_add(1, Relaxed);
             }
@@ -535,7 +536,7 @@ impl Subscriber {
                     self.post.frame(s, topic, &frame);
                 }
             }
-            self.reads.forwarded(name, message.offset, &frame);
+            self.reads.forwarded(name, message.offset, &frame.plain);
         }
     }
 

@@ -8,7 +8,8 @@
 
 use bytes::Bytes;
 
-use crate::bus::{ReplyTo, ShardMsg};
+use crate::bus::{Encoded, ReplyTo, ShardMsg};
+use crate::conn::turn::TurnIndex;
 use crate::conn::{Action, Clock, Conn, Ctx, JoinAt};
 use crate::protocol::{encode, ErrorCode, OpError};
 use crate::rooms::{Joined, Left, Topic, TopicRef, Waiter};
@@ -286,16 +287,22 @@ impl Shard {
             return;
         };
         let cap = self.env.config().max_queue_bytes;
-        fan_out(&mut self.conns, &mut self.pending, members, frame, cap);
+        let mut encoded = Encoded::new(frame.clone());
+        if remote != 0 && self.env.config().compression {
+            // Once here, rather than once on each shard with a member that
+            // negotiated compression.
+            encoded.twin(&mut self.pending.deflater);
+        }
+        fan_out(&mut self.conns, &mut self.pending, members, &mut encoded, cap);
         self.env.metrics.deliveries.add(members.len() as u64);
         if remote != 0 {
-            self.relay.fan_out(remote, owned, frame);
+            self.relay.fan_out(remote, owned, &encoded);
         }
         self.relay.publish_to_link(owned, frame);
     }
 
     /// Delivers a frame another shard sent to local members of `topic`.
-    pub(super) fn fan_out_local(&mut self, topic: &Topic, frame: &Bytes) {
+    pub(super) fn fan_out_local(&mut self, topic: &Topic, frame: &mut Encoded) {
         let Some((_, members, _)) = self.rooms.lookup(topic.as_ref()) else {
             return;
         };
@@ -312,7 +319,7 @@ pub(super) fn fan_out<S: crate::conn::Transport>(
     conns: &mut slab::Slab<Conn<S>>,
     pending: &mut Pending,
     members: &[u32],
-    frame: &Bytes,
+    frame: &mut Encoded,
     cap: usize,
 ) {
     fan_out_except(conns, pending, members, frame, cap, |_| false);
@@ -327,11 +334,13 @@ pub(super) fn fan_out_except<S: crate::conn::Transport>(
     conns: &mut slab::Slab<Conn<S>>,
     pending: &mut Pending,
     members: &[u32],
-    frame: &Bytes,
+    frame: &mut Encoded,
     cap: usize,
     skip: impl Fn(&Conn<S>) -> bool,
 ) -> u64 {
-    let (at, len) = (pending.frames.push(frame), frame.len());
+    let (at, len) = (pending.frames.push(&frame.plain), frame.plain.len());
+    // The compressed twin's place in the turn's log, once a member wants it.
+    let mut twin: Option<(TurnIndex, usize)> = None;
     let mut skipped = 0;
     for &slot in members {
         let slot = slot as usize;
@@ -340,6 +349,16 @@ pub(super) fn fan_out_except<S: crate::conn::Transport>(
             skipped += 1;
             continue;
         }
+        let (at, len) = match conn.deflate() {
+            Some(agreement) if agreement.reads(len) => match twin {
+                Some(t) => t,
+                None => match frame.twin(&mut pending.deflater) {
+                    Some(z) => *twin.insert((pending.frames.push(z), z.len())),
+                    None => (at, len),
+                },
+            },
+            _ => (at, len),
+        };
         if !conn.push_foreign(at, len, cap) {
             pending.kill.push((slot, conn.id()));
         } else if conn.mark_dirty() {

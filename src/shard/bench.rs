@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use slab::Slab;
 
+use crate::bus::Encoded;
 use crate::config::Config;
 use crate::conn::{Clock, Conn, Ctx, Env, Shared, Transport, Work};
 use crate::limits::Admission;
@@ -122,7 +123,8 @@ impl FanoutBench {
     /// One publish of `frame` to every recipient and the end of its turn.
     pub fn publish(&mut self, frame: &Bytes) {
         let cap = self.env.config().max_queue_bytes;
-        fan_out(&mut self.conns, &mut self.pending, &self.members, frame, cap);
+        let mut frame = Encoded::new(frame.clone());
+        fan_out(&mut self.conns, &mut self.pending, &self.members, &mut frame, cap);
         let clock = self.clock();
         for (slot, _) in self.pending.dirty.drain(..) {
             let mut ctx = Ctx::new(&self.env, &mut self.work, &self.pending.frames, clock);

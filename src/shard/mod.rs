@@ -48,6 +48,9 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 struct Pending {
     /// The frames fanned out this turn; outboxes queue their indexes.
     frames: TurnLog,
+    /// Compresses a frame once for the members that negotiated
+    /// permessage-deflate (`bus::Encoded`).
+    deflater: crate::ws::deflate::Deflater,
     /// Connections with frames queued this turn: (slot, id).
     dirty: Vec<(usize, u64)>,
     /// Slow consumers to cut at the end of the turn: (slot, id).
@@ -279,10 +282,10 @@ impl Shard {
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
                 ShardMsg::Accept { stream, peer, permit } => self.adopt(stream, peer, permit, clock),
-                ShardMsg::Frames(Batch { frames, items }) => {
+                ShardMsg::Frames(Batch { mut frames, items }) => {
                     // History items in their places among the frames.
                     let mut items = items.into_iter().peekable();
-                    for (i, (topic, frame)) in frames.iter().enumerate() {
+                    for (i, (topic, frame)) in frames.iter_mut().enumerate() {
                         while let Some((_, item)) = items.next_if(|(at, _)| *at <= i) {
                             self.on_item(item, clock);
                         }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::bus::{ApiPart, Item, LinkRequest, PresenceDelta, ReplyTo};
+use crate::bus::{ApiPart, Encoded, Item, LinkRequest, PresenceDelta, ReplyTo};
 use crate::conn::Clock;
 use crate::presence::{Change, Remote};
 use crate::protocol::encode;
@@ -175,7 +175,8 @@ impl Shard {
         };
         let cap = self.env.config().max_queue_bytes;
         let own = |c: &crate::conn::Conn| c.user().is_some_and(|u| &**u == user);
-        let skipped = fan_out_except(&mut self.conns, &mut self.pending, members, frame, cap, own);
+        let mut frame = Encoded::new(frame.clone());
+        let skipped = fan_out_except(&mut self.conns, &mut self.pending, members, &mut frame, cap, own);
         self.env.metrics.deliveries.add(members.len() as u64 - skipped);
     }
 

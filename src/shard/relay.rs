@@ -15,7 +15,9 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::bus::post::shards_in;
-use crate::bus::{Item, LinkBatch, LinkHandle, LinkRequest, Numbered, Post, ShardHandle, ShardMsg, TopicInterest};
+use crate::bus::{
+    Encoded, Item, LinkBatch, LinkHandle, LinkRequest, Numbered, Post, ShardHandle, ShardMsg, TopicInterest,
+};
 use crate::metrics::{DropReason, ShardMetrics};
 use crate::rooms::Topic;
 
@@ -102,7 +104,7 @@ impl Relay {
 
     /// Adds a frame for `topic`'s members on each other shard in `mask`.
     #[inline]
-    pub fn fan_out(&mut self, mask: u64, topic: &Topic, frame: &Bytes) {
+    pub fn fan_out(&mut self, mask: u64, topic: &Topic, frame: &Encoded) {
         for s in shards_in(mask & !(1 << self.me)) {
             self.post.frame(s, topic, frame);
         }
@@ -182,7 +184,7 @@ mod tests {
         let (other, rx1, _p1) = inbox(1);
         let mut relay = Relay::new(0, vec![me, other], None);
         let topic = Topic::Room(Arc::from("r"));
-        let frame = Bytes::from_static(b"x");
+        let frame = Encoded::new(Bytes::from_static(b"x"));
         assert!(!relay.congested());
         for _ in 0..TURN_FRAMES {
             relay.fan_out(0b10, &topic, &frame);

@@ -14,7 +14,7 @@
 use std::ops::ControlFlow;
 
 use super::close::CloseCode;
-use super::frame::{OpCode, MAX_CLIENT_HEADER, MAX_CONTROL_PAYLOAD};
+use super::frame::{OpCode, MAX_CLIENT_HEADER, MAX_CONTROL_PAYLOAD, RSV1};
 use super::utf8::Utf8Validator;
 
 /// One complete unit decoded from the client.
@@ -28,6 +28,15 @@ pub enum Event<'a> {
     /// payload is kept for the message); lets the caller count frames, so
     /// that a flood of empty fragments costs like a flood of messages.
     Fragment,
+    /// A whole message compressed with permessage-deflate (RSV1 on its
+    /// first frame; only when negotiated): the caller inflates it, then
+    /// checks text for UTF-8.
+    Compressed {
+        /// A text message (else binary).
+        text: bool,
+        /// The compressed bytes of every frame, in order.
+        payload: &'a [u8],
+    },
     /// A ping; the caller answers with a pong carrying the same payload.
     Ping(&'a [u8]),
     /// A pong (a heartbeat answer).
@@ -60,6 +69,8 @@ const fn fail(code: CloseCode, reason: &'static str) -> ProtocolError {
 struct Frame {
     opcode: OpCode,
     fin: bool,
+    /// RSV1: the first frame of a compressed message.
+    compressed: bool,
     mask: [u8; 4],
     len: usize,
     done: usize,
@@ -69,6 +80,8 @@ struct Frame {
 #[derive(Debug)]
 struct Message {
     text: bool,
+    /// Compressed (RSV1 on its first frame): UTF-8 is checked once inflated.
+    compressed: bool,
     len: usize,
     utf8: Utf8Validator,
 }
@@ -84,6 +97,8 @@ pub struct Decoder {
     data: Vec<u8>,
     control: Vec<u8>,
     done: bool,
+    /// permessage-deflate was negotiated: RSV1 may mark a compressed message.
+    deflate: bool,
 }
 
 /// Buffers above this capacity are released once their message is delivered,
@@ -102,7 +117,15 @@ impl Decoder {
             data: Vec::new(),
             control: Vec::new(),
             done: false,
+            deflate: false,
         }
+    }
+
+    /// Allows compressed messages (RSV1), as permessage-deflate was
+    /// negotiated; without it RSV1 is a protocol error.
+    pub fn with_deflate(mut self, on: bool) -> Self {
+        self.deflate = on;
+        self
     }
 
     /// Whether it has stopped (a close frame, an error, or the caller's
@@ -148,7 +171,7 @@ impl Decoder {
                 pos += frame.len;
                 self.frame = None;
                 unmask(payload, frame.mask, 0);
-                match self.emit_direct(frame.opcode, payload, &mut on_event) {
+                match self.emit_direct(frame.opcode, frame.compressed, payload, &mut on_event) {
                     Ok(flow) => flow,
                     Err(e) => return Err(self.poison(e)),
                 }
@@ -213,10 +236,18 @@ impl Decoder {
             return Ok(None);
         }
         let fin = b[0] & 0x80 != 0;
-        if b[0] & 0x70 != 0 {
+        let compressed = b[0] & RSV1 != 0;
+        if b[0] & 0x30 != 0 || (compressed && !self.deflate) {
             return Err(fail(CloseCode::PROTOCOL_ERROR, "reserved bits set"));
         }
         let opcode = OpCode::from_u8(b[0] & 0x0F).ok_or(fail(CloseCode::PROTOCOL_ERROR, "reserved opcode"))?;
+        // RFC 7692 §6.1: RSV1 only on the first frame of a data message.
+        if compressed && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+            return Err(fail(
+                CloseCode::PROTOCOL_ERROR,
+                "RSV1 set on a control or continuation frame",
+            ));
+        }
         if b[1] & 0x80 == 0 {
             return Err(fail(CloseCode::PROTOCOL_ERROR, "client frame not masked"));
         }
@@ -262,6 +293,7 @@ impl Decoder {
         let frame = Frame {
             opcode,
             fin,
+            compressed,
             mask: mask.try_into().expect("4 bytes"),
             // Fits: control ≤ 125, data ≤ max_message which is a usize.
             len: len as usize,
@@ -274,12 +306,17 @@ impl Decoder {
     fn emit_direct<F>(
         &mut self,
         opcode: OpCode,
+        compressed: bool,
         payload: &[u8],
         on_event: &mut F,
     ) -> Result<ControlFlow<()>, ProtocolError>
     where
         F: FnMut(Event<'_>) -> ControlFlow<()>,
     {
+        if compressed {
+            let text = opcode == OpCode::Text;
+            return Ok(on_event(Event::Compressed { text, payload }));
+        }
         let event = match opcode {
             OpCode::Text => {
                 if std::str::from_utf8(payload).is_err() {
@@ -336,11 +373,12 @@ impl Decoder {
 
         let msg = self.message.get_or_insert_with(|| Message {
             text: frame.opcode == OpCode::Text,
+            compressed: frame.compressed,
             len: 0,
             utf8: Utf8Validator::new(),
         });
         msg.len += chunk.len();
-        if msg.text && msg.utf8.feed(chunk).is_err() {
+        if msg.text && !msg.compressed && msg.utf8.feed(chunk).is_err() {
             return Err(fail(CloseCode::INVALID_PAYLOAD, "text is not valid UTF-8"));
         }
         self.data.extend_from_slice(chunk);
@@ -351,10 +389,15 @@ impl Decoder {
             return Ok(on_event(Event::Fragment));
         }
         let mut msg = self.message.take().expect("message in progress");
-        if msg.text && msg.utf8.finish().is_err() {
+        if msg.text && !msg.compressed && msg.utf8.finish().is_err() {
             return Err(fail(CloseCode::INVALID_PAYLOAD, "text ends inside a UTF-8 sequence"));
         }
-        let flow = if msg.text {
+        let flow = if msg.compressed {
+            on_event(Event::Compressed {
+                text: msg.text,
+                payload: &self.data,
+            })
+        } else if msg.text {
             on_event(Event::Text(&self.data))
         } else {
             on_event(Event::Binary(&self.data))

@@ -12,11 +12,16 @@ enum Got {
     Ping(Vec<u8>),
     Pong(Vec<u8>),
     Close(Option<u16>, String),
+    Compressed(bool, Vec<u8>),
 }
 
 /// Feeds `bytes` cut into the given chunks; returns the events and the error.
 fn run(max: usize, bytes: &[u8], cuts: &[usize]) -> (Vec<Got>, Option<ProtocolError>) {
-    let mut d = Decoder::new(max);
+    run_with(Decoder::new(max), bytes, cuts)
+}
+
+/// `run` with a decoder of one's own (permessage-deflate on, say).
+fn run_with(mut d: Decoder, bytes: &[u8], cuts: &[usize]) -> (Vec<Got>, Option<ProtocolError>) {
     let mut got = Vec::new();
     let mut start = 0;
     let mut ends: Vec<usize> = cuts.to_vec();
@@ -33,6 +38,7 @@ fn run(max: usize, bytes: &[u8], cuts: &[usize]) -> (Vec<Got>, Option<ProtocolEr
                 Event::Ping(p) => Got::Ping(p.to_vec()),
                 Event::Pong(p) => Got::Pong(p.to_vec()),
                 Event::Close { code, reason } => Got::Close(code.map(|c| c.0), reason.to_string()),
+                Event::Compressed { text, payload } => Got::Compressed(text, payload.to_vec()),
             });
             ControlFlow::Continue(())
         });
@@ -246,4 +252,62 @@ fn every_frame_of_a_fragmented_message_is_an_event() {
         }
         assert_eq!(events, ["fragment", "fragment", "ab", "c"], "cut at {cuts:?}");
     }
+}
+
+/// A masked client frame with RSV1 set when `rsv1`.
+fn rsv1_frame(fin: bool, opcode: u8, payload: &[u8], rsv1: bool) -> Vec<u8> {
+    let mut f = crate::ws::frame::encode_client(fin, opcode, payload, Some([1, 2, 3, 4]));
+    if rsv1 {
+        f[0] |= crate::ws::frame::RSV1;
+    }
+    f
+}
+
+#[test]
+fn rsv1_is_a_protocol_error_unless_deflate_was_negotiated() {
+    let f = rsv1_frame(true, 1, b"xx", true);
+    assert_eq!(code_of(&f), Some(1002));
+    let (got, err) = run_with(Decoder::new(1024).with_deflate(true), &f, &[]);
+    assert_eq!(err, None);
+    assert_eq!(got, vec![Got::Compressed(true, b"xx".to_vec())]);
+}
+
+#[test]
+fn a_fragmented_compressed_message_is_one_event_at_every_cut() {
+    // The compressed bytes are not UTF-8, and need not be: they are
+    // checked once inflated.
+    let mut bytes = rsv1_frame(false, 2, &[0xff, 0xfe, 0x00], true);
+    bytes.extend(rsv1_frame(false, 0, &[0xc3], false));
+    bytes.extend(rsv1_frame(true, 0, &[0x28, 0x01], false));
+    for cut in 0..bytes.len() {
+        let d = Decoder::new(1024).with_deflate(true);
+        let (got, err) = run_with(d, &bytes, &[cut]);
+        assert_eq!(err, None, "cut at {cut}");
+        assert_eq!(got, vec![Got::Compressed(false, vec![0xff, 0xfe, 0x00, 0xc3, 0x28, 0x01])]);
+    }
+    // Text with bytes that are not UTF-8 once compressed, too.
+    let (got, err) = run_with(
+        Decoder::new(1024).with_deflate(true),
+        &rsv1_frame(true, 1, &[0xff, 0xff], true),
+        &[],
+    );
+    assert_eq!((got, err), (vec![Got::Compressed(true, vec![0xff, 0xff])], None));
+}
+
+#[test]
+fn rsv1_belongs_on_the_first_frame_of_a_data_message_only() {
+    let on = || Decoder::new(1024).with_deflate(true);
+    let mut cont = rsv1_frame(false, 1, b"a", true);
+    cont.extend(rsv1_frame(true, 0, b"b", true));
+    assert_eq!(run_with(on(), &cont, &[]).1.map(|e| e.code.0), Some(1002));
+    let ping = rsv1_frame(true, 9, b"p", true);
+    assert_eq!(run_with(on(), &ping, &[]).1.map(|e| e.code.0), Some(1002));
+    // RSV2 and RSV3 stay reserved.
+    let mut rsv2 = rsv1_frame(true, 1, b"a", false);
+    rsv2[0] |= 0x20;
+    assert_eq!(run_with(on(), &rsv2, &[]).1.map(|e| e.code.0), Some(1002));
+    // The limit counts compressed bytes as they come (the inflated size is
+    // checked when inflating).
+    let big = rsv1_frame(true, 2, &[0u8; 2000], true);
+    assert_eq!(run_with(on(), &big, &[]).1.map(|e| e.code.0), Some(1009));
 }

@@ -14,6 +14,9 @@ pub const MAX_SERVER_HEADER: usize = 10;
 pub const MAX_CLIENT_HEADER: usize = 14;
 /// The largest payload a control frame (close, ping, pong) may carry.
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
+/// The first header byte's RSV1 bit: the message is compressed
+/// (permessage-deflate, RFC 7692).
+pub const RSV1: u8 = 0x40;
 
 /// A frame opcode (RFC 6455 §5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 
 pub(crate) mod close;
 pub mod decoder;
+pub mod deflate;
 pub mod frame;
 pub(crate) mod utf8;
 
