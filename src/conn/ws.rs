@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use crate::http::Route;
 use crate::ws::decoder::ProtocolError;
-use crate::ws::deflate::InflateError;
+use crate::ws::deflate::{Agreement, InflateError};
 use crate::ws::{frame, CloseCode, Event, OpCode};
 
 use super::outbox::Outbox;
@@ -31,7 +31,7 @@ impl<S: Transport> Conn<S> {
         let (route, close_sent) = (*route, *close_sent);
         let outbox = &mut self.outbox;
         let session = &mut self.session;
-        let deflate = self.deflate.is_some();
+        let deflate = self.deflate;
         let mut peer_close: Option<Option<CloseCode>> = None;
         // A compressed message that could not be inflated.
         let mut refused: Option<ProtocolError> = None;
@@ -145,14 +145,13 @@ impl<S: Transport> Conn<S> {
 }
 
 /// `/echo` sends the message back as is (compressed when the client
-/// negotiated it and it pays); a bare `/ws` only counts it.
-fn echo(outbox: &mut Outbox, ctx: &mut Ctx<'_>, route: Route, deflate: bool, op: OpCode, p: &[u8]) {
+/// negotiated it, its window allows and it pays); a bare `/ws` only counts it.
+fn echo(outbox: &mut Outbox, ctx: &mut Ctx<'_>, route: Route, deflate: Option<Agreement>, op: OpCode, p: &[u8]) {
     ctx.metrics().messages_received.add(1);
     if route == Route::Echo {
-        let compressed = if deflate {
-            ctx.work.deflater.compress(op, p)
-        } else {
-            None
+        let compressed = match deflate {
+            Some(a) if a.reads(p.len()) => ctx.work.deflater.compress(op, p),
+            _ => None,
         };
         outbox.push(compressed.unwrap_or_else(|| frame::encode(op, p)));
         ctx.metrics().deliveries.add(1);

@@ -152,6 +152,8 @@ pub struct ShardMetrics {
     pub joined_events: Counter,
     /// `left` events sent.
     pub left_events: Counter,
+    /// Deliveries of compressed frames (permessage-deflate).
+    pub compressed_deliveries: Counter,
     /// TLS handshakes completed.
     pub tls_handshakes: Counter,
     /// TLS handshakes failed, by [`crate::tls::Failure`].

@@ -47,6 +47,9 @@ pub const DROPPED_TOTAL: &str = "roomcast_dropped_total";
 pub const CLOSES_TOTAL: &str = "roomcast_closes_total";
 /// Counter: HTTP responses that were not upgrades, by `status`.
 pub const HTTP_RESPONSES_TOTAL: &str = "roomcast_http_responses_total";
+/// Counter: frames delivered compressed (permessage-deflate), one per
+/// recipient.
+pub const COMPRESSED_DELIVERIES_TOTAL: &str = "roomcast_compressed_deliveries_total";
 /// Counter: TLS handshakes completed (with `--tls-cert`).
 pub const TLS_HANDSHAKES_TOTAL: &str = "roomcast_tls_handshakes_total";
 /// Counter: TLS handshakes failed, by `reason` (`plain_http`, `alert`,

@@ -94,7 +94,7 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
     ] {
         let _ = writeln!(out, "{PRESENCE_EVENTS_TOTAL}{{event=\"{event}\"}} {}", sum(reg, read));
     }
-    let counters: [(&str, &str, Read); 9] = [
+    let counters: [(&str, &str, Read); 10] = [
         (PRESENCE_QUERIES_TOTAL, "Presence queries answered.", |s| {
             s.presence_queries.get()
         }),
@@ -114,6 +114,11 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
             s.messages_received.get()
         }),
         (DELIVERIES_TOTAL, "Frames queued to clients.", |s| s.deliveries.get()),
+        (
+            COMPRESSED_DELIVERIES_TOTAL,
+            "Frames queued to clients compressed (permessage-deflate).",
+            |s| s.compressed_deliveries.get(),
+        ),
         (BYTES_SENT_TOTAL, "Bytes written to client sockets.", |s| {
             s.bytes_sent.get()
         }),

@@ -351,9 +351,15 @@ pub(super) fn fan_out_except<S: crate::conn::Transport>(
         }
         let (at, len) = match conn.deflate() {
             Some(agreement) if agreement.reads(len) => match twin {
-                Some(t) => t,
+                Some(t) => {
+                    pending.compressed += 1;
+                    t
+                }
                 None => match frame.twin(&mut pending.deflater) {
-                    Some(z) => *twin.insert((pending.frames.push(z), z.len())),
+                    Some(z) => {
+                        pending.compressed += 1;
+                        *twin.insert((pending.frames.push(z), z.len()))
+                    }
                     None => (at, len),
                 },
             },

@@ -51,6 +51,8 @@ struct Pending {
     /// Compresses a frame once for the members that negotiated
     /// permessage-deflate (`bus::Encoded`).
     deflater: crate::ws::deflate::Deflater,
+    /// Deliveries of compressed frames this turn.
+    compressed: u64,
     /// Connections with frames queued this turn: (slot, id).
     dirty: Vec<(usize, u64)>,
     /// Slow consumers to cut at the end of the turn: (slot, id).
@@ -478,6 +480,10 @@ impl Shard {
         self.relay.flush(&self.env.metrics);
         // Every outbox still holding this turn's frames was detached above.
         self.pending.frames.clear();
+        let compressed = std::mem::take(&mut self.pending.compressed);
+        if compressed > 0 {
+            self.env.metrics.compressed_deliveries.add(compressed);
+        }
         self.work.names.clear();
         self.shared_gauges();
     }

@@ -283,7 +283,10 @@ fn a_fragmented_compressed_message_is_one_event_at_every_cut() {
         let d = Decoder::new(1024).with_deflate(true);
         let (got, err) = run_with(d, &bytes, &[cut]);
         assert_eq!(err, None, "cut at {cut}");
-        assert_eq!(got, vec![Got::Compressed(false, vec![0xff, 0xfe, 0x00, 0xc3, 0x28, 0x01])]);
+        assert_eq!(
+            got,
+            vec![Got::Compressed(false, vec![0xff, 0xfe, 0x00, 0xc3, 0x28, 0x01])]
+        );
     }
     // Text with bytes that are not UTF-8 once compressed, too.
     let (got, err) = run_with(

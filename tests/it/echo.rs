@@ -49,6 +49,7 @@ fn fragmented_messages_come_back_whole_with_the_same_opcode() {
         text,
         Frame {
             fin: true,
+            rsv1: false,
             opcode: 0x1,
             payload: "héllo wörld".as_bytes().to_vec()
         }
@@ -58,6 +59,7 @@ fn fragmented_messages_come_back_whole_with_the_same_opcode() {
         bin,
         Frame {
             fin: true,
+            rsv1: false,
             opcode: 0x2,
             payload: vec![1, 2, 3]
         }

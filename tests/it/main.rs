@@ -9,6 +9,7 @@ mod util;
 mod auth;
 mod close_codes;
 mod cluster;
+mod compression;
 mod config;
 mod deploy;
 mod echo;

@@ -189,13 +189,19 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// Opens a TCP connection and completes a WebSocket upgrade by hand, so the
 /// test can then write arbitrary (even invalid) frames.
 pub fn raw_upgrade(server: &Server, path: &str) -> TcpStream {
+    raw_upgrade_with(server, path, "").0
+}
+
+/// [`raw_upgrade`] with extra request header lines (each ending in
+/// `\r\n`); also returns the response head.
+pub fn raw_upgrade_with(server: &Server, path: &str, extra: &str) -> (TcpStream, String) {
     let mut s = TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     s.set_nodelay(true).unwrap();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
     )
     .unwrap();
     let (status, head, _) = read_response(&mut s);
@@ -204,7 +210,7 @@ pub fn raw_upgrade(server: &Server, path: &str) -> TcpStream {
         head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
         "{head}"
     );
-    s
+    (s, head)
 }
 
 /// Encodes a client frame; `masked` false makes an illegal unmasked frame.
@@ -216,6 +222,8 @@ pub fn client_frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frame {
     pub fin: bool,
+    /// RSV1: compressed (permessage-deflate).
+    pub rsv1: bool,
     pub opcode: u8,
     pub payload: Vec<u8>,
 }
@@ -248,6 +256,7 @@ pub fn read_frame(s: &mut TcpStream) -> Option<Frame> {
     s.read_exact(&mut payload).unwrap();
     Some(Frame {
         fin: h[0] & 0x80 != 0,
+        rsv1: h[0] & 0x40 != 0,
         opcode: h[0] & 0x0F,
         payload,
     })
