@@ -72,5 +72,6 @@ pub mod internals {
     pub use crate::protocol::{encode, Op, Parser};
     pub use crate::rooms::{valid_room, Topic};
     pub use crate::shard::bench::FanoutBench;
+    pub use crate::ws::deflate::{Deflater, InflateError, Inflater};
     pub use crate::ws::{frame, Decoder, Event, OpCode};
 }

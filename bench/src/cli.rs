@@ -36,6 +36,10 @@ struct Common {
     /// resumption), the cost of a first visit rather than of a reconnect.
     #[arg(long)]
     tls_no_resume: bool,
+    /// Offer permessage-deflate on every connection (as browsers do) and
+    /// inflate what the server sends compressed.
+    #[arg(long)]
+    compression: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,6 +76,10 @@ enum Scenario {
         /// cluster: cross-node delivery).
         #[arg(long)]
         pub_url: Option<String>,
+        /// What pads `data` after the stamp: dots, or words of chat (which
+        /// compress like real messages; use it with --compression).
+        #[arg(long, value_enum, default_value_t = crate::wire::Filler::Dots)]
+        filler: crate::wire::Filler,
     },
     /// Open N connections, hold them, report the server's memory per connection.
     Conns {
@@ -160,7 +168,12 @@ fn positive(name: &str, v: usize) -> Result<usize, String> {
 impl Cli {
     /// Checks the options and resolves the URL.
     pub fn into_command(self) -> Result<Command, String> {
-        let target = |c: &Common| Target::parse(&c.url, c.token.as_deref(), c.tls_ca.as_deref(), c.tls_no_resume);
+        let target = |c: &Common| {
+            Target::parse(&c.url, c.token.as_deref(), c.tls_ca.as_deref(), c.tls_no_resume).map(|mut t| {
+                t.compression = c.compression;
+                t
+            })
+        };
         Ok(match self.scenario {
             Scenario::Fanout {
                 common,
@@ -173,6 +186,7 @@ impl Cli {
                 window,
                 join_timeout,
                 pub_url,
+                filler,
             } => {
                 if pubs > usize::from(u16::MAX) {
                     return Err("--pubs must be at most 65535".into());
@@ -187,14 +201,19 @@ impl Cli {
                     window: positive("window", window as usize)? as u64,
                     join_timeout: secs("join-timeout", join_timeout)?,
                     pub_target: match pub_url {
-                        Some(u) => Some(Target::parse(
-                            &u,
-                            common.token.as_deref(),
-                            common.tls_ca.as_deref(),
-                            common.tls_no_resume,
-                        )?),
+                        Some(u) => {
+                            let mut t = Target::parse(
+                                &u,
+                                common.token.as_deref(),
+                                common.tls_ca.as_deref(),
+                                common.tls_no_resume,
+                            )?;
+                            t.compression = common.compression;
+                            Some(t)
+                        }
                         None => None,
                     },
+                    filler,
                 };
                 Command::Fanout(target(&common)?, cfg)
             }

@@ -12,7 +12,7 @@ use std::io;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use roomcast::internals::OpCode;
+use roomcast::internals::{Inflater, OpCode};
 
 use crate::codec::{self, FrameError};
 use crate::handshake::{self, Upgrade};
@@ -75,11 +75,15 @@ pub enum Event<'a> {
     Ended(End),
 }
 
-/// Per-loop state shared by every connection: the read buffer, the mask source, the clock.
+/// Per-loop state shared by every connection: the read buffer, the mask
+/// source, the clock, and the inflater of compressed messages (each is
+/// inflated on its own: no context takeover).
 pub struct Io {
     rbuf: Vec<u8>,
     rng: u64,
     epoch: Instant,
+    inflater: Inflater,
+    inflated: Vec<u8>,
 }
 
 impl Io {
@@ -92,6 +96,8 @@ impl Io {
             rbuf: vec![0; cap],
             rng: seed | 1,
             epoch,
+            inflater: Inflater::new(),
+            inflated: Vec::new(),
         }
     }
 
@@ -159,7 +165,7 @@ impl Client {
         // Without this, Nagle holds small publishes back until the previous
         // segment is acked (up to the 40 ms delayed-ACK timer): pure latency noise.
         stream.set_nodelay(true)?;
-        let req = handshake::request(&target.host, &target.path);
+        let req = handshake::request(&target.host, &target.path, target.compression);
         Ok(Client {
             stream: Socket::new(stream, target.tls.as_ref())?,
             phase: Phase::Connecting,
@@ -367,6 +373,21 @@ impl Client {
             match header.opcode {
                 OpCode::Text | OpCode::Binary if self.frag_text.is_some() => {
                     return Err(End::Protocol("new message inside a fragmented one"));
+                }
+                OpCode::Text | OpCode::Binary if header.compressed => {
+                    if !header.fin {
+                        return Err(End::Protocol("fragmented compressed message (not supported here)"));
+                    }
+                    let mut plain = std::mem::take(&mut w.io.inflated);
+                    if w.io.inflater.inflate(payload, codec::MAX_FRAME, &mut plain).is_err() {
+                        return Err(End::Protocol("compressed message does not inflate"));
+                    }
+                    if header.opcode == OpCode::Text {
+                        f(Event::Text { payload: &plain, at_ns }, &mut w);
+                    } else {
+                        f(Event::Binary, &mut w);
+                    }
+                    w.io.inflated = plain;
                 }
                 OpCode::Text if header.fin => f(Event::Text { payload, at_ns }, &mut w),
                 OpCode::Binary if header.fin => f(Event::Binary, &mut w),

@@ -16,6 +16,8 @@ pub const MAX_FRAME: usize = 16 << 20;
 pub struct Header {
     /// The FIN bit: this frame ends its message.
     pub fin: bool,
+    /// RSV1: a compressed message (permessage-deflate).
+    pub compressed: bool,
     /// The frame's opcode.
     pub opcode: OpCode,
     /// Bytes of header before the payload (2, 4 or 10).
@@ -40,8 +42,9 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, FrameError> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
-    if b0 & 0x70 != 0 {
-        return Err(FrameError("server frame with RSV bits set"));
+    let compressed = b0 & frame::RSV1 != 0;
+    if b0 & 0x30 != 0 {
+        return Err(FrameError("server frame with RSV2 or RSV3 set"));
     }
     if b1 & 0x80 != 0 {
         // RFC 6455 §5.1: a client must close on a masked server frame.
@@ -65,14 +68,15 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, FrameError> {
         },
         n => (2, n as usize),
     };
-    if opcode.is_control() && (payload_len > MAX_CONTROL_PAYLOAD || !fin) {
-        return Err(FrameError("oversized or fragmented control frame"));
+    if opcode.is_control() && (payload_len > MAX_CONTROL_PAYLOAD || !fin || compressed) {
+        return Err(FrameError("oversized, fragmented or compressed control frame"));
     }
     if payload_len > MAX_FRAME {
         return Err(FrameError("server frame too large"));
     }
     Ok(Some(Header {
         fin,
+        compressed,
         opcode,
         header_len,
         payload_len,

@@ -50,6 +50,8 @@ pub struct Config {
     pub join_timeout: Duration,
     /// Where publishers connect, if not to the subscribers' server.
     pub pub_target: Option<Target>,
+    /// What pads each message's `data`.
+    pub filler: wire::Filler,
 }
 
 /// Where the run is; decides whether a connection's end is an error.
@@ -271,7 +273,7 @@ pub fn run(target: Target, cfg: &Config) -> Result<Report, String> {
                         seq: round,
                         ts_ns,
                     };
-                    wire::publish(&mut st.scratch, &st.room_names[room], &stamp, cfg.size);
+                    wire::publish_with(&mut st.scratch, &st.room_names[room], &stamp, cfg.size, cfg.filler);
                     pool.send(pb.key, &st.scratch);
                 }
             }
@@ -322,7 +324,7 @@ pub fn run(target: Target, cfg: &Config) -> Result<Report, String> {
                     seq: (pb.sent + 1) as u32,
                     ts_ns,
                 };
-                wire::publish(&mut st.scratch, &st.room_names[room], &stamp, cfg.size);
+                wire::publish_with(&mut st.scratch, &st.room_names[room], &stamp, cfg.size, cfg.filler);
                 if !pool.send(pb.key, &st.scratch) {
                     break; // this publisher's connection is gone (counted in errors)
                 }

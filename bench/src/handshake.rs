@@ -19,13 +19,19 @@ pub struct Request {
     pub accept: Box<str>,
 }
 
-/// Builds a `GET` upgrade request for `path` (with its query) on `host`.
-pub fn request(host: &str, path: &str) -> Request {
+/// Builds a `GET` upgrade request for `path` (with its query) on `host`,
+/// offering permessage-deflate (no context takeover) with `deflate`.
+pub fn request(host: &str, path: &str, deflate: bool) -> Request {
     let key = generate_key();
     let accept = derive_accept_key(key.as_bytes()).into_boxed_str();
+    let offer = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+    } else {
+        ""
+    };
     let bytes = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     )
     .into_bytes();
     Request { bytes, accept }
@@ -86,7 +92,7 @@ mod tests {
 
     #[test]
     fn a_valid_101_upgrades_and_keeps_the_trailing_frames() {
-        let req = request("127.0.0.1:1", "/ws?token=a");
+        let req = request("127.0.0.1:1", "/ws?token=a", false);
         let text = String::from_utf8(req.bytes.clone()).unwrap();
         assert!(text.starts_with("GET /ws?token=a HTTP/1.1\r\n"));
         let mut resp = answer(&req.accept);

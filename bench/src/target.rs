@@ -19,6 +19,8 @@ pub struct Target {
     pub path: String,
     /// For `wss://`: how to make each connection's TLS session.
     pub tls: Option<Tls>,
+    /// Offer permessage-deflate (and inflate what comes compressed).
+    pub compression: bool,
 }
 
 /// TLS client settings shared by every connection of a run.
@@ -118,6 +120,7 @@ impl Target {
             host: authority.to_string(),
             path,
             tls,
+            compression: false,
         })
     }
 }

@@ -46,9 +46,31 @@ pub fn join(out: &mut Vec<u8>, room: &str, id: Option<u64>) {
     out.push(b'}');
 }
 
+/// What pads `data` after the stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Filler {
+    /// `.` repeated: the cheapest to write, and absurdly compressible.
+    #[default]
+    Dots,
+    /// Words of chat, different in every message: compresses like text.
+    Words,
+}
+
+/// Words for [`Filler::Words`].
+const WORDS: [&str; 32] = [
+    "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "hello", "world", "chat", "message", "room",
+    "typing", "online", "status", "meeting", "tomorrow", "sounds", "good", "thanks", "see", "you", "later", "what",
+    "about", "lunch", "deploy", "ready", "review", "merged", "ship",
+];
+
 /// Writes `{"op":"publish","room":R,"data":"<stamp><padding>"}` into `out`
 /// (cleared first); the `data` string is `max(size, STAMP_LEN)` bytes long.
 pub fn publish(out: &mut Vec<u8>, room: &str, stamp: &Stamp, size: usize) {
+    publish_with(out, room, stamp, size, Filler::Dots);
+}
+
+/// [`publish`] with the padding chosen.
+pub fn publish_with(out: &mut Vec<u8>, room: &str, stamp: &Stamp, size: usize, filler: Filler) {
     out.clear();
     out.extend_from_slice(br#"{"op":"publish","room":"#);
     push_str(out, room);
@@ -61,7 +83,22 @@ pub fn publish(out: &mut Vec<u8>, room: &str, stamp: &Stamp, size: usize) {
     push_hex(out, u64::from(stamp.sender), 4);
     push_hex(out, u64::from(stamp.seq), 8);
     push_hex(out, stamp.ts_ns, 16);
-    out.resize(out.len() + size.saturating_sub(STAMP_LEN), b'.');
+    let pad = size.saturating_sub(STAMP_LEN);
+    match filler {
+        Filler::Dots => out.resize(out.len() + pad, b'.'),
+        Filler::Words => {
+            let end = out.len() + pad;
+            let mut x = (u64::from(stamp.seq) << 16 | u64::from(stamp.sender)) ^ 0x9E37_79B9_7F4A_7C15;
+            while out.len() < end {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                out.push(b' ');
+                out.extend_from_slice(WORDS[(x & 31) as usize].as_bytes());
+            }
+            out.truncate(end);
+        }
+    }
     out.extend_from_slice(b"\"}");
 }
 

@@ -61,7 +61,11 @@ fn payload_of(f: &[u8]) -> (u8, &[u8]) {
 
 #[test]
 fn a_frame_compresses_once_and_inflates_back() {
-    let json = br#"{"op":"message","room":"lobby","from":"ann","data":{"text":"hello hello hello hello hello hello hello hello hello hello hello hello"}}"#;
+    let json = format!(
+        r#"{{"op":"message","room":"lobby","from":"ann","data":{{"text":"{}"}}}}"#,
+        "hello ".repeat(50)
+    );
+    let json = json.as_bytes();
     let mut d = Deflater::new();
     let z = d.compress_frame(&text_frame(json)).expect("it pays");
     let (first, body) = payload_of(&z);

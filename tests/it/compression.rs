@@ -188,7 +188,7 @@ fn rsv1_and_bad_data_are_protocol_errors() {
 fn echo_answers_compressed_when_negotiated() {
     let server = Server::start(&["--compression"]);
     let (mut s, _) = raw_upgrade_with(&server, "/echo", OFFER);
-    let text = "echo me, echo me, echo me, echo me, echo me, echo me, echo me!".repeat(4);
+    let text = "echo me, echo me, echo me, echo me, echo me, echo me, echo me!".repeat(6);
     s.write_all(&compressed_frame(true, 1, &deflate(text.as_bytes()), true))
         .unwrap();
     let f = read_frame(&mut s).unwrap();
