@@ -145,7 +145,12 @@ mod tests {
     #[test]
     fn bad_server_frames_are_errors_not_panics() {
         assert!(parse_header(&[0x81, 0x85, 0, 0, 0, 0]).is_err(), "masked");
-        assert!(parse_header(&[0xC1, 0x00]).is_err(), "rsv1");
+        assert!(parse_header(&[0xA1, 0x00]).is_err(), "rsv2");
+        assert!(parse_header(&[0xC9, 0x00]).is_err(), "rsv1 on a ping");
+        assert!(
+            parse_header(&[0xC1, 0x00]).unwrap().unwrap().compressed,
+            "rsv1: compressed"
+        );
         assert!(parse_header(&[0x83, 0x00]).is_err(), "reserved opcode");
         assert!(parse_header(&[0x09, 0x00]).is_err(), "fragmented ping");
         assert!(parse_header(&[0x89, 126, 0, 200]).is_err(), "long ping");
