@@ -4,11 +4,23 @@ instead (../shared/peers), measured with roomcast-bench in one run.
 
 Each server is pinned to CPU 0 and the generator to CPU 1 (taskset); every
 scenario runs back to back for every target, the median of --runs is kept,
-and a ratio table (roomcast / peer) is printed and, with --write, put into
-docs/benchmarks.md between the COMPARE markers. Loopback only; every run is
-bounded by --secs.
+and a ratio table (roomcast / best peer, and roomcast / the least-work
+`ceiling`) is printed and, with --write, put into docs/benchmarks.md
+between the COMPARE markers. Loopback only; every run is bounded by --secs.
+
+The fan-out is swept over the generator's in-flight window (8, 32, 128
+messages per publisher): at shallow depths every server is bound by the
+kernel's per-write cost, at depth by how well it coalesces writes; one
+depth alone tells half the story. Round trips (50 clients, each alone in
+its room) and memory per idle connection complete it.
+
+Targets `roomcast+history`, `roomcast+presence`, `roomcast+tls` and
+`roomcast+deflate` run roomcast with one feature on (rooms keep 100
+messages; presence with join/leave events; wss:// with a P-256 certificate;
+permessage-deflate negotiated), so the cost of each shows in the same table.
 
     python3 benches/compare.py --runs 3 --secs 5 --write
+    python3 benches/compare.py --targets "roomcast roomcast+tls" --scenarios "fanout_w32"
 """
 
 import argparse
@@ -36,22 +48,50 @@ def build(peers_dir, targets):
     log("building roomcast and roomcast-bench (release)")
     subprocess.run(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT, check=True)
     for t in targets:
-        if t != "roomcast":
+        if t not in VARIANTS:
             log(f"building peer {t}")
             subprocess.run(["bash", os.path.join(peers_dir, "targets", t, "build.sh")], check=True)
 
 
-def start(target, port, peers_dir, shards):
-    """Starts a server pinned to CPU 0; returns (process, ws url)."""
-    if target == "roomcast":
+# roomcast with one feature on: extra server flags, extra generator flags.
+VARIANTS = {
+    "roomcast": ([], []),
+    "roomcast+history": (["--history-size", "100"], []),
+    "roomcast+presence": (["--presence", "--join-leave"], []),
+    "roomcast+tls": (["--tls-cert", "{work}/cert.pem", "--tls-key", "{work}/key.pem"], ["--tls-ca", "{work}/cert.pem"]),
+    "roomcast+deflate": (["--compression"], ["--compression"]),
+}
+
+
+def certificate(work):
+    """A self-signed P-256 certificate for localhost in `work` (for roomcast+tls)."""
+    if os.path.exists(os.path.join(work, "cert.pem")):
+        return
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-addext", "basicConstraints=critical,CA:FALSE",
+                    "-keyout", os.path.join(work, "key.pem"), "-out", os.path.join(work, "cert.pem")],
+                   check=True, capture_output=True)
+
+
+def start(target, port, peers_dir, shards, work):
+    """Starts a server pinned to CPU 0; returns (process, ws url, extra generator flags)."""
+    extra = []
+    if target in VARIANTS:
+        flags, extra = VARIANTS[target]
+        if target == "roomcast+tls":
+            certificate(work)
+        flags = [f.format(work=work) for f in flags]
+        extra = [f.format(work=work) for f in extra]
         cmd = [BROKER, "--listen", f"127.0.0.1:{port}", "--shards", str(shards), "--log-level", "error",
                "--rate-limit", "1000000000", "--rate-burst", "1000000000", "--max-queue-bytes", "67108864",
-               "--stats-interval-secs", "0"]
+               "--stats-interval-secs", "0"] + flags
         env = dict(os.environ)
     else:
         cmd = ["bash", os.path.join(peers_dir, "targets", target, "start.sh")]
         env = dict(os.environ, PORT=str(port))
-    cpus = "0" if shards == 1 or target != "roomcast" else "0,1"
+    cpus = "0" if shards == 1 or target not in VARIANTS else "0,1"
     proc = subprocess.Popen(["taskset", "-c", cpus] + cmd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 30
@@ -59,7 +99,8 @@ def start(target, port, peers_dir, shards):
     while time.time() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"ws://127.0.0.1:{port}/ws"
+            scheme, host = ("wss", "localhost") if target == "roomcast+tls" else ("ws", "127.0.0.1")
+            return proc, f"{scheme}://{host}:{port}/ws", extra
         except OSError:
             time.sleep(0.1)
     stop(proc)
@@ -87,13 +128,18 @@ def bench(args, cpus="1", timeout=120):
     return json.loads(lines[-1])
 
 
+def fanout(subs, pubs, window):
+    return lambda url, secs, pid: ["fanout", "--url", url, "--subs", str(subs), "--pubs", str(pubs), "--rooms", "1",
+                                   "--size", "64", "--rate", "0", "--secs", str(secs), "--window", str(window)]
+
+
 SCENARIOS = {
-    "fanout_1000x1": ("fan-out, 1 000 subscribers, 1 publisher, max rate (deliveries/s)", "deliveries_per_s",
-                      lambda url, secs, pid: ["fanout", "--url", url, "--subs", "1000", "--pubs", "1",
-                                              "--rooms", "1", "--size", "64", "--rate", "0", "--secs", str(secs)]),
-    "fanout_100x10": ("fan-out, 100 subscribers, 10 publishers (deliveries/s)", "deliveries_per_s",
-                      lambda url, secs, pid: ["fanout", "--url", url, "--subs", "100", "--pubs", "10",
-                                              "--rooms", "1", "--size", "64", "--rate", "0", "--secs", str(secs)]),
+    "fanout_w8": ("fan-out 1 000 × 1, window 8 (deliveries/s)", "deliveries_per_s", fanout(1000, 1, 8)),
+    "fanout_w32": ("fan-out 1 000 × 1, window 32 (deliveries/s)", "deliveries_per_s", fanout(1000, 1, 32)),
+    "fanout_w128": ("fan-out 1 000 × 1, window 128 (deliveries/s)", "deliveries_per_s", fanout(1000, 1, 128)),
+    "fanout_100x10": ("fan-out 100 × 10, window 64 (deliveries/s)", "deliveries_per_s", fanout(100, 10, 64)),
+    "rtt_50": ("round trips, 50 clients each alone in its room (per s)", "round_trips_per_s",
+               lambda url, secs, pid: ["rtt", "--url", url, "--clients", "50", "--size", "64", "--secs", str(secs)]),
     "idle_10000": ("10 000 idle connections in a room, server RSS per connection", "rss_per_conn_bytes",
                    lambda url, secs, pid: ["conns", "--url", url, "--n", "10000", "--hold", "2",
                                            "--room", "idle", "--pid", str(pid)]),
@@ -114,7 +160,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--secs", type=float, default=5)
-    ap.add_argument("--targets", default=" ".join(["roomcast"] + PEERS))
+    ap.add_argument("--targets", default=" ".join(["roomcast"] + PEERS),
+                    help="space-separated; peers, roomcast, and " + ", ".join(v for v in VARIANTS if v != "roomcast"))
     ap.add_argument("--scenarios", default=" ".join(SCENARIOS))
     ap.add_argument("--peers", default=os.path.join(ROOT, "..", "shared", "peers"))
     ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
@@ -139,10 +186,10 @@ def main():
             values = []
             for run in range(a.runs):
                 port += 1
-                proc, url = start(t, port, peers_dir, 1)
+                proc, url, extra = start(t, port, peers_dir, 1, work)
                 try:
                     time.sleep(0.3)
-                    r = bench(make(url, a.secs, server_pid(proc)))
+                    r = bench(make(url, a.secs, server_pid(proc)) + extra)
                     values.append(float(r[key]))
                     log(f"{sc} {t} run {run + 1}: {key}={r[key]}"
                         + (f" lost={r.get('lost')} p99={r.get('latency_p99_us')}" if "lost" in r else ""))
@@ -151,8 +198,8 @@ def main():
                 finally:
                     stop(proc)
             results[(sc, t)] = statistics.median(values) if values else None
-    header = "| scenario | " + " | ".join(targets) + " | roomcast ÷ best peer |"
-    rows = [header, "|" + "---|" * (len(targets) + 2)]
+    header = "| scenario | " + " | ".join(targets) + " | roomcast ÷ best peer | roomcast ÷ ceiling |"
+    rows = [header, "|" + "---|" * (len(targets) + 3)]
     for sc in scenarios:
         title, key, _ = SCENARIOS[sc]
         cells = []
@@ -160,13 +207,15 @@ def main():
             v = results.get((sc, t))
             cells.append("failed" if v is None else fmt(v, key))
         ours = results.get((sc, "roomcast"))
-        peers = [results[(sc, t)] for t in targets if t not in ("roomcast", "ceiling") and results.get((sc, t))]
-        if ours and peers:
-            best = min(peers) if key == "rss_per_conn_bytes" else max(peers)
-            ratio = (best / ours) if key == "rss_per_conn_bytes" else (ours / best)
-            cells.append(f"{ratio:.2f}×")
-        else:
-            cells.append("—")
+        peers = [results[(sc, t)] for t in targets
+                 if t not in VARIANTS and t != "ceiling" and results.get((sc, t))]
+        for others in (peers, [results[(sc, "ceiling")]] if results.get((sc, "ceiling")) else []):
+            if ours and others:
+                best = min(others) if key == "rss_per_conn_bytes" else max(others)
+                ratio = (best / ours) if key == "rss_per_conn_bytes" else (ours / best)
+                cells.append(f"{ratio:.2f}×")
+            else:
+                cells.append("—")
         rows.append(f"| {title} | " + " | ".join(cells) + " |")
     table = "\n".join(rows)
     print(table)
