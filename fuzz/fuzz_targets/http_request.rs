@@ -13,7 +13,8 @@ fuzz_target!(|data: &[u8]| {
         Ok(Parsed::Complete(req, used)) => {
             assert!(used <= data.len() && used <= MAX_HEAD_BYTES);
             assert!(!req.path.contains('?'));
-            let _ = upgrade::check(&req);
+            // With the permessage-deflate offer it parsed, if any.
+            let _ = upgrade::check(&req, req.deflate);
             // Growing the input after a complete head never changes the head.
             match parse(&data[..used]) {
                 Ok(Parsed::Complete(again, n)) => assert_eq!((again, n), (req, used)),
