@@ -178,20 +178,10 @@ fn a_redis_certificate_from_an_unknown_ca_keeps_the_link_down_and_says_why() {
 
 #[test]
 fn redis_tls_options_are_checked_at_start_up() {
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "started with {args:?}");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
     let ca = temp_file("ca.pem", &Ca::new("ca").pem);
-    let err = run(&["--redis-url", "redis://127.0.0.1:1", "--redis-tls-ca", &ca]);
+    let err = refused(&["--redis-url", "redis://127.0.0.1:1", "--redis-tls-ca", &ca]);
     assert!(err.contains("rediss://"), "{err}");
-    let err = run(&[
+    let err = refused(&[
         "--redis-url",
         "rediss://127.0.0.1:1",
         "--redis-tls-ca",
@@ -199,6 +189,6 @@ fn redis_tls_options_are_checked_at_start_up() {
     ]);
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     let not_pem = temp_file("ca.pem", "hello");
-    let err = run(&["--redis-url", "rediss://127.0.0.1:1", "--redis-tls-ca", &not_pem]);
+    let err = refused(&["--redis-url", "rediss://127.0.0.1:1", "--redis-tls-ca", &not_pem]);
     assert!(err.contains("no certificate in"), "{err}");
 }

@@ -180,23 +180,6 @@ fn sighup_reloads_the_certificate_and_keeps_clients_connected() {
     assert_eq!(reloads("ok"), 1.0);
 }
 
-/// Runs roomcast with `args` expecting it to refuse to start; its stderr.
-fn refused(args: &[&str]) -> String {
-    let listen: &[&str] = if args.contains(&"--listen") {
-        &[]
-    } else {
-        &["--listen", "127.0.0.1:0"]
-    };
-    let out = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args(listen)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "roomcast started with {args:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn bad_certificates_and_keys_are_refused_at_start_up() {
     let ca = Ca::new("root");

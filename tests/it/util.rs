@@ -375,3 +375,20 @@ pub fn temp_file(name: &str, text: &str) -> String {
     std::fs::write(&path, text).unwrap();
     path.to_string_lossy().into_owned()
 }
+
+/// Runs roomcast with `args` expecting it to refuse to start; its stderr.
+pub fn refused(args: &[&str]) -> String {
+    let listen: &[&str] = if args.contains(&"--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(listen)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "roomcast started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
