@@ -374,6 +374,12 @@ impl<S: Transport> Conn<S> {
                         // costs the shard next to nothing.
                         return Verdict::ReadAgain;
                     }
+                    if n < scratch.len() && self.stream.short_read_drains() {
+                        // The socket is empty: skip the read that would say
+                        // so (a request/response client saves one syscall
+                        // per message, `docs/benchmarks.md`).
+                        return Verdict::Keep;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Verdict::Keep,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -39,6 +39,16 @@ pub(crate) trait Transport: Read + Write {
         None
     }
 
+    /// Whether a read that returned less than the buffer proves the
+    /// socket's receive queue empty: true for plain TCP under edge-triggered
+    /// epoll (data that arrives later raises a new edge, so the read that
+    /// would only say `WouldBlock` can be skipped, as tokio does); false
+    /// for TLS, which hands out one record's plaintext at a time.
+    #[inline]
+    fn short_read_drains(&self) -> bool {
+        false
+    }
+
     /// Whether a TLS handshake is still under way (when the request times
     /// out, it is the handshake that did).
     #[inline]
@@ -50,6 +60,11 @@ pub(crate) trait Transport: Read + Write {
 impl Transport for TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    #[inline]
+    fn short_read_drains(&self) -> bool {
+        true
     }
 }
 
@@ -137,6 +152,11 @@ impl Transport for Stream {
             Stream::Plain(_) => None,
             Stream::Tls(s) => s.take_outcome(),
         }
+    }
+
+    #[inline]
+    fn short_read_drains(&self) -> bool {
+        matches!(self, Stream::Plain(_))
     }
 
     fn timed_out_handshake(&mut self) -> bool {
