@@ -72,6 +72,7 @@ pub mod internals {
     pub use crate::protocol::{encode, Op, Parser};
     pub use crate::rooms::{valid_room, Topic};
     pub use crate::shard::bench::FanoutBench;
+    pub use crate::tls::client::{roots as tls_roots, ClientStream as TlsClientStream};
     pub use crate::ws::deflate::{Deflater, InflateError, Inflater};
     pub use crate::ws::{frame, Decoder, Event, OpCode};
 }

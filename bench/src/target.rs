@@ -5,8 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// Where every connection of a run goes.
 #[derive(Clone, Debug)]
@@ -29,22 +28,15 @@ pub struct Tls {
     /// Trusts the roots of `--tls-ca`; offers ALPN `http/1.1`.
     pub config: Arc<rustls::ClientConfig>,
     /// The name the certificate must carry (the URL's host).
-    pub name: ServerName<'static>,
+    pub host: String,
 }
 
 impl Tls {
     /// Settings trusting the PEM certificates in `ca` for `host`; with
     /// `no_resume`, every connection makes a full handshake.
     fn new(host: &str, ca: &Path, no_resume: bool) -> Result<Tls, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("--tls-ca {}: {e:?}", ca.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("--tls-ca {}: {e:?}", ca.display()))?;
-            roots.add(cert).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
-        }
-        if roots.is_empty() {
-            return Err(format!("--tls-ca {}: no certificate in it", ca.display()));
-        }
+        // The server's own reading of a CA file (rediss://'s --redis-tls-ca).
+        let roots = roomcast::internals::tls_roots(Some(ca)).map_err(|e| format!("--tls-ca: {e}"))?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -55,10 +47,10 @@ impl Tls {
         if no_resume {
             config.resumption = rustls::client::Resumption::disabled();
         }
-        let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
+        ServerName::try_from(host).map_err(|e| format!("{host}: {e}"))?;
         Ok(Tls {
             config: Arc::new(config),
-            name,
+            host: host.to_string(),
         })
     }
 }

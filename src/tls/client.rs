@@ -89,15 +89,10 @@ impl ClientStream {
 
     /// Writes records waiting for the socket; `WouldBlock` if some remain.
     pub fn send_pending(&mut self) -> io::Result<()> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut self.tcp) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        match super::write_records(&mut self.tls, &mut self.tcp)? {
+            true => Err(io::ErrorKind::WouldBlock.into()),
+            false => Ok(()),
         }
-        Ok(())
     }
 }
 

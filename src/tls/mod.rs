@@ -27,6 +27,21 @@ use rustls::ServerConfig;
 pub use certs::{Files, LoadError};
 pub use stream::{Failure, Outcome, TlsStream};
 
+/// Writes the records `tls` has sealed until none is left (`Ok(false)`) or
+/// the socket is full (`Ok(true)`); server and client connections alike.
+fn write_records<D>(tls: &mut rustls::ConnectionCommon<D>, tcp: &mut mio::net::TcpStream) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(tcp) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 /// The ALPN protocol roomcast speaks (WebSockets start as HTTP/1.1).
 const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
 

@@ -154,14 +154,8 @@ impl TlsStream {
     /// Writes sealed records until none is left (`Ok(false)`) or the socket
     /// is full (`Ok(true)`), then our FIN if one waits.
     pub fn send_sealed(&mut self) -> io::Result<bool> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut self.tcp) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        if super::write_records(&mut self.tls, &mut self.tcp)? {
+            return Ok(true);
         }
         if std::mem::take(&mut self.fin_pending) {
             self.tcp.shutdown(Shutdown::Write)?;
