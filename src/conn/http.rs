@@ -290,7 +290,7 @@ impl<S: Transport> Conn<S> {
         };
         self.deflate = deflate;
         self.last_seen = ctx.now;
-        self.last_ping = ctx.now;
+        self.deadline = ctx.now + ctx.config().heartbeat;
         let over = match self.permit.ticket() {
             Ticket::Counted => None,
             Ticket::Refusing => Some((DropReason::ConnectionLimit, "try again later")),

@@ -15,11 +15,11 @@
 //! (numbers in `docs/benchmarks.md`). The queue itself stays zero-copy, so
 //! a slow consumer's backlog still shares its frames with everyone else.
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
 use bytes::{Buf, Bytes};
 
+use super::queue::Queue;
 use super::turn::{TurnIndex, TurnLog};
 
 /// Segments passed to one `writev`; Linux accepts up to 1024 (IOV_MAX).
@@ -62,7 +62,7 @@ impl Entry {
 /// Outgoing frames of one connection.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    frames: VecDeque<Entry>,
+    frames: Queue<Entry>,
     bytes: usize,
     /// The front frame is partly written: the peer has its first bytes.
     started: bool,
@@ -128,7 +128,7 @@ impl Outbox {
     pub fn detach(&mut self, turn: &TurnLog) {
         let fresh = (std::mem::take(&mut self.fresh) as usize).min(self.frames.len());
         let from = self.frames.len() - fresh;
-        for entry in self.frames.range_mut(from..) {
+        for entry in self.frames.iter_from_mut(from) {
             if let Entry::Turn { at, skip, .. } = *entry {
                 // A stale index stays as it is: `flush` refuses it.
                 if let Some(b) = turn.get(at) {
@@ -154,7 +154,7 @@ impl Outbox {
     /// and whatever follows it, such as a close frame, unreadable.
     pub fn drop_unsent(&mut self, turn: &TurnLog) {
         let keep = if self.started { self.frames.pop_front() } else { None };
-        self.frames = VecDeque::new();
+        self.frames = Queue::default();
         self.bytes = 0;
         self.fresh = 0;
         self.started = false;
@@ -172,16 +172,17 @@ impl Outbox {
         }
     }
 
-    /// Releases the ring once it is empty: at once if a burst grew it past
-    /// `KEEP_FRAMES`, else after a whole sweep interval with nothing queued
-    /// (an idle connection then owns no ring at all: about 150 bytes of its
-    /// ~1 KB). Called from the shard's periodic sweep, not after every
+    /// Releases the ring behind the queue's inline front once it is empty:
+    /// at once if a burst grew it past `KEEP_FRAMES`, else after a whole
+    /// sweep interval with nothing queued (an idle connection then owns no
+    /// ring at all). Called from the shard's periodic sweep, not after every
     /// flush: a busy connection keeps its capacity (regrowing it each loop
     /// turn showed up as `realloc` in the fan-out profile).
     pub fn trim(&mut self) {
         let recent = std::mem::take(&mut self.recent);
-        if self.frames.is_empty() && (self.frames.capacity() > KEEP_FRAMES || !recent) && self.frames.capacity() > 0 {
-            self.frames = VecDeque::new();
+        let ring = self.frames.ring_capacity();
+        if self.frames.is_empty() && (ring > KEEP_FRAMES || !recent) && ring > 0 {
+            self.frames.release_ring();
         }
     }
 
@@ -369,23 +370,36 @@ mod tests {
         }
         let mut w = Trickle::new(usize::MAX, usize::MAX);
         o.flush(&mut w, &mut Vec::new(), &TurnLog::default()).unwrap();
-        assert!(o.frames.capacity() >= 1000, "kept for the next burst");
+        assert!(o.frames.ring_capacity() >= 1000, "kept for the next burst");
         o.trim();
-        assert_eq!(o.frames.capacity(), 0);
+        assert_eq!(o.frames.ring_capacity(), 0);
+    }
+
+    #[test]
+    fn one_frame_at_a_time_needs_no_ring() {
+        let mut o = Outbox::default();
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            o.push(Bytes::from_static(b"welcome"));
+            o.flush(&mut out, &mut Vec::new(), &TurnLog::default()).unwrap();
+        }
+        assert_eq!(out.len(), 21);
+        assert_eq!(o.frames.ring_capacity(), 0);
     }
 
     #[test]
     fn a_small_ring_goes_after_a_sweep_with_nothing_queued() {
         let mut o = Outbox::default();
         o.push(Bytes::from_static(b"welcome"));
+        o.push(Bytes::from_static(b"ack"));
         let mut out = Vec::new();
         o.flush(&mut out, &mut Vec::new(), &TurnLog::default()).unwrap();
-        let cap = o.frames.capacity();
+        let cap = o.frames.ring_capacity();
         assert!(cap > 0 && cap <= KEEP_FRAMES);
         o.trim();
-        assert_eq!(o.frames.capacity(), cap, "used since the last sweep: kept");
+        assert_eq!(o.frames.ring_capacity(), cap, "used since the last sweep: kept");
         o.trim();
-        assert_eq!(o.frames.capacity(), 0, "a whole sweep idle: released");
+        assert_eq!(o.frames.ring_capacity(), 0, "a whole sweep idle: released");
     }
 
     #[test]

@@ -17,7 +17,9 @@ impl<S: Transport> Conn<S> {
     pub(super) fn on_ws_bytes(&mut self, ctx: &mut Ctx<'_>, input: &mut [u8]) -> Verdict {
         if let Some(s) = self.session.as_mut().filter(|s| !s.welcomed) {
             // Nothing may be answered before the welcome; keep it for then.
-            s.held.extend_from_slice(input);
+            let mut held = std::mem::take(&mut s.held).into_vec();
+            held.extend_from_slice(input);
+            s.held = held.into_boxed_slice();
             return Verdict::Keep;
         }
         let Phase::Ws {

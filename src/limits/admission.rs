@@ -44,10 +44,11 @@ pub(crate) enum Ticket {
 }
 
 /// A connection's places in the node's counts, released on drop (like
-/// tokio's `OwnedSemaphorePermit`). One pointer: every `Conn` holds one.
+/// tokio's `OwnedSemaphorePermit`). Kept inline in every `Conn`: boxed,
+/// it cost each connection an allocation of its own.
 #[derive(Debug)]
 pub(crate) struct Permit {
-    held: Box<Held>,
+    held: Held,
 }
 
 #[derive(Debug)]
@@ -180,12 +181,12 @@ impl Admission {
     /// A permit for a place already taken in `pool` (and in `ip`).
     fn permit(&self, pool: &Arc<AtomicUsize>, ticket: Ticket, ip: Option<Arc<AtomicUsize>>) -> Permit {
         Permit {
-            held: Box::new(Held {
+            held: Held {
                 pool: pool.clone(),
                 ticket,
                 proxied: false,
                 ip,
-            }),
+            },
         }
     }
 }

@@ -8,12 +8,19 @@
 //! An announcement carries a sequence number so a confirmation that arrives
 //! after the topic was left and joined again is not mistaken for the new one.
 //!
-//! Members are stored as slot numbers in a `Vec` per topic for a tight
+//! Members are stored as slot numbers in a vector per topic for a tight
 //! fan-out loop; each slot remembers its position in every topic it is in,
 //! so leaving is O(1) (swap-remove, then fix the moved member's position).
+//!
+//! Most topics are small — every connection has its user's own, usually
+//! with that one member — and most connections are in a topic or two, so
+//! both vectors keep their first elements inline: an idle connection costs
+//! the index no allocation beyond its topic's entry (memory per connection
+//! in `docs/benchmarks.md`).
 
 use hashbrown::HashMap;
 use slab::Slab;
+use smallvec::SmallVec;
 
 use super::{Topic, TopicRef};
 
@@ -75,21 +82,32 @@ pub enum Left {
 enum Announce {
     /// No local members.
     None,
-    /// Announced, waiting for `remaining` confirmations.
-    Pending {
-        seq: u64,
-        remaining: usize,
-        waiters: Vec<Waiter>,
-    },
+    /// Announced, waiting for confirmations (boxed: an announcement is
+    /// brief, an entry lives as long as its topic).
+    Pending(Box<Pending>),
     /// Every other shard knows.
     Confirmed,
 }
+
+/// An announcement in flight.
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    /// Confirmations still to come.
+    remaining: usize,
+    waiters: Vec<Waiter>,
+}
+
+/// Members of a topic, the first few inline.
+type Members = SmallVec<[u32; 4]>;
+/// Topics of a slot, the first two inline (the user's own and a room).
+type Subs = SmallVec<[Sub; 2]>;
 
 #[derive(Debug)]
 struct Entry {
     topic: Topic,
     /// Local members messages are fanned out to.
-    members: Vec<u32>,
+    members: Members,
     /// Local members not admitted yet (a room with history: they wait for
     /// the room's owner shard to say where they start).
     pending: u32,
@@ -125,7 +143,7 @@ pub struct RoomIndex {
     entries: Slab<Entry>,
     by_topic: HashMap<Topic, u32>,
     /// Subscriptions of each slot, indexed by slot.
-    subs: Vec<Vec<Sub>>,
+    subs: Vec<Subs>,
     next_seq: u64,
     /// Rooms this shard counts for the node: see `counted_rooms`.
     rooms: usize,
@@ -184,7 +202,7 @@ impl RoomIndex {
         }
         let e = self.entries.insert(Entry {
             topic: topic.clone(),
-            members: Vec::new(),
+            members: Members::new(),
             pending: 0,
             remote: 0,
             announce: Announce::None,
@@ -246,7 +264,7 @@ impl RoomIndex {
     fn join_as(&mut self, slot: u32, topic: &Topic, waiter: Waiter, pending: bool) -> Joined {
         let s = slot as usize;
         if self.subs.len() <= s {
-            self.subs.resize_with(s + 1, Vec::new);
+            self.subs.resize_with(s + 1, Subs::new);
         }
         if let Some(&e) = self.by_topic.get(topic) {
             if self.subs[s].iter().any(|sub| sub.entry == e) {
@@ -273,8 +291,8 @@ impl RoomIndex {
         let entry = &mut self.entries[e as usize];
         match &mut entry.announce {
             Announce::Confirmed => Joined::Ready,
-            Announce::Pending { waiters, .. } => {
-                waiters.push(waiter);
+            Announce::Pending(pending) => {
+                pending.waiters.push(waiter);
                 Joined::Waiting
             }
             Announce::None if self.shards == 1 && self.extra == 0 => {
@@ -284,11 +302,11 @@ impl RoomIndex {
             Announce::None => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                entry.announce = Announce::Pending {
+                entry.announce = Announce::Pending(Box::new(Pending {
                     seq,
                     remaining: self.shards - 1 + self.extra,
                     waiters: vec![waiter],
-                };
+                }));
                 Joined::Announce { seq }
             }
         }
@@ -359,10 +377,10 @@ impl RoomIndex {
             self.rooms -= 1;
         }
         let waiters = match std::mem::replace(&mut entry.announce, Announce::None) {
-            Announce::Pending { waiters, .. } => waiters,
+            Announce::Pending(pending) => pending.waiters,
             Announce::None | Announce::Confirmed => Vec::new(),
         };
-        entry.members = Vec::new();
+        entry.members = Members::new();
         let topic = entry.topic.clone();
         self.free_if_unused(sub.entry);
         Some((topic, waiters))
@@ -393,16 +411,11 @@ impl RoomIndex {
             return Vec::new();
         };
         let entry = &mut self.entries[e as usize];
-        if let Announce::Pending {
-            seq: s,
-            remaining,
-            waiters,
-        } = &mut entry.announce
-        {
-            if *s == seq {
-                *remaining -= 1;
-                if *remaining == 0 {
-                    let waiters = std::mem::take(waiters);
+        if let Announce::Pending(pending) = &mut entry.announce {
+            if pending.seq == seq {
+                pending.remaining -= 1;
+                if pending.remaining == 0 {
+                    let waiters = std::mem::take(&mut pending.waiters);
                     entry.announce = Announce::Confirmed;
                     return waiters;
                 }

@@ -156,3 +156,21 @@ fn a_pending_member_counts_as_local_but_gets_nothing_until_admitted() {
     assert!(matches!(r.leave(2, &room("h")), Left::LastLocal(_)));
     assert_eq!((r.counted_rooms(), r.entries()), (0, 0));
 }
+
+#[test]
+fn an_idle_connection_costs_the_index_one_small_entry() {
+    // Its own user topic (one member) and a room: no vector spills to the
+    // heap; the entry itself stays small (docs/benchmarks.md, memory per
+    // idle connection).
+    let mut r = RoomIndex::new(0, 2, 10);
+    let user = Topic::User(Arc::from("ann"));
+    for slot in 0..3 {
+        r.join(slot, &room("lobby"), ack(slot));
+    }
+    r.join(1, &user, ack(1));
+    let e = r.by_topic[&user] as usize;
+    assert!(!r.entries[e].members.spilled());
+    assert!(!r.subs[1].spilled());
+    assert!(std::mem::size_of::<Entry>() <= 80, "{}", std::mem::size_of::<Entry>());
+    assert!(std::mem::size_of::<Subs>() <= 24);
+}

@@ -93,12 +93,21 @@ pub struct Decoder {
     header: [u8; MAX_CLIENT_HEADER],
     header_len: u8,
     frame: Option<Frame>,
-    message: Option<Message>,
-    data: Vec<u8>,
-    control: Vec<u8>,
+    /// What a message or control frame spanning reads needs; boxed, as
+    /// most connections never have one (small messages are decoded in
+    /// place from the read buffer), and every connection carries a decoder.
+    partial: Option<Box<Partial>>,
     done: bool,
     /// permessage-deflate was negotiated: RSV1 may mark a compressed message.
     deflate: bool,
+}
+
+/// The state of messages and control frames that span frames or reads.
+#[derive(Debug, Default)]
+struct Partial {
+    message: Option<Message>,
+    data: Vec<u8>,
+    control: Vec<u8>,
 }
 
 /// Buffers above this capacity are released once their message is delivered,
@@ -113,9 +122,7 @@ impl Decoder {
             header: [0; MAX_CLIENT_HEADER],
             header_len: 0,
             frame: None,
-            message: None,
-            data: Vec::new(),
-            control: Vec::new(),
+            partial: None,
             done: false,
             deflate: false,
         }
@@ -137,13 +144,20 @@ impl Decoder {
     /// Whether the decoder holds a partial frame or message.
     #[cfg(test)]
     pub fn is_mid_message(&self) -> bool {
-        self.header_len > 0 || self.frame.is_some() || self.message.is_some()
+        self.header_len > 0 || self.frame.is_some() || self.message().is_some()
+    }
+
+    /// The fragmented message in progress, if any.
+    fn message(&self) -> Option<&Message> {
+        self.partial.as_ref().and_then(|p| p.message.as_ref())
     }
 
     /// Bytes the decoder currently holds on the heap for this connection.
     #[cfg(test)]
     pub fn buffered_capacity(&self) -> usize {
-        self.data.capacity() + self.control.capacity()
+        self.partial
+            .as_ref()
+            .map_or(0, |p| p.data.capacity() + p.control.capacity())
     }
 
     /// Decodes all of `input` (unmasking it in place), calling `on_event` for
@@ -165,7 +179,7 @@ impl Decoder {
             };
             let avail = input.len() - pos;
             let whole = frame.done == 0 && frame.len <= avail;
-            let direct = whole && (frame.opcode.is_control() || (frame.fin && self.message.is_none()));
+            let direct = whole && (frame.opcode.is_control() || (frame.fin && self.message().is_none()));
             let flow = if direct {
                 let payload = &mut input[pos..pos + frame.len];
                 pos += frame.len;
@@ -194,8 +208,7 @@ impl Decoder {
 
     fn poison(&mut self, e: ProtocolError) -> ProtocolError {
         self.done = true;
-        self.data = Vec::new();
-        self.control = Vec::new();
+        self.partial = None;
         e
     }
 
@@ -273,7 +286,7 @@ impl Decoder {
                 return Err(fail(CloseCode::PROTOCOL_ERROR, "control frame over 125 bytes"));
             }
         } else {
-            let so_far = match (&self.message, opcode) {
+            let so_far = match (self.message(), opcode) {
                 (None, OpCode::Continuation) => {
                     return Err(fail(CloseCode::PROTOCOL_ERROR, "continuation without a message"))
                 }
@@ -351,12 +364,13 @@ impl Decoder {
         let complete = frame.done == frame.len;
         self.frame = if complete { None } else { Some(frame) };
 
+        let partial = self.partial.get_or_insert_with(Box::default);
         if frame.opcode.is_control() {
-            self.control.extend_from_slice(chunk);
+            partial.control.extend_from_slice(chunk);
             if !complete {
                 return Ok(ControlFlow::Continue(()));
             }
-            let payload = std::mem::take(&mut self.control);
+            let payload = std::mem::take(&mut partial.control);
             let flow = match frame.opcode {
                 OpCode::Ping => on_event(Event::Ping(&payload)),
                 OpCode::Pong => on_event(Event::Pong(&payload)),
@@ -366,12 +380,14 @@ impl Decoder {
                     flow
                 }
             };
-            self.control = payload;
-            self.control.clear();
+            if let Some(partial) = self.partial.as_mut() {
+                partial.control = payload;
+                partial.control.clear();
+            }
             return Ok(flow);
         }
 
-        let msg = self.message.get_or_insert_with(|| Message {
+        let msg = partial.message.get_or_insert_with(|| Message {
             text: frame.opcode == OpCode::Text,
             compressed: frame.compressed,
             len: 0,
@@ -381,31 +397,31 @@ impl Decoder {
         if msg.text && !msg.compressed && msg.utf8.feed(chunk).is_err() {
             return Err(fail(CloseCode::INVALID_PAYLOAD, "text is not valid UTF-8"));
         }
-        self.data.extend_from_slice(chunk);
+        partial.data.extend_from_slice(chunk);
         if !complete {
             return Ok(ControlFlow::Continue(()));
         }
         if !frame.fin {
             return Ok(on_event(Event::Fragment));
         }
-        let mut msg = self.message.take().expect("message in progress");
+        let mut msg = partial.message.take().expect("message in progress");
         if msg.text && !msg.compressed && msg.utf8.finish().is_err() {
             return Err(fail(CloseCode::INVALID_PAYLOAD, "text ends inside a UTF-8 sequence"));
         }
         let flow = if msg.compressed {
             on_event(Event::Compressed {
                 text: msg.text,
-                payload: &self.data,
+                payload: &partial.data,
             })
         } else if msg.text {
-            on_event(Event::Text(&self.data))
+            on_event(Event::Text(&partial.data))
         } else {
-            on_event(Event::Binary(&self.data))
+            on_event(Event::Binary(&partial.data))
         };
-        if self.data.capacity() > KEEP_CAPACITY {
-            self.data = Vec::new();
+        if partial.data.capacity() > KEEP_CAPACITY {
+            self.partial = None;
         } else {
-            self.data.clear();
+            partial.data.clear();
         }
         Ok(flow)
     }
