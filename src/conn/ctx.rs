@@ -92,6 +92,9 @@ pub(crate) struct Work {
     pub parser: Parser,
     /// Requests for the shard, applied after the call.
     pub actions: Vec<Action>,
+    /// An empty vector with capacity, swapped with `actions` while they are
+    /// applied: no allocation per message.
+    pub applying: Vec<Action>,
     /// Topic names referenced by `Action::Publish`, reset every turn.
     pub names: String,
     /// Inflates compressed client messages (permessage-deflate), one at a time.
@@ -108,6 +111,7 @@ impl Default for Work {
             stage: Vec::with_capacity(STAGE_BYTES),
             parser: Parser::new(),
             actions: Vec::new(),
+            applying: Vec::new(),
             names: String::new(),
             inflater: Default::default(),
             inflated: Vec::new(),

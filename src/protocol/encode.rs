@@ -16,6 +16,15 @@ use super::error::{ErrorCode, OpError};
 #[derive(Debug)]
 pub struct FrameWriter {
     buf: BytesMut,
+    #[cfg(test)]
+    reserved: usize,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Frames whose writer had to grow its buffer (a capacity estimate
+    /// too small: a reallocation per frame on the hot path).
+    static GREW: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl FrameWriter {
@@ -23,7 +32,11 @@ impl FrameWriter {
     pub fn new(capacity: usize) -> FrameWriter {
         let mut buf = BytesMut::with_capacity(MAX_SERVER_HEADER + capacity);
         buf.put_bytes(0, MAX_SERVER_HEADER);
-        FrameWriter { buf }
+        FrameWriter {
+            #[cfg(test)]
+            reserved: buf.capacity(),
+            buf,
+        }
     }
 
     /// Appends raw bytes (already valid JSON, or binary payload).
@@ -68,6 +81,10 @@ impl FrameWriter {
     /// Fills in the header and returns the finished frame.
     pub fn finish(mut self, opcode: OpCode) -> Bytes {
         let len = self.payload_len();
+        #[cfg(test)]
+        if self.buf.capacity() != self.reserved {
+            GREW.with(|g| g.set(g.get() + 1));
+        }
         let mut header = [0u8; MAX_SERVER_HEADER];
         let n = write_header(opcode, len, &mut header);
         let start = MAX_SERVER_HEADER - n;
@@ -78,12 +95,25 @@ impl FrameWriter {
     }
 }
 
+/// Whether any byte of `s` must be escaped in a JSON string.
+#[inline]
+fn needs_escaping(s: &[u8]) -> bool {
+    s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// Writes `s` as a JSON string literal (RFC 8259 escaping).
 pub fn json_string(out: &mut BytesMut, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.put_u8(b'"');
     let bytes = s.as_bytes();
+    // Names almost never need escaping: one scan and one copy instead of
+    // a branch per byte.
+    if !needs_escaping(bytes) {
+        out.put_slice(bytes);
+        out.put_u8(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {
@@ -108,9 +138,12 @@ pub fn json_string(out: &mut BytesMut, s: &str) {
     out.put_u8(b'"');
 }
 
+/// Payload bytes of a `message` besides the names (unescaped) and `data`.
+const MESSAGE_FRAMING: usize = br#"{"op":"message","room":"","from":"","data":}"#.len();
+
 /// `{"op":"message","room":R,"from":U,"data":D}`; `data` is spliced verbatim.
 pub fn message(room: &str, from: &str, data: &[u8]) -> Bytes {
-    let mut w = FrameWriter::new(40 + room.len() + from.len() + data.len());
+    let mut w = FrameWriter::new(MESSAGE_FRAMING + room.len() + from.len() + data.len());
     w.raw(br#"{"op":"message","room":"#)
         .string(room)
         .raw(br#","from":"#)
@@ -177,12 +210,15 @@ impl Draft {
     }
 }
 
+/// Most digits of a `u64`.
+const DIGITS: usize = 20;
+
 /// Most bytes `,"offset":N` adds to a numbered message.
 pub const OFFSET_BYTES: usize = 30;
 
 /// `{"op":"ack","id":N,"offset":O}`: where a publish landed.
 pub fn ack_offset(id: u64, offset: u64) -> Bytes {
-    let mut w = FrameWriter::new(64);
+    let mut w = FrameWriter::new(br#"{"op":"ack","id":,"offset":}"#.len() + 2 * DIGITS);
     w.raw(br#"{"op":"ack","id":"#)
         .number(id)
         .raw(br#","offset":"#)
@@ -194,7 +230,8 @@ pub fn ack_offset(id: u64, offset: u64) -> Bytes {
 /// `{"op":"ack","id":N,"offset":TOP,"epoch":E}` (and `"recovered":B` when the
 /// join asked to recover): where a member of a room with history starts.
 pub fn ack_position(id: u64, top: u64, epoch: &str, recovered: Option<bool>) -> Bytes {
-    let mut w = FrameWriter::new(96);
+    let framing = br#"{"op":"ack","id":,"offset":,"epoch":"","recovered":false}"#.len();
+    let mut w = FrameWriter::new(framing + 2 * DIGITS + epoch.len());
     w.raw(br#"{"op":"ack","id":"#)
         .number(id)
         .raw(br#","offset":"#)
@@ -245,15 +282,26 @@ pub fn history<'a>(
 /// Payload bytes `message` adds around `data` (for size checks before encoding).
 pub fn message_overhead(room: &str, from: &str) -> usize {
     // Escaping can only grow strings; the check uses the escaped length.
-    let mut probe = BytesMut::new();
-    json_string(&mut probe, room);
-    json_string(&mut probe, from);
-    probe.len() + br#"{"op":"message","room":,"from":,"data":}"#.len()
+    MESSAGE_FRAMING + escaped_len(room) + escaped_len(from)
+}
+
+/// Length of `s`'s escaped form as `json_string` writes it, without quotes.
+fn escaped_len(s: &str) -> usize {
+    if !needs_escaping(s.as_bytes()) {
+        return s.len();
+    }
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+            0..=0x1F => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// `{"op":"direct","from":U,"data":D}`; `data` is spliced verbatim.
 pub fn direct(from: &str, data: &[u8]) -> Bytes {
-    let mut w = FrameWriter::new(32 + from.len() + data.len());
+    let mut w = FrameWriter::new(br#"{"op":"direct","from":"","data":}"#.len() + from.len() + data.len());
     w.raw(br#"{"op":"direct","from":"#)
         .string(from)
         .raw(br#","data":"#)
@@ -264,7 +312,7 @@ pub fn direct(from: &str, data: &[u8]) -> Bytes {
 
 /// `{"op":"welcome","user":U,"conn":C}`.
 pub fn welcome(user: &str, conn: u64) -> Bytes {
-    let mut w = FrameWriter::new(48 + user.len());
+    let mut w = FrameWriter::new(56 + user.len());
     w.raw(br#"{"op":"welcome","user":"#)
         .string(user)
         .raw(br#","conn":"#)
@@ -275,7 +323,7 @@ pub fn welcome(user: &str, conn: u64) -> Bytes {
 
 /// `{"op":"ack","id":N}`.
 pub fn ack(id: u64) -> Bytes {
-    let mut w = FrameWriter::new(40);
+    let mut w = FrameWriter::new(br#"{"op":"ack","id":}"#.len() + DIGITS);
     w.raw(br#"{"op":"ack","id":"#).number(id).raw(b"}");
     w.finish(OpCode::Text)
 }
@@ -283,7 +331,8 @@ pub fn ack(id: u64) -> Bytes {
 /// `{"op":"unsubscribed","room":R,"reason":C}`: the server took the
 /// connection out of a room (`reason` is an error code, e.g. `forbidden`).
 pub fn unsubscribed(room: &str, reason: ErrorCode) -> Bytes {
-    let mut w = FrameWriter::new(48 + room.len());
+    let framing = br#"{"op":"unsubscribed","room":"","reason":""}"#.len();
+    let mut w = FrameWriter::new(framing + room.len() + reason.as_str().len());
     w.raw(br#"{"op":"unsubscribed","room":"#)
         .string(room)
         .raw(br#","reason":"#)
@@ -312,7 +361,9 @@ pub fn presence_event(joined: bool, room: &str, user: &str) -> Bytes {
 /// (`"truncated":true` when `users` is not all of them; no `users` when
 /// `users` is `None`; no `id` for the HTTP API).
 pub fn presence(id: Option<u64>, room: &str, count: usize, users: Option<&[(&str, u32)]>, truncated: bool) -> Bytes {
-    let mut w = FrameWriter::new(64 + room.len());
+    // The user list grows it as it must (a reply, not a fan-out frame).
+    let framing = br#"{"op":"presence","id":,"room":"","count":}"#.len() + 2 * DIGITS;
+    let mut w = FrameWriter::new(framing + room.len());
     w.raw(br#"{"op":"presence","#);
     if let Some(id) = id {
         w.raw(br#""id":"#).number(id).raw(b",");
@@ -344,7 +395,9 @@ pub fn presence(id: Option<u64>, room: &str, count: usize, users: Option<&[(&str
 
 /// `{"op":"error","id":N,"code":C,"message":M}` (no `id` when the request had none).
 pub fn error(e: &OpError) -> Bytes {
-    let mut w = FrameWriter::new(64 + e.message.len());
+    let framing = br#"{"op":"error","id":,"code":"","message":""}"#.len() + DIGITS;
+    // Messages are ours: a few escaped quotes at most.
+    let mut w = FrameWriter::new(framing + e.code.as_str().len() + e.message.len() + 8);
     w.raw(br#"{"op":"error","#);
     if let Some(id) = e.id {
         w.raw(br#""id":"#).number(id).raw(b",");
@@ -361,6 +414,35 @@ pub fn error(e: &OpError) -> Bytes {
 mod tests {
     use super::*;
     use crate::protocol::ErrorCode;
+
+    #[test]
+    fn frames_are_written_without_regrowing_their_buffer() {
+        // Names that need no escaping and the largest numbers: every
+        // encoder's capacity estimate must hold (else each frame pays a
+        // reallocation; seen in the round-trip profile).
+        let (room, user, data, max) = ("lobby-42", "anon-node-123456", br#"{"text":"hi"}"#, u64::MAX);
+        let grew = || GREW.with(|g| g.get());
+        let before = grew();
+        let frames = [
+            message(room, user, data),
+            direct(user, data),
+            welcome(user, max),
+            ack(max),
+            ack_offset(max, max),
+            ack_position(max, max, "0123456789abcdef", Some(false)),
+            unsubscribed(room, ErrorCode::Forbidden),
+            presence_event(true, room, user),
+            presence_event(false, room, user),
+            presence(Some(max), room, 3, None, false),
+            error(&OpError::new(
+                Some(max),
+                ErrorCode::BadRequest,
+                "field \"room\" is required",
+            )),
+        ];
+        assert!(frames.iter().all(|f| !f.is_empty()));
+        assert_eq!(grew() - before, 0);
+    }
 
     /// Strips the (unmasked, short or 16-bit) header of a server frame.
     fn payload(frame: &Bytes) -> &str {
@@ -412,5 +494,13 @@ mod tests {
             r#"{"op":"direct","from":"bob","data":[1]}"#
         );
         assert_eq!(payload(&message("r", "u", b"0")).len(), message_overhead("r", "u") + 1);
+        for (room, from) in [("a\"b", "c\\d"), ("\n\r\t", "\u{1}\u{1f}"), ("é✓", "plain")] {
+            let frame = message(room, from, b"0");
+            assert_eq!(
+                payload(&frame).len(),
+                message_overhead(room, from) + 1,
+                "{room:?} {from:?}"
+            );
+        }
     }
 }

@@ -3,13 +3,18 @@
 //!
 //! simd-json rewrites its input while parsing, so the payload is copied into
 //! a per-shard scratch buffer first (the original stays intact for splicing
-//! `data`). The scratch and simd-json's buffers are reused: parsing a
-//! message allocates nothing once they have grown to the largest message.
+//! `data`). It is parsed into a tape (a flat array of nodes), not a tree of
+//! values: fields are found by a scan of the tape, and the scratch, the
+//! tape and simd-json's buffers are all reused, so parsing a message
+//! allocates nothing once they have grown to the largest message (a tree
+//! allocated a map per object: a tenth of a round trip's user-space time,
+//! `docs/benchmarks.md`).
 
 use std::ops::Range;
 
 use simd_json::prelude::*;
-use simd_json::{BorrowedValue, Buffers};
+use simd_json::tape::{Tape, Value};
+use simd_json::Buffers;
 
 use super::error::{ErrorCode, OpError};
 use super::span;
@@ -97,6 +102,8 @@ pub struct Request<'a> {
 pub struct Parser {
     scratch: Vec<u8>,
     buffers: Option<Buffers>,
+    /// Empty between calls (`Tape::reset`), kept for its capacity.
+    tape: Option<Tape<'static>>,
 }
 
 impl std::fmt::Debug for Parser {
@@ -111,10 +118,10 @@ fn bad(id: Option<u64>, message: &'static str) -> OpError {
     OpError::new(id, ErrorCode::BadRequest, message)
 }
 
-fn str_field<'v>(obj: &'v BorrowedValue<'_>, key: &str, id: Option<u64>) -> Result<&'v str, OpError> {
+fn str_field<'v>(obj: Value<'_, 'v>, key: &str, id: Option<u64>) -> Result<&'v str, OpError> {
     match obj.get(key) {
         Some(v) => v
-            .as_str()
+            .into_string()
             .ok_or_else(|| bad(id, field_message(key, "must be a string"))),
         None => Err(bad(id, field_message(key, "is required"))),
     }
@@ -134,18 +141,21 @@ fn field_message(key: &str, what: &str) -> &'static str {
 }
 
 /// The optional `since` object.
-fn since_field<'v>(obj: &'v BorrowedValue<'_>, id: Option<u64>) -> Result<Option<Since<'v>>, OpError> {
+fn since_field<'v>(obj: Value<'_, 'v>, id: Option<u64>) -> Result<Option<Since<'v>>, OpError> {
     const SHAPE: &str = "field \"since\" must be {\"offset\": a non-negative integer, \"epoch\": a string}";
     let Some(v) = obj.get("since") else {
         return Ok(None);
     };
     let offset = v.get("offset").and_then(|o| o.as_u64()).ok_or_else(|| bad(id, SHAPE))?;
-    let epoch = v.get("epoch").and_then(|e| e.as_str()).ok_or_else(|| bad(id, SHAPE))?;
+    let epoch = v
+        .get("epoch")
+        .and_then(|e| e.into_string())
+        .ok_or_else(|| bad(id, SHAPE))?;
     Ok(Some(Since { offset, epoch }))
 }
 
 /// The optional `limit` of a `history` query.
-fn limit_field(obj: &BorrowedValue<'_>, id: Option<u64>) -> Result<usize, OpError> {
+fn limit_field(obj: Value<'_, '_>, id: Option<u64>) -> Result<usize, OpError> {
     match obj.get("limit") {
         None => Ok(DEFAULT_HISTORY_LIMIT),
         Some(v) => match v.as_u64() {
@@ -175,60 +185,71 @@ impl Parser {
         self.scratch.clear();
         self.scratch.extend_from_slice(payload);
         let buffers = self.buffers.get_or_insert_with(|| Buffers::new(payload.len()));
-        let value = simd_json::to_borrowed_value_with_buffers(&mut self.scratch, buffers)
-            .map_err(|_| OpError::new(None, ErrorCode::BadJson, "message is not valid JSON"))?;
-        if value.as_object().is_none() {
-            return Err(bad(None, "message must be a JSON object"));
-        }
-        let id = match value.get("id") {
-            None => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .ok_or_else(|| bad(None, "field \"id\" must be a non-negative integer"))?,
-            ),
+        let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
+        let result = match simd_json::fill_tape(&mut self.scratch, buffers, &mut tape) {
+            Ok(()) => request(tape.as_value(), payload).map(f),
+            Err(_) => Err(OpError::new(None, ErrorCode::BadJson, "message is not valid JSON")),
         };
-        let op = match value.get("op") {
-            Some(v) => v.as_str().ok_or_else(|| bad(id, "field \"op\" must be a string"))?,
-            None => return Err(bad(id, "field \"op\" is required")),
-        };
-        let op = match op {
-            "join" => Op::Join {
-                room: str_field(&value, "room", id)?,
-                since: since_field(&value, id)?,
-            },
-            "history" => Op::History {
-                room: str_field(&value, "room", id)?,
-                limit: limit_field(&value, id)?,
-                since: since_field(&value, id)?,
-            },
-            "presence" => Op::Presence {
-                room: str_field(&value, "room", id)?,
-                list: match value.get("list") {
-                    None => true,
-                    Some(v) => v
-                        .as_bool()
-                        .ok_or_else(|| bad(id, "field \"list\" must be true or false"))?,
-                },
-            },
-            "leave" => Op::Leave {
-                room: str_field(&value, "room", id)?,
-            },
-            "publish" => Op::Publish {
-                room: str_field(&value, "room", id)?,
-                data: data_field(payload, id)?,
-            },
-            "send" => Op::Send {
-                user: str_field(&value, "user", id)?,
-                data: data_field(payload, id)?,
-            },
-            "refresh" => Op::Refresh {
-                token: str_field(&value, "token", id)?,
-            },
-            "ping" => Op::Ping,
-            _ => return Err(OpError::new(id, ErrorCode::UnknownOp, "unknown op")),
-        };
-        Ok(f(Request { id, op }))
+        self.tape = Some(tape.reset());
+        result
     }
+}
+
+/// The request in a parsed message; `payload` is the message as received.
+fn request<'a>(value: Value<'_, 'a>, payload: &[u8]) -> Result<Request<'a>, OpError> {
+    if value.as_object().is_none() {
+        return Err(bad(None, "message must be a JSON object"));
+    }
+    let id = match value.get("id") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| bad(None, "field \"id\" must be a non-negative integer"))?,
+        ),
+    };
+    let op = match value.get("op") {
+        Some(v) => v
+            .into_string()
+            .ok_or_else(|| bad(id, "field \"op\" must be a string"))?,
+        None => return Err(bad(id, "field \"op\" is required")),
+    };
+    let op = match op {
+        "join" => Op::Join {
+            room: str_field(value, "room", id)?,
+            since: since_field(value, id)?,
+        },
+        "history" => Op::History {
+            room: str_field(value, "room", id)?,
+            limit: limit_field(value, id)?,
+            since: since_field(value, id)?,
+        },
+        "presence" => Op::Presence {
+            room: str_field(value, "room", id)?,
+            list: match value.get("list") {
+                None => true,
+                Some(v) => v
+                    .as_bool()
+                    .ok_or_else(|| bad(id, "field \"list\" must be true or false"))?,
+            },
+        },
+        "leave" => Op::Leave {
+            room: str_field(value, "room", id)?,
+        },
+        "publish" => Op::Publish {
+            room: str_field(value, "room", id)?,
+            data: data_field(payload, id)?,
+        },
+        "send" => Op::Send {
+            user: str_field(value, "user", id)?,
+            data: data_field(payload, id)?,
+        },
+        "refresh" => Op::Refresh {
+            token: str_field(value, "token", id)?,
+        },
+        "ping" => Op::Ping,
+        _ => return Err(OpError::new(id, ErrorCode::UnknownOp, "unknown op")),
+    };
+    Ok(Request { id, op })
 }
 
 #[cfg(test)]

@@ -18,17 +18,35 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Whether any byte of `w` is `c` (the classic zero-byte test on `w ^ c…c`).
+#[inline(always)]
+fn has_byte(w: u64, c: u8) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let x = w ^ (ONES * u64::from(c));
+    x.wrapping_sub(ONES) & !x & HIGHS != 0
+}
+
 /// Index just past the string starting at `b[i] == '"'`.
 fn skip_string(b: &[u8], mut i: usize) -> usize {
     i += 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return i + 1,
-            _ => i += 1,
+    loop {
+        // Eight bytes at a time up to the next quote or backslash: strings
+        // (`data` is usually one) are most of what this scanner walks.
+        while let Some(chunk) = b.get(i..i + 8) {
+            let w = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+            if has_byte(w, b'"') || has_byte(w, b'\\') {
+                break;
+            }
+            i += 8;
+        }
+        match b.get(i) {
+            None => return b.len(),
+            Some(b'\\') => i += 2,
+            Some(b'"') => return i + 1,
+            Some(_) => i += 1,
         }
     }
-    b.len()
 }
 
 /// Index just past the value starting at `b[i]` (in known-valid JSON).
@@ -173,6 +191,21 @@ mod tests {
         assert_eq!(request_id(br#"{"id":-1}"#), None);
         for junk in [&b"{"[..], b"{\"", b"{\"id", b"{\"id\":", b"\"", b"{\"a\":[", b"[1"] {
             assert_eq!(request_id(junk), None);
+        }
+    }
+
+    #[test]
+    fn strings_end_at_their_quote_wherever_it_falls() {
+        // Quotes and escapes at every offset around the 8-byte steps.
+        for len in 0..40usize {
+            for esc in [None, Some(0), Some(len / 2), Some(len.saturating_sub(1))] {
+                let mut s: String = "x".repeat(len);
+                if let Some(at) = esc.filter(|&at| at < len) {
+                    s.replace_range(at..at + 1, "\\\"");
+                }
+                let json = format!(r#"{{"data":"{s}","room":"r"}}"#);
+                assert_eq!(data_of(&json), Some(format!("\"{s}\"").as_str()), "{json}");
+            }
         }
     }
 

@@ -103,7 +103,12 @@ pub fn owner_of(room: &str, shards: usize) -> usize {
 /// Whether `name` is a valid room name: 1–128 bytes of UTF-8 with no
 /// control characters (U+0000–U+001F, U+007F–U+009F).
 pub fn valid_room(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_ROOM_BYTES && !name.chars().any(char::is_control)
+    // Printable ASCII, the usual case, has no control character; other
+    // bytes need decoding (C1 controls are two-byte sequences).
+    let printable = |b: &u8| (0x20..0x7F).contains(b);
+    !name.is_empty()
+        && name.len() <= MAX_ROOM_BYTES
+        && (name.as_bytes().iter().all(printable) || !name.chars().any(char::is_control))
 }
 
 #[cfg(test)]

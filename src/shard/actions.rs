@@ -25,10 +25,12 @@ impl Shard {
             return;
         };
         while !self.work.actions.is_empty() {
-            let actions = std::mem::take(&mut self.work.actions);
-            for action in actions {
+            let spare = std::mem::take(&mut self.work.applying);
+            let mut actions = std::mem::replace(&mut self.work.actions, spare);
+            for action in actions.drain(..) {
                 self.apply(slot, id, action, clock);
             }
+            self.work.applying = actions;
         }
     }
 
