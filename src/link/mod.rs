@@ -29,8 +29,11 @@ mod presence;
 mod publisher;
 mod reads;
 mod receivers;
+pub(crate) mod slot;
+pub(crate) mod slot_map;
 mod socket;
 mod subscriber;
+pub(crate) mod topology;
 pub mod wire;
 
 use std::sync::Arc;

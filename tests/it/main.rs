@@ -26,5 +26,6 @@ mod messaging;
 mod operations;
 mod presence;
 mod protection;
+mod redis_cluster;
 mod redis_tls;
 mod tls;
