@@ -25,6 +25,7 @@ mod backoff;
 pub(crate) mod envelope;
 mod history;
 mod ledger;
+pub(crate) mod masters;
 mod presence;
 mod publisher;
 mod reads;

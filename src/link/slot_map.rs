@@ -203,12 +203,21 @@ impl Redirect {
     /// From an error reply such as `MOVED 5801 127.0.0.1:30001`; `None` for
     /// any other error.
     pub fn parse(error: &redis::ServerError) -> Option<Redirect> {
-        let moved = match error.code() {
+        Redirect::read(error.code(), error.details()?)
+    }
+
+    /// The same, from an error the `redis` crate returned for a command.
+    pub fn of(error: &redis::RedisError) -> Option<Redirect> {
+        Redirect::read(error.code()?, error.detail()?)
+    }
+
+    fn read(code: &str, details: &str) -> Option<Redirect> {
+        let moved = match code {
             "MOVED" => true,
             "ASK" => false,
             _ => return None,
         };
-        let mut words = error.details()?.split_whitespace();
+        let mut words = details.split_whitespace();
         let slot = words.next()?.parse::<u16>().ok().filter(|&s| s < SLOTS)?;
         let (host, port) = words.next()?.rsplit_once(':')?;
         let to = NodeAddr {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roomcast::internals::{cluster_slot, NodeAddr, Redirect, SlotMap, Topology};
+use roomcast::internals::{cluster_slot, Masters, NodeAddr, Redirect, SlotMap, Topology};
 
 /// A port nothing listens on right now.
 fn free_port() -> u16 {
@@ -285,4 +285,174 @@ fn the_link_finds_the_promoted_replica_after_a_master_crashes() {
     let err = topology.refresh().unwrap_err();
     assert!(err.contains(&format!("127.0.0.1:{new}")), "{err}");
     assert_eq!(topology.map().master(slot).unwrap().addr.port, new);
+}
+
+/// A raw sharded subscriber on one node, as the link's will be.
+struct Listener {
+    stream: std::net::TcpStream,
+    parser: redis::Parser,
+}
+
+impl Listener {
+    fn new(port: u16, channel: &str) -> Listener {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut l = Listener {
+            stream,
+            parser: redis::Parser::new(),
+        };
+        let cmd = redis::cmd("SSUBSCRIBE").arg(channel).get_packed_command();
+        std::io::Write::write_all(&mut l.stream, &cmd).unwrap();
+        assert_eq!(l.next(), ("ssubscribe".to_string(), channel.to_string()));
+        l
+    }
+
+    /// The next push: its kind and its last text field (the payload of a
+    /// message, the channel of a (un)subscription).
+    fn next(&mut self) -> (String, String) {
+        let value = self.parser.parse_value(&mut self.stream).unwrap();
+        let (redis::Value::Array(items) | redis::Value::Push { data: items, .. }) = value else {
+            panic!("not a push: {value:?}");
+        };
+        let text = |v: &redis::Value| match v {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        };
+        let kind = text(&items[0]);
+        let last = if kind == "smessage" {
+            text(&items[2])
+        } else {
+            text(&items[1])
+        };
+        (kind, last)
+    }
+}
+
+/// Moves one (empty) slot from the master at `from` to the one at `to`,
+/// the way `redis-cli --cluster reshard` does it for each slot.
+fn move_slot(ports: &[u16], slot: u16, from: u16, to: u16) {
+    let id = |p: u16| cli(p, &["CLUSTER", "MYID"]).trim().to_string();
+    let (from_id, to_id, slot) = (id(from), id(to), slot.to_string());
+    assert_eq!(
+        cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]).trim(),
+        "OK"
+    );
+    assert_eq!(
+        cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]).trim(),
+        "OK"
+    );
+    assert_eq!(cli(from, &["CLUSTER", "COUNTKEYSINSLOT", &slot]).trim(), "0");
+    for p in std::iter::once(to)
+        .chain(std::iter::once(from))
+        .chain(ports.iter().copied())
+    {
+        assert_eq!(cli(p, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]).trim(), "OK");
+    }
+}
+
+#[test]
+fn commands_go_to_each_rooms_master_in_order_and_follow_a_moved_slot() {
+    let cluster = RedisCluster::start(3, 0);
+    let ports = cluster.ports();
+    let info = redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:1").unwrap();
+    let mut masters = Masters::connect(Topology::new(vec![addr(ports[0])], info)).unwrap();
+    let map = masters.topology().map().clone();
+    let rooms: Vec<String> = (0..12).map(|i| format!("rc:room:{{r{i}}}")).collect();
+    let owner = |ch: &str| map.master(cluster_slot(ch.as_bytes())).unwrap().addr.port;
+    let mut owners: Vec<u16> = rooms.iter().map(|ch| owner(ch)).collect();
+    let mut spread = owners.clone();
+    spread.sort();
+    spread.dedup();
+    assert_eq!(spread.len(), 3, "the rooms spread over the three masters");
+    let mut listeners: Vec<Listener> = rooms.iter().zip(&owners).map(|(ch, &p)| Listener::new(p, ch)).collect();
+    // Ten messages per room, the rooms interleaved.
+    let batch = |b: usize| -> Vec<(u16, redis::Cmd)> {
+        (0..10)
+            .flat_map(|k| {
+                rooms.iter().map(move |ch| {
+                    let mut cmd = redis::cmd("SPUBLISH");
+                    cmd.arg(ch).arg(format!("{b}-{k}"));
+                    (cluster_slot(ch.as_bytes()), cmd)
+                })
+            })
+            .collect()
+    };
+    let check = |replies: Vec<redis::RedisResult<redis::Value>>, listeners: &mut [Listener], b: usize| {
+        assert!(
+            replies.iter().all(|r| matches!(r, Ok(redis::Value::Int(1)))),
+            "{replies:?}"
+        );
+        for l in listeners.iter_mut() {
+            for k in 0..10 {
+                assert_eq!(l.next(), ("smessage".to_string(), format!("{b}-{k}")));
+            }
+        }
+    };
+    check(masters.run(&batch(0)), &mut listeners, 0);
+    assert_eq!(masters.refreshes(), 0);
+
+    // The first room's slot moves to another master: its subscriber there
+    // is told, and subscribes again where the slot lives now. The map the
+    // commands use is stale: the old master redirects, and every message
+    // still reaches the room, in order.
+    let slot = cluster_slot(rooms[0].as_bytes());
+    let to = *ports.iter().find(|&&p| p != owners[0]).unwrap();
+    move_slot(&ports, slot, owners[0], to);
+    assert_eq!(listeners[0].next(), ("sunsubscribe".to_string(), rooms[0].clone()));
+    owners[0] = to;
+    listeners[0] = Listener::new(to, &rooms[0]);
+    check(masters.run(&batch(1)), &mut listeners, 1);
+    assert!(masters.refreshes() >= 1);
+    assert_eq!(masters.topology().map().master(slot).unwrap().addr.port, to);
+}
+
+#[test]
+fn a_slot_half_way_through_a_migration_is_followed_with_asking() {
+    let cluster = RedisCluster::start(3, 0);
+    let ports = cluster.ports();
+    let info = redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:1").unwrap();
+    let mut masters = Masters::connect(Topology::new(vec![addr(ports[0])], info)).unwrap();
+    let (key, other) = ("rc:meta:{migrating}", "rc:hist:{migrating}");
+    let slot = cluster_slot(key.as_bytes());
+    let from = masters.topology().map().master(slot).unwrap().addr.port;
+    let to = *ports.iter().find(|&&p| p != from).unwrap();
+    let set = |k: &str, v: &str| {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(k).arg(v);
+        (slot, cmd)
+    };
+    let get = |k: &str| {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(k);
+        (slot, cmd)
+    };
+    let replies = masters.run(&[set(key, "1"), set(other, "2")]);
+    assert!(replies.iter().all(|r| r.is_ok()), "{replies:?}");
+    // Half-way: one of the slot's keys is on the importing node already.
+    let id = |p: u16| cli(p, &["CLUSTER", "MYID"]).trim().to_string();
+    let slot_s = slot.to_string();
+    assert_eq!(
+        cli(to, &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &id(from)]).trim(),
+        "OK"
+    );
+    assert_eq!(
+        cli(from, &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &id(to)]).trim(),
+        "OK"
+    );
+    let to_s = to.to_string();
+    let migrated = cli(from, &["MIGRATE", "127.0.0.1", &to_s, key, "0", "5000"]);
+    assert_eq!(migrated.trim(), "OK");
+    // The source answers ASK for the moved key and serves the other; both
+    // come back in order, and the map is not asked for again (the slot
+    // still belongs to the source).
+    let replies = masters.run(&[get(key), get(other)]);
+    let values: Vec<_> = replies.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(
+        values,
+        [
+            redis::Value::BulkString(b"1".to_vec()),
+            redis::Value::BulkString(b"2".to_vec())
+        ]
+    );
+    assert_eq!(masters.refreshes(), 0);
 }
