@@ -18,11 +18,7 @@ pub(crate) struct Redis {
 
 impl Redis {
     pub(crate) fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut r = Redis { child: None, port };
         r.restart();
         r
@@ -433,11 +429,7 @@ fn issue_11_2_messages_a_node_may_have_missed_are_counted() {
 /// cannot connect (and where), not that a connection it never had was lost.
 #[test]
 fn an_unreachable_redis_at_start_is_logged_as_such() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let (server, logs) = Server::start_logged(&["--redis-url", &url, "--log-level", "info"]);
     let line = logs

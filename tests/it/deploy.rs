@@ -39,11 +39,7 @@ fn nginx(bin: &str, upstream: std::net::SocketAddr, read_timeout: &str) -> Nginx
     let doc = include_str!("../../docs/deploy.md");
     let start = doc.find("```nginx\n").expect("an nginx block") + "```nginx\n".len();
     let block = &doc[start..start + doc[start..].find("```").unwrap()];
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     for (from, _) in [
         ("server 127.0.0.1:8080;", ""),
         ("listen 80;", ""),

@@ -24,14 +24,6 @@ struct TlsRedis {
     ca: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl TlsRedis {
     fn start() -> TlsRedis {
         let ca = Ca::new("redis test CA");

@@ -176,6 +176,16 @@ pub fn series_value(body: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series} in\n{body}"))
 }
 
+/// A loopback port nothing listens on right now (for a private
+/// redis-server, nginx, or a port that must refuse connections).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Polls `cond` until it holds or `TIMEOUT` passes (for state only visible
 /// by asking, like metrics); panics with `what` on timeout.
 pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
