@@ -95,10 +95,29 @@ impl FrameWriter {
     }
 }
 
-/// Whether any byte of `s` must be escaped in a JSON string.
+/// Whether `b` must be escaped in a JSON string (RFC 8259: the quote, the
+/// backslash and the control characters).
+#[inline]
+fn must_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Whether any byte of `s` must be escaped.
 #[inline]
 fn needs_escaping(s: &[u8]) -> bool {
-    s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    s.iter().any(|&b| must_escape(b))
+}
+
+/// The letter of `b`'s two-byte escape (`\n` for a newline), if it has
+/// one; other bytes that need escaping take six (`\u00XX`).
+fn short_escape(b: u8) -> Option<u8> {
+    match b {
+        b'"' | b'\\' => Some(b),
+        b'\n' => Some(b'n'),
+        b'\r' => Some(b'r'),
+        b'\t' => Some(b't'),
+        _ => None,
+    }
 }
 
 /// Writes `s` as a JSON string literal (RFC 8259 escaping).
@@ -116,22 +135,14 @@ pub fn json_string(out: &mut BytesMut, s: &str) {
     }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1F => {
-                out.put_slice(&bytes[start..i]);
-                out.put_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+        if !must_escape(b) {
+            continue;
+        }
         out.put_slice(&bytes[start..i]);
-        out.put_slice(esc);
+        match short_escape(b) {
+            Some(c) => out.put_slice(&[b'\\', c]),
+            None => out.put_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]),
+        }
         start = i + 1;
     }
     out.put_slice(&bytes[start..]);
@@ -291,10 +302,10 @@ fn escaped_len(s: &str) -> usize {
         return s.len();
     }
     s.bytes()
-        .map(|b| match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
-            0..=0x1F => 6,
-            _ => 1,
+        .map(|b| match (must_escape(b), short_escape(b)) {
+            (false, _) => 1,
+            (true, Some(_)) => 2,
+            (true, None) => 6,
         })
         .sum()
 }
@@ -312,7 +323,7 @@ pub fn direct(from: &str, data: &[u8]) -> Bytes {
 
 /// `{"op":"welcome","user":U,"conn":C}`.
 pub fn welcome(user: &str, conn: u64) -> Bytes {
-    let mut w = FrameWriter::new(56 + user.len());
+    let mut w = FrameWriter::new(br#"{"op":"welcome","user":"","conn":}"#.len() + DIGITS + user.len());
     w.raw(br#"{"op":"welcome","user":"#)
         .string(user)
         .raw(br#","conn":"#)

@@ -380,10 +380,9 @@ impl Decoder {
                     flow
                 }
             };
-            if let Some(partial) = self.partial.as_mut() {
-                partial.control = payload;
-                partial.control.clear();
-            }
+            // Its capacity stays for the next one.
+            partial.control = payload;
+            partial.control.clear();
             return Ok(flow);
         }
 
