@@ -174,6 +174,13 @@ fn addr(port: u16) -> NodeAddr {
     }
 }
 
+/// A topology learnt from `seeds`, with no credentials (the private
+/// clusters have none).
+fn topology(seeds: Vec<NodeAddr>) -> Topology {
+    let info = redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:1").unwrap();
+    Topology::new(seeds, info)
+}
+
 /// `CLUSTER SLOTS` from the node at `port`, as the link reads it.
 fn slot_map(port: u16) -> SlotMap {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
@@ -244,9 +251,8 @@ fn the_link_routes_each_room_to_the_master_that_owns_it() {
 fn the_link_finds_the_promoted_replica_after_a_master_crashes() {
     let mut cluster = RedisCluster::start(3, 1);
     let ports = cluster.ports();
-    let info = redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:1").unwrap();
     // A seed that is not there first: the next one answers.
-    let mut topology = Topology::new(vec![addr(free_port()), addr(ports[0])], info);
+    let mut topology = topology(vec![addr(free_port()), addr(ports[0])]);
     let map = topology.refresh().unwrap().clone();
     assert_eq!((map.covered(), map.masters().len(), map.nodes().len()), (16_384, 3, 6));
     let slot = cluster_slot(b"rc:room:{lobby}");
@@ -320,9 +326,9 @@ impl Listener {
     }
 }
 
-/// Moves one (empty) slot from the master at `from` to the one at `to`,
-/// the way `redis-cli --cluster reshard` does it for each slot.
-fn move_slot(ports: &[u16], slot: u16, from: u16, to: u16) {
+/// Marks `slot` as migrating from the master at `from` to the one at `to`
+/// (keys then move one by one with MIGRATE); returns `to`'s node id.
+fn begin_migration(slot: u16, from: u16, to: u16) -> String {
     let id = |p: u16| cli(p, &["CLUSTER", "MYID"]).trim().to_string();
     let (from_id, to_id, slot) = (id(from), id(to), slot.to_string());
     assert_eq!(
@@ -333,6 +339,14 @@ fn move_slot(ports: &[u16], slot: u16, from: u16, to: u16) {
         cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]).trim(),
         "OK"
     );
+    to_id
+}
+
+/// Moves one (empty) slot from the master at `from` to the one at `to`,
+/// the way `redis-cli --cluster reshard` does it for each slot.
+fn move_slot(ports: &[u16], slot: u16, from: u16, to: u16) {
+    let to_id = begin_migration(slot, from, to);
+    let slot = slot.to_string();
     assert_eq!(cli(from, &["CLUSTER", "COUNTKEYSINSLOT", &slot]).trim(), "0");
     for p in std::iter::once(to)
         .chain(std::iter::once(from))
@@ -346,8 +360,7 @@ fn move_slot(ports: &[u16], slot: u16, from: u16, to: u16) {
 fn commands_go_to_each_rooms_master_in_order_and_follow_a_moved_slot() {
     let cluster = RedisCluster::start(3, 0);
     let ports = cluster.ports();
-    let info = redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:1").unwrap();
-    let mut masters = Masters::connect(Topology::new(vec![addr(ports[0])], info)).unwrap();
+    let mut masters = Masters::connect(topology(vec![addr(ports[0])])).unwrap();
     let map = masters.topology().map().clone();
     let rooms: Vec<String> = (0..12).map(|i| format!("rc:room:{{r{i}}}")).collect();
     let owner = |ch: &str| map.master(cluster_slot(ch.as_bytes())).unwrap().addr.port;
@@ -402,8 +415,7 @@ fn commands_go_to_each_rooms_master_in_order_and_follow_a_moved_slot() {
 fn a_slot_half_way_through_a_migration_is_followed_with_asking() {
     let cluster = RedisCluster::start(3, 0);
     let ports = cluster.ports();
-    let info = redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:1").unwrap();
-    let mut masters = Masters::connect(Topology::new(vec![addr(ports[0])], info)).unwrap();
+    let mut masters = Masters::connect(topology(vec![addr(ports[0])])).unwrap();
     let (key, other) = ("rc:meta:{migrating}", "rc:hist:{migrating}");
     let slot = cluster_slot(key.as_bytes());
     let from = masters.topology().map().master(slot).unwrap().addr.port;
@@ -421,16 +433,7 @@ fn a_slot_half_way_through_a_migration_is_followed_with_asking() {
     let replies = masters.run(&[set(key, "1"), set(other, "2")]);
     assert!(replies.iter().all(|r| r.is_ok()), "{replies:?}");
     // Half-way: one of the slot's keys is on the importing node already.
-    let id = |p: u16| cli(p, &["CLUSTER", "MYID"]).trim().to_string();
-    let slot_s = slot.to_string();
-    assert_eq!(
-        cli(to, &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &id(from)]).trim(),
-        "OK"
-    );
-    assert_eq!(
-        cli(from, &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &id(to)]).trim(),
-        "OK"
-    );
+    begin_migration(slot, from, to);
     let to_s = to.to_string();
     let migrated = cli(from, &["MIGRATE", "127.0.0.1", &to_s, key, "0", "5000"]);
     assert_eq!(migrated.trim(), "OK");
