@@ -65,7 +65,7 @@ pub mod internals {
     pub use crate::history::{Limits as HistoryLimits, Store as HistoryStore};
     pub use crate::http::request::{parse as parse_request, Parsed, MAX_HEAD_BYTES};
     pub use crate::http::upgrade;
-    pub use crate::link::masters::Masters;
+    pub use crate::link::masters::{Masters, OnMoved};
     pub use crate::link::slot::of as cluster_slot;
     pub use crate::link::slot_map::{NodeAddr, Redirect, SlotMap};
     pub use crate::link::topology::Topology;

@@ -148,8 +148,8 @@ pub struct Config {
 /// Settings of the Redis link (`docs/cluster.md`).
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:pass@]host:port[/db]`.
-    pub url: String,
+    /// Which Redis: one, or a cluster's seed nodes.
+    pub endpoint: RedisEndpoint,
     /// Namespace of every channel.
     pub prefix: String,
     /// Messages kept while Redis is unreachable; more are dropped and counted.
@@ -163,6 +163,57 @@ pub struct RedisConfig {
     /// With `rediss://`: the CA that signed Redis's certificate (PEM);
     /// `None`: the system's trusted roots.
     pub tls_ca: Option<PathBuf>,
+}
+
+/// Where the Redis link connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    /// One Redis: `redis://[user:pass@]host:port[/db]`, or `rediss://`.
+    One(String),
+    /// A Redis Cluster, sharded pub/sub: its seed nodes, each a URL (the
+    /// first one's scheme and credentials are every node's).
+    Cluster(Vec<String>),
+}
+
+impl RedisEndpoint {
+    /// The URL whose scheme and credentials every connection takes.
+    pub fn url(&self) -> &str {
+        match self {
+            RedisEndpoint::One(url) => url,
+            RedisEndpoint::Cluster(seeds) => &seeds[0],
+        }
+    }
+}
+
+/// Reads `--redis-cluster-nodes`: `host:port` or URLs, comma-separated,
+/// every one written as a URL.
+fn cluster_seeds(list: &str) -> Result<Vec<String>, ConfigError> {
+    let mut seeds: Vec<String> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let url = if item.contains("://") {
+            item.to_string()
+        } else {
+            format!("redis://{item}")
+        };
+        let parsed = redis::IntoConnectionInfo::into_connection_info(url.as_str());
+        if parsed.is_err() || !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(ConfigError(format!(
+                "--redis-cluster-nodes: {item:?} is not host:port or a redis:// or rediss:// URL"
+            )));
+        }
+        if let Some(first) = seeds.first() {
+            if first.starts_with("rediss://") != url.starts_with("rediss://") {
+                return Err(ConfigError(
+                    "--redis-cluster-nodes: every node is reached the same way (all redis:// or all rediss://)".into(),
+                ));
+            }
+        }
+        seeds.push(url);
+    }
+    if seeds.is_empty() {
+        return Err(ConfigError("--redis-cluster-nodes: no node given".into()));
+    }
+    Ok(seeds)
 }
 
 /// How log lines are written.
@@ -206,6 +257,7 @@ impl Config {
             echo: Some(self.echo),
             max_connections_per_ip: self.max_connections_per_ip,
             redis_url: None,
+            redis_cluster_nodes: None,
             redis_prefix: self.redis.as_ref().map(|r| r.prefix.clone()),
             redis_buffer_messages: self.redis.as_ref().map(|r| r.buffer_messages),
             redis_resubscribe_wait_secs: self.redis.as_ref().map(|r| r.resubscribe_wait.as_secs()),
@@ -246,10 +298,14 @@ impl Config {
         if matches!(auth.map(|a| &a.key), Some(KeySource::Secret(_))) {
             out.push_str("# jwt-secret is set but not printed: supply it as ROOMCAST_JWT_SECRET\n");
         }
-        if self.redis.is_some() {
-            out.push_str(
+        match self.redis.as_ref().map(|r| &r.endpoint) {
+            Some(RedisEndpoint::One(_)) => out.push_str(
                 "# redis-url is set but not printed (it may hold a password): supply it as ROOMCAST_REDIS_URL\n",
-            );
+            ),
+            Some(RedisEndpoint::Cluster(_)) => out.push_str(
+                "# redis-cluster-nodes is set but not printed (it may hold a password): supply it as ROOMCAST_REDIS_CLUSTER_NODES\n",
+            ),
+            None => {}
         }
         if self.api_key.is_some() {
             out.push_str("# api-key is set but not printed: supply it as ROOMCAST_API_KEY\n");
@@ -510,17 +566,30 @@ impl Config {
         }
         let stats_secs = s.stats_interval_secs.unwrap_or(DEFAULT_STATS_INTERVAL_SECS);
         let shutdown_timeout_secs = s.shutdown_timeout_secs.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS);
-        let redis = match &s.redis_url {
-            None => None,
-            Some(url) => {
-                let tls = url.starts_with("rediss://");
+        let endpoint = match (&s.redis_url, &s.redis_cluster_nodes) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "--redis-url and --redis-cluster-nodes exclude each other: one Redis, or a Redis Cluster".into(),
+                ))
+            }
+            (Some(url), None) => {
                 if redis::IntoConnectionInfo::into_connection_info(url.as_str()).is_err()
-                    || !(url.starts_with("redis://") || tls)
+                    || !(url.starts_with("redis://") || url.starts_with("rediss://"))
                 {
                     return Err(ConfigError(format!(
                         "--redis-url: {url:?} is not a redis://host:port or rediss://host:port URL"
                     )));
                 }
+                Some(RedisEndpoint::One(url.clone()))
+            }
+            (None, Some(list)) => Some(RedisEndpoint::Cluster(cluster_seeds(list)?)),
+            (None, None) => None,
+        };
+        let redis = match endpoint {
+            None => None,
+            Some(endpoint) => {
+                let url = endpoint.url();
+                let tls = url.starts_with("rediss://");
                 if url.contains("#insecure") {
                     return Err(ConfigError(
                         "--redis-url: #insecure (no certificate check) is not supported: give Redis's CA with --redis-tls-ca".into(),
@@ -528,7 +597,9 @@ impl Config {
                 }
                 let tls_ca = match (&s.redis_tls_ca, tls) {
                     (Some(_), false) => {
-                        return Err(ConfigError("--redis-tls-ca needs a rediss:// --redis-url".into()));
+                        return Err(ConfigError(
+                            "--redis-tls-ca needs a rediss:// --redis-url (or rediss:// cluster nodes)".into(),
+                        ));
                     }
                     (ca, true) => {
                         // The roots are read here, so a bad file stops the start.
@@ -552,7 +623,7 @@ impl Config {
                     .redis_resubscribe_wait_secs
                     .unwrap_or(DEFAULT_REDIS_RESUBSCRIBE_WAIT_SECS);
                 Some(RedisConfig {
-                    url: url.clone(),
+                    endpoint,
                     prefix,
                     buffer_messages,
                     presence_refresh: None,

@@ -119,6 +119,15 @@ pub struct Settings {
     #[arg(long, env = "ROOMCAST_REDIS_URL", value_name = "URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Seed nodes of a Redis Cluster, host:port,host:port,... (or redis://[user:pass@]host:port, rediss:// for TLS: the first one's credentials and scheme apply to every node): sharded pub/sub over the cluster instead of one Redis; not with --redis-url [default: none]
+    #[arg(
+        long,
+        env = "ROOMCAST_REDIS_CLUSTER_NODES",
+        value_name = "NODES",
+        hide_env_values = true
+    )]
+    pub redis_cluster_nodes: Option<String>,
+
     /// Namespace of every Redis channel, so clusters can share one Redis [default: roomcast]
     #[arg(long, env = "ROOMCAST_REDIS_PREFIX", value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
@@ -225,6 +234,7 @@ impl Settings {
             shutdown_timeout_secs: self.shutdown_timeout_secs.or(lower.shutdown_timeout_secs),
             log_format: self.log_format.or(lower.log_format),
             redis_url: self.redis_url.or(lower.redis_url),
+            redis_cluster_nodes: self.redis_cluster_nodes.or(lower.redis_cluster_nodes),
             redis_prefix: self.redis_prefix.or(lower.redis_prefix),
             redis_buffer_messages: self.redis_buffer_messages.or(lower.redis_buffer_messages),
             redis_resubscribe_wait_secs: self.redis_resubscribe_wait_secs.or(lower.redis_resubscribe_wait_secs),

@@ -13,11 +13,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis::Cmd;
+
 use crate::bus::PresenceDelta;
 use crate::rooms::Topic;
 
-use super::channel;
-use super::presence::{encode_change, goodbye, hash_key, node_key, nodes_channel, PRESENCE_SCRIPT};
+use super::masters::OnMoved;
+use super::presence::{encode_change, goodbye, hash_key, node_key, nodes_channel};
+use super::target::{fate, Fate, Target};
+use super::{channel, slot};
 
 /// Changes per pipeline.
 const PIPELINE: usize = 1024;
@@ -37,22 +41,18 @@ pub(crate) struct Announcer {
 }
 
 impl Announcer {
-    /// A writer for node `node`, refreshing every `refresh`.
-    pub fn new(prefix: &str, node: Arc<str>, refresh: Duration) -> Announcer {
+    /// A writer for node `node`, refreshing every `refresh`, with the
+    /// presence script `script` (loaded on every connection).
+    pub fn new(prefix: &str, node: Arc<str>, refresh: Duration, script: &str) -> Announcer {
         Announcer {
             prefix: prefix.to_string(),
             node,
             refresh,
-            sha: super::history::script_sha(PRESENCE_SCRIPT),
+            sha: super::history::script_sha(script),
             changes: Vec::new(),
             rooms: HashSet::new(),
             next_refresh: Instant::now(),
         }
-    }
-
-    /// The script, to load on every new connection.
-    pub fn script() -> &'static str {
-        PRESENCE_SCRIPT
     }
 
     /// Changes from a shard's batch.
@@ -83,57 +83,75 @@ impl Announcer {
         self.next_refresh
     }
 
-    /// Writes the changes, and the refresh if due.
-    pub fn write(&mut self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+    /// Writes the changes, and the refresh if due; `Err` if the
+    /// connection (or a master's) failed.
+    pub fn write(&mut self, target: &mut Target, scripts: &[&str]) -> redis::RedisResult<()> {
         let ttl = (self.refresh * 3).as_millis() as u64;
         while !self.changes.is_empty() {
             let n = self.changes.len().min(PIPELINE);
-            let mut pipe = redis::pipe();
+            let mut cmds: Vec<(u16, Cmd)> = Vec::with_capacity(n);
             for c in self.changes.drain(..n) {
-                pipe.cmd("EVALSHA")
-                    .arg(&self.sha)
+                let key = hash_key(&self.prefix, &c.room);
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(&self.sha)
                     .arg(1)
-                    .arg(hash_key(&self.prefix, &c.room))
+                    .arg(&key)
                     .arg(&*self.node)
                     .arg(&*c.user)
                     .arg(c.conns)
                     .arg(c.seq)
                     .arg(ttl)
                     .arg(channel(&self.prefix, &Topic::Room(c.room.clone())))
-                    .arg(encode_change(&self.node, c.seq, &c.user, c.conns))
-                    .ignore();
+                    .arg(encode_change(&self.node, c.seq, &c.user, c.conns));
+                cmds.push((slot::of(&key), cmd));
             }
-            pipe.ignore_errors().query::<()>(conn)?;
+            settle(target.run(&cmds, OnMoved::Follow, scripts))?;
         }
         let now = Instant::now();
         if now >= self.next_refresh {
             self.next_refresh = now + self.refresh;
-            let mut pipe = redis::pipe();
             let alive = (self.refresh * 2).as_millis() as u64;
-            pipe.cmd("SET")
-                .arg(node_key(&self.prefix, &self.node))
-                .arg(1)
-                .arg("PX")
-                .arg(alive)
-                .ignore();
+            let key = node_key(&self.prefix, &self.node);
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(1).arg("PX").arg(alive);
+            let mut cmds = vec![(slot::of(&key), set)];
             for room in &self.rooms {
-                pipe.cmd("PEXPIRE").arg(hash_key(&self.prefix, room)).arg(ttl).ignore();
+                let key = hash_key(&self.prefix, room);
+                let mut cmd = redis::cmd("PEXPIRE");
+                cmd.arg(&key).arg(ttl);
+                cmds.push((slot::of(&key), cmd));
             }
-            pipe.ignore_errors().query::<()>(conn)?;
+            settle(target.run(&cmds, OnMoved::Follow, scripts))?;
         }
         Ok(())
     }
 
     /// Shutdown: the node's key goes, and the other nodes hear it is gone
     /// (its rooms' fields went with its connections' last changes).
-    pub fn goodbye(&mut self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
-        self.write(conn)?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(node_key(&self.prefix, &self.node)).ignore();
-        pipe.cmd("PUBLISH")
-            .arg(nodes_channel(&self.prefix))
-            .arg(goodbye(&self.node))
-            .ignore();
-        pipe.query::<()>(conn)
+    pub fn goodbye(&mut self, target: &mut Target, scripts: &[&str]) -> redis::RedisResult<()> {
+        self.write(target, scripts)?;
+        let key = node_key(&self.prefix, &self.node);
+        let mut del = redis::cmd("DEL");
+        del.arg(&key);
+        let cmds = [
+            (slot::of(&key), del),
+            target.publish(&nodes_channel(&self.prefix), &goodbye(&self.node)),
+        ];
+        settle(target.run(&cmds, OnMoved::Follow, scripts))
     }
+}
+
+/// `Err` if a command's connection failed (the rest is at most once:
+/// presence changes are absolute, and resent after a reconnection).
+fn settle(results: Vec<redis::RedisResult<redis::Value>>) -> redis::RedisResult<()> {
+    for r in results {
+        match fate(&r) {
+            Fate::Lost => return r.map(drop),
+            Fate::Refused | Fate::Wait => {
+                tracing::warn!(error = ?r.err(), "redis link: a presence write was refused");
+            }
+            Fate::Done => {}
+        }
+    }
+    Ok(())
 }

@@ -122,12 +122,12 @@ pub(crate) fn script_sha(script: &str) -> String {
 
 /// The meta hash of `room`.
 pub(crate) fn meta_key(prefix: &str, room: &str) -> Vec<u8> {
-    format!("{prefix}:meta:{{{room}}}").into_bytes()
+    super::slot::key(prefix, "meta", room)
 }
 
 /// The stream of `room`.
 pub(crate) fn stream_key(prefix: &str, room: &str) -> Vec<u8> {
-    format!("{prefix}:history:{{{room}}}").into_bytes()
+    super::slot::key(prefix, "history", room)
 }
 
 /// What [`READ_SCRIPT`] is asked.

@@ -59,6 +59,16 @@ pub(crate) struct Confirm {
     pub seq: u64,
 }
 
+/// A channel on its way from one lane's ledger to another's.
+#[derive(Debug)]
+pub(crate) struct Moving {
+    /// The channel.
+    pub name: Vec<u8>,
+    topic: Topic,
+    mask: u64,
+    waiters: Vec<Waiter>,
+}
+
 /// How far the link can be trusted right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -239,6 +249,103 @@ impl Ledger {
         self.chans.retain(|_, c| c.mask != 0);
         self.subscribed = 0;
         self.restoring = 0;
+    }
+
+    /// Takes out every channel a shard wants for which `moves(name,
+    /// subscribed)` holds (a Redis Cluster slot that now lives on another
+    /// master, or a subscription Redis dropped), with its waiting joins, to
+    /// be adopted by another lane's ledger; channels no shard wants are
+    /// forgotten.
+    pub fn take_where(&mut self, mut moves: impl FnMut(&[u8], bool) -> bool) -> Vec<Moving> {
+        let names: Vec<Vec<u8>> = self
+            .chans
+            .iter()
+            .filter(|(name, c)| moves(name, c.subscribed))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let chan = self.chans.remove(&name).expect("listed above");
+            if chan.subscribed {
+                self.subscribed -= 1;
+            }
+            if chan.mask != 0 {
+                out.push(Moving {
+                    name,
+                    topic: chan.topic,
+                    mask: chan.mask,
+                    waiters: chan.waiters,
+                });
+            }
+        }
+        out
+    }
+
+    /// A channel taken from another ledger, in link `mode`: the command to
+    /// send (its SUBSCRIBE), and the confirmations now owed. Its waiting
+    /// joins wait for this SUBSCRIBE while the link is up.
+    pub fn adopt(&mut self, m: Moving, mode: Mode, confirms: &mut Vec<Confirm>) -> Option<Command> {
+        let chan = self.chans.entry(m.name).or_insert_with(|| Chan {
+            topic: m.topic,
+            mask: 0,
+            subscribed: false,
+            sent: 0,
+            confirmed: 0,
+            waiters: Vec::new(),
+        });
+        chan.mask |= m.mask;
+        let mut command = None;
+        if mode != Mode::Down && !chan.subscribed {
+            chan.subscribed = true;
+            self.subscribed += 1;
+            chan.sent += 1;
+            command = Some(Command::Subscribe);
+        }
+        for w in m.waiters {
+            if mode == Mode::Up && chan.confirmed < chan.sent {
+                chan.waiters.push(Waiter { after: chan.sent, ..w });
+            } else {
+                confirms.push(Confirm {
+                    shard: w.shard,
+                    topic: chan.topic.clone(),
+                    seq: w.seq,
+                });
+            }
+        }
+        command
+    }
+
+    /// Redis ended `name`'s subscription on its own (its slot moved to
+    /// another master), or refused its SUBSCRIBE (`MOVED`): still wanted,
+    /// not subscribed here. `true` if a shard still wants it.
+    pub fn dropped(&mut self, name: &[u8]) -> bool {
+        let Some(chan) = self.chans.get_mut(name) else {
+            return false;
+        };
+        if chan.subscribed {
+            chan.subscribed = false;
+            self.subscribed -= 1;
+        }
+        chan.confirmed = chan.sent;
+        if chan.forgettable() {
+            self.chans.remove(name);
+            return false;
+        }
+        chan.mask != 0
+    }
+
+    /// Channels whose SUBSCRIBE is still unanswered, among those `pick` selects.
+    pub fn in_flight(&self, mut pick: impl FnMut(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        self.chans
+            .iter()
+            .filter(|(name, c)| c.subscribed && c.confirmed < c.sent && pick(name))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Whether `name` is in the table.
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.chans.contains_key(name)
     }
 
     /// The topic of channel `name` and the shards that want its messages,

@@ -45,6 +45,16 @@ impl std::fmt::Debug for Masters {
     }
 }
 
+/// What `run` does with a `MOVED` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMoved {
+    /// Send the command again to the slot's new master.
+    Follow,
+    /// Answer it with the `MOVED` error (the map is learnt again all the
+    /// same): the caller holds it until the slot's subscribers have moved.
+    Return,
+}
+
 /// Where a command stands during `run`.
 enum Step {
     /// To send to the master of its slot.
@@ -77,7 +87,7 @@ impl Masters {
 
     /// Runs `cmds` (each with its key's slot); one reply per command, in
     /// the same order. Commands of one slot reach Redis in the order given.
-    pub fn run(&mut self, cmds: &[(u16, Cmd)]) -> Vec<RedisResult<Value>> {
+    pub fn run(&mut self, cmds: &[(u16, Cmd)], on_moved: OnMoved) -> Vec<RedisResult<Value>> {
         let mut steps: Vec<Step> = cmds.iter().map(|_| Step::Route).collect();
         let mut redirects = vec![0usize; cmds.len()];
         loop {
@@ -122,6 +132,10 @@ impl Masters {
                             steps[i] = match reply {
                                 Err(e) => match Redirect::of(&e) {
                                     Some(_) if redirects[i] >= MAX_REDIRECTS => Step::Done(Err(e)),
+                                    Some(Redirect::Moved { .. }) if on_moved == OnMoved::Return => {
+                                        refresh = true;
+                                        Step::Done(Err(e))
+                                    }
                                     Some(Redirect::Moved { .. }) => {
                                         redirects[i] += 1;
                                         refresh = true;
@@ -160,6 +174,39 @@ impl Masters {
             .collect()
     }
 
+    /// Runs `cmd` on every master (loading a script, say); the first
+    /// master that fails ends it with its error.
+    pub fn everywhere(&mut self, cmd: &Cmd) -> RedisResult<()> {
+        let masters: Vec<NodeAddr> = self
+            .topology
+            .map()
+            .masters()
+            .into_iter()
+            .map(|n| n.addr.clone())
+            .collect();
+        for to in masters {
+            let reply = self.send(&to, false, std::iter::once(cmd));
+            match reply {
+                Ok(mut replies) => {
+                    if let Some(Err(e)) = replies.pop() {
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    self.conns.remove(&to);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks for the map again now; `Err` says why no node gave it.
+    pub fn refresh(&mut self) -> Result<(), String> {
+        self.refreshes += 1;
+        self.topology.refresh().map(|_| ())
+    }
+
     /// One pipeline to `to`; per-command results, or `Err` if the
     /// connection failed (then no reply is known).
     fn send<'c>(
@@ -169,7 +216,7 @@ impl Masters {
         cmds: impl Iterator<Item = &'c Cmd>,
     ) -> RedisResult<Vec<RedisResult<Value>>> {
         if !self.conns.contains_key(to) {
-            let client = redis::Client::open(self.topology.node_info(to))?;
+            let client = self.topology.client(to)?;
             let conn = client.get_connection_with_timeout(IO_TIMEOUT)?;
             conn.set_read_timeout(Some(IO_TIMEOUT))?;
             conn.set_write_timeout(Some(IO_TIMEOUT))?;

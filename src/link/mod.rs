@@ -34,18 +34,23 @@ pub(crate) mod slot;
 pub(crate) mod slot_map;
 mod socket;
 mod subscriber;
+mod target;
 pub(crate) mod topology;
 pub mod wire;
 
 use std::sync::Arc;
 
 use crate::bus::{LinkHandle, ShardHandle};
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisEndpoint};
 use crate::metrics::LinkState;
 use crate::rooms::Topic;
 
 pub(crate) use publisher::Publisher;
 pub(crate) use subscriber::Subscriber;
+
+use slot_map::NodeAddr;
+use target::Spec;
+use topology::Topology;
 
 /// Capacity of the shards' queue of publish batches to the publisher.
 const PUBLISH_QUEUE: usize = 4096;
@@ -53,11 +58,10 @@ const PUBLISH_QUEUE: usize = 4096;
 /// Channel names (documented in `docs/cluster.md`; the braces are a Redis
 /// Cluster hash tag).
 pub(crate) fn channel(prefix: &str, topic: &Topic) -> Vec<u8> {
-    let (kind, name) = match topic {
-        Topic::Room(n) => ("room", n),
-        Topic::User(n) => ("user", n),
-    };
-    format!("{prefix}:{kind}:{{{name}}}").into_bytes()
+    match topic {
+        Topic::Room(n) => slot::key(prefix, "room", n),
+        Topic::User(n) => slot::key(prefix, "user", n),
+    }
 }
 
 /// The probe channel of node `node`.
@@ -84,18 +88,68 @@ impl Link {
         shards: Vec<ShardHandle>,
         state: Arc<LinkState>,
     ) -> std::io::Result<Link> {
-        let info = redis::IntoConnectionInfo::into_connection_info(cfg.url.as_str())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis-url: {e}")))?;
+        let spec = spec(cfg)?;
         let (interest_tx, interest_rx) = crossbeam_channel::bounded(64 * 1024);
         let (publish_tx, publish_rx) = crossbeam_channel::bounded(PUBLISH_QUEUE);
         let (subscriber, waker) =
-            Subscriber::new(&info, cfg, node_id.clone(), shards.clone(), interest_rx, state.clone())?;
-        let publisher = Publisher::new(info, cfg, node_id.clone(), shards.clone(), publish_rx, state.clone())?;
+            Subscriber::new(&spec, cfg, node_id.clone(), shards.clone(), interest_rx, state.clone())?;
+        let publisher = Publisher::new(spec, cfg, node_id.clone(), shards.clone(), publish_rx, state.clone())?;
         Ok(Link {
             handle: LinkHandle::new(interest_tx, publish_tx, waker, state),
             subscriber,
             publisher,
         })
+    }
+}
+
+/// How to reach Redis, from the configuration.
+fn spec(cfg: &RedisConfig) -> std::io::Result<Spec> {
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+    };
+    // rediss:// with a private CA; without one, the system's roots.
+    let root_cert = match &cfg.tls_ca {
+        Some(ca) => Some(
+            std::fs::read(ca)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("--redis-tls-ca {}: {e}", ca.display())))?,
+        ),
+        None => None,
+    };
+    match &cfg.endpoint {
+        RedisEndpoint::One(url) => {
+            let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                .map_err(|e| invalid("--redis-url", &e))?;
+            let client = match root_cert {
+                Some(pem) => redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                ),
+                None => redis::Client::open(info),
+            }
+            .map_err(|e| invalid("--redis-url", &e))?;
+            Ok(Spec::One(client))
+        }
+        RedisEndpoint::Cluster(seeds) => {
+            let mut addrs = Vec::with_capacity(seeds.len());
+            for seed in seeds {
+                let info = redis::IntoConnectionInfo::into_connection_info(seed.as_str())
+                    .map_err(|e| invalid("--redis-cluster-nodes", &e))?;
+                match info.addr() {
+                    redis::ConnectionAddr::Tcp(host, port) | redis::ConnectionAddr::TcpTls { host, port, .. } => addrs
+                        .push(NodeAddr {
+                            host: host.clone(),
+                            port: *port,
+                        }),
+                    _ => return Err(invalid("--redis-cluster-nodes", &"only host:port nodes")),
+                }
+            }
+            let info = redis::IntoConnectionInfo::into_connection_info(seeds[0].as_str())
+                .map_err(|e| invalid("--redis-cluster-nodes", &e))?;
+            Ok(Spec::Cluster(Topology::new(addrs, info).with_ca(root_cert)))
+        }
     }
 }
 

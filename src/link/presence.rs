@@ -53,7 +53,7 @@ return 1
 
 /// The presence hash of `room`.
 pub(crate) fn hash_key(prefix: &str, room: &str) -> Vec<u8> {
-    format!("{prefix}:presence:{{{room}}}").into_bytes()
+    super::slot::key(prefix, "presence", room)
 }
 
 /// The liveness key of `node`.

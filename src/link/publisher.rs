@@ -13,6 +13,15 @@
 //! A pipeline that fails midway is sent again whole after reconnecting: at
 //! least once, never silently lost.
 //!
+//! On a Redis Cluster (`target.rs`) each message goes to its channel's
+//! master (`SPUBLISH`), and a master's failure costs only its messages,
+//! which wait in the same buffer. A slot that moves (`MOVED`: resharding,
+//! or a failover) is treated like a short outage: its messages, and every
+//! later one, wait until the nodes that were subscribed to them have
+//! followed the slot to its new master (`PUBSUB SHARDNUMSUB` there), for at
+//! most `--redis-resubscribe-wait-secs`, then go, counted if a subscriber
+//! is still missing.
+//!
 //! Publishes to rooms with history go through `history.rs`'s script
 //! instead (numbered, kept and published at once, pipelined too), and each
 //! publisher is acked with its offset through its shard's inbox. They are
@@ -26,6 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use redis::{Cmd, RedisResult, Value};
 
 use crate::bus::{ApiPart, LinkBatch, Numbered, Post, ShardHandle};
 use crate::protocol::encode;
@@ -34,9 +44,12 @@ use crate::rooms::Topic;
 use super::announcer::Announcer;
 use super::backoff::Backoff;
 use super::history::{self, meta_key, stream_key, PUBLISH_MAX_MESSAGES, PUBLISH_SCRIPT};
+use super::masters::OnMoved;
+use super::presence::PRESENCE_SCRIPT;
 use super::reads;
 use super::receivers::Receivers;
-use super::{channel, envelope, probe_channel};
+use super::target::{fate, sharded_script, Fate, Spec, Target};
+use super::{channel, envelope, probe_channel, slot};
 use crate::config::RedisConfig;
 use crate::metrics::link::{unix_nanos, PROBE_INTERVAL};
 use crate::metrics::LinkState;
@@ -50,15 +63,16 @@ const FLUSH_GRACE: Duration = Duration::from_secs(1);
 const NUMSUB_INTERVAL: Duration = Duration::from_millis(100);
 /// Channels per `PUBSUB NUMSUB`.
 const NUMSUB_CHUNK: usize = 256;
-/// How long a connect, read or write to Redis may take.
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One message for Redis: channel and envelope.
 type Outgoing = (Vec<u8>, Vec<u8>);
 
 /// The publisher's state.
 pub(crate) struct Publisher {
-    client: Option<redis::Client>,
+    spec: Spec,
+    /// The publish and presence scripts, as this target runs them (loaded
+    /// on every connection, and on a master that lost them).
+    scripts: Vec<String>,
     prefix: String,
     node_id: Arc<str>,
     rx: Receiver<LinkBatch>,
@@ -66,7 +80,7 @@ pub(crate) struct Publisher {
     buffer: VecDeque<Outgoing>,
     /// Publishes to rooms with history, for the script.
     numbered: Vec<Numbered>,
-    /// The script's SHA1, for `EVALSHA`.
+    /// The publish script's SHA1, for `EVALSHA`.
     sha: String,
     /// Acks and errors for publishers of rooms with history.
     post: Post,
@@ -86,7 +100,7 @@ pub(crate) struct Publisher {
 impl Publisher {
     /// A publisher for the Redis at `info`.
     pub fn new(
-        info: redis::ConnectionInfo,
+        spec: Spec,
         cfg: &RedisConfig,
         node_id: Arc<str>,
         shards: Vec<ShardHandle>,
@@ -94,35 +108,25 @@ impl Publisher {
         state: Arc<LinkState>,
     ) -> std::io::Result<Publisher> {
         let announcer_node = node_id.clone();
-        let client = match &cfg.tls_ca {
-            // rediss:// with a private CA; without one, the system's roots.
-            Some(ca) => {
-                let root_cert = Some(
-                    std::fs::read(ca)
-                        .map_err(|e| std::io::Error::new(e.kind(), format!("--redis-tls-ca {}: {e}", ca.display())))?,
-                );
-                let certs = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert,
-                };
-                redis::Client::build_with_tls(info, certs).ok()
-            }
-            None => redis::Client::open(info).ok(),
+        let (publish, presence) = match spec {
+            Spec::One(_) => (PUBLISH_SCRIPT.to_string(), PRESENCE_SCRIPT.to_string()),
+            Spec::Cluster(_) => (sharded_script(PUBLISH_SCRIPT), sharded_script(PRESENCE_SCRIPT)),
         };
         Ok(Publisher {
-            client,
+            spec,
             prefix: cfg.prefix.clone(),
             node_id,
             rx,
             state,
             buffer: VecDeque::new(),
             numbered: Vec::new(),
-            sha: super::history::script_sha(PUBLISH_SCRIPT),
+            sha: super::history::script_sha(&publish),
             // Acks are small and few per publish: held without a count.
             post: Post::new(shards, usize::MAX),
             announcer: cfg
                 .presence_refresh
-                .map(|refresh| Announcer::new(&cfg.prefix, announcer_node, refresh)),
+                .map(|refresh| Announcer::new(&cfg.prefix, announcer_node, refresh, &presence)),
+            scripts: vec![publish, presence],
             capacity: cfg.buffer_messages,
             resubscribe_wait: cfg.resubscribe_wait,
             receivers: Receivers::default(),
@@ -131,25 +135,22 @@ impl Publisher {
         })
     }
 
-    fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let client = self
-            .client
-            .as_ref()
-            .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "bad URL")))?;
-        let mut conn = client.get_connection_with_timeout(IO_TIMEOUT)?;
-        conn.set_read_timeout(Some(IO_TIMEOUT))?;
-        conn.set_write_timeout(Some(IO_TIMEOUT))?;
-        redis::cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT).exec(&mut conn)?;
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(Announcer::script())
-            .exec(&mut conn)?;
-        Ok(conn)
+    fn connect(&self) -> RedisResult<Target> {
+        Target::connect(&self.spec, &self.script_texts())
+    }
+
+    fn script_texts(&self) -> Vec<&str> {
+        self.scripts.iter().map(String::as_str).collect()
+    }
+
+    /// Runs `cmds` on `target` (loading the scripts again where lost).
+    fn run_on(&self, target: &mut Target, cmds: &[(u16, Cmd)], on_moved: OnMoved) -> Vec<RedisResult<Value>> {
+        target.run(cmds, on_moved, &self.script_texts())
     }
 
     /// Runs until every shard is gone (the channel disconnects).
     pub fn run(mut self) -> std::io::Result<()> {
-        let mut conn: Option<redis::Connection> = None;
+        let mut conn: Option<Target> = None;
         let mut backoff = Backoff::new(unix_nanos() ^ 0x5eed);
         let mut next_try = Instant::now();
         let mut next_probe = Instant::now();
@@ -204,8 +205,10 @@ impl Publisher {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     // Shutdown: the other nodes hear this one is gone.
+                    let scripts: Vec<String> = self.scripts.clone();
+                    let scripts: Vec<&str> = scripts.iter().map(String::as_str).collect();
                     if let (Some(a), Some(c)) = (&mut self.announcer, conn.as_mut()) {
-                        if let Err(e) = a.goodbye(c) {
+                        if let Err(e) = a.goodbye(c, &scripts) {
                             tracing::warn!(error = %e, "redis link: could not say goodbye");
                         }
                     }
@@ -231,7 +234,10 @@ impl Publisher {
             let result = self
                 .send(c, &mut pending, probe)
                 .and_then(|()| self.number(c))
-                .and_then(|()| self.announcer.as_mut().map_or(Ok(()), |a| a.write(c)));
+                .and_then(|()| {
+                    let scripts: Vec<&str> = self.scripts.iter().map(String::as_str).collect();
+                    self.announcer.as_mut().map_or(Ok(()), |a| a.write(c, &scripts))
+                });
             self.send_to_shards();
             if let Err(e) = result {
                 tracing::warn!(error = %e, buffered = self.buffer.len(), "redis link: publisher lost its connection");
@@ -268,56 +274,129 @@ impl Publisher {
         self.state.buffer_depth.store(self.buffer.len() as u64, Relaxed);
     }
 
-    /// Publishes the outage buffer (once the nodes are back), then `pending`.
-    fn send(
-        &mut self,
-        conn: &mut redis::Connection,
-        pending: &mut Vec<Outgoing>,
-        probe: Option<Outgoing>,
-    ) -> redis::RedisResult<()> {
+    /// Publishes the outage buffer (once the nodes are back), then
+    /// `pending`. What cannot go now waits in the buffer, in order: `Err`
+    /// if the connection (or a master's) failed, `Ok` if a slot moved.
+    fn send(&mut self, c: &mut Target, pending: &mut Vec<Outgoing>, probe: Option<Outgoing>) -> RedisResult<()> {
         if let Some(p) = probe {
-            pipeline(conn, std::slice::from_ref(&p))?;
+            // Not kept: the next one follows within a second.
+            let results = self.publish(c, std::slice::from_ref(&p));
+            if let Some(Err(e)) = results.into_iter().find(|r| fate(r) == Fate::Lost) {
+                self.hold(pending);
+                return Err(e);
+            }
         }
         if !self.buffer.is_empty() {
-            if !self.ready_to_flush(conn)? {
+            if !self.ready_to_flush(c)? {
                 self.hold(pending);
                 return Ok(());
             }
             while !self.buffer.is_empty() {
                 let n = self.buffer.len().min(PIPELINE);
-                let chunk: Vec<Outgoing> = self.buffer.range(..n).cloned().collect();
-                let replies = pipeline(conn, &chunk)?;
-                self.tally(&chunk, &replies);
-                self.buffer.drain(..n);
+                let chunk: Vec<Outgoing> = self.buffer.drain(..n).collect();
+                let results = self.publish(c, &chunk);
+                let settled = self.settle(chunk, results);
+                for m in settled.keep.into_iter().rev() {
+                    self.buffer.push_front(m);
+                }
                 self.state.buffer_depth.store(self.buffer.len() as u64, Relaxed);
+                if let Some(e) = settled.lost {
+                    self.hold(pending);
+                    return Err(e);
+                }
+                if settled.moved {
+                    self.wait_again();
+                    self.hold(pending);
+                    return Ok(());
+                }
             }
             self.receivers.flushed(Instant::now() + self.resubscribe_wait);
             self.ready_since = None;
             self.state.flush_waiting.store(false, Relaxed);
             tracing::info!("redis link: outage buffer flushed");
         }
-        let mut sent = 0;
-        while sent < pending.len() {
-            let end = (sent + PIPELINE).min(pending.len());
-            match pipeline(conn, &pending[sent..end]) {
-                Ok(replies) => self.tally(&pending[sent..end], &replies),
-                Err(e) => {
-                    // Unsent (and possibly half-sent) messages go out again later.
-                    let mut rest: Vec<Outgoing> = pending.drain(sent..).collect();
-                    pending.clear();
-                    self.hold(&mut rest);
+        let mut queue = std::mem::take(pending);
+        while !queue.is_empty() {
+            let n = queue.len().min(PIPELINE);
+            let chunk: Vec<Outgoing> = queue.drain(..n).collect();
+            let results = self.publish(c, &chunk);
+            let settled = self.settle(chunk, results);
+            if !settled.keep.is_empty() {
+                // Unsent (or possibly half-sent) messages go out again
+                // later, before any later one.
+                let mut rest = settled.keep;
+                rest.append(&mut queue);
+                self.hold(&mut rest);
+                if let Some(e) = settled.lost {
                     return Err(e);
                 }
+                self.wait_again();
+                return Ok(());
             }
-            sent = end;
         }
-        pending.clear();
         Ok(())
+    }
+
+    /// A slot moved: the buffer waits for its subscribers to follow it.
+    fn wait_again(&mut self) {
+        if self.ready_since.take().is_some() {
+            self.state.flush_waiting.store(false, Relaxed);
+        }
+        tracing::info!(
+            buffered = self.buffer.len(),
+            "redis link: a slot moved; publishes wait for its subscribers to follow"
+        );
+    }
+
+    /// One round trip: each message to its channel.
+    fn publish(&self, c: &mut Target, msgs: &[Outgoing]) -> Vec<RedisResult<Value>> {
+        let cmds: Vec<(u16, Cmd)> = msgs.iter().map(|(ch, env)| c.publish(ch, env)).collect();
+        self.run_on(c, &cmds, OnMoved::Return)
+    }
+
+    /// Counts what was published; returns what must be sent again.
+    fn settle(&mut self, sent: Vec<Outgoing>, results: Vec<RedisResult<Value>>) -> Settled {
+        let now = Instant::now();
+        let mut settled = Settled {
+            keep: Vec::new(),
+            lost: None,
+            moved: false,
+        };
+        let (mut published, mut unconfirmed) = (0u64, 0u64);
+        for (msg, result) in sent.into_iter().zip(results) {
+            match fate(&result) {
+                Fate::Done => {
+                    let receivers = match result {
+                        Ok(Value::Int(n)) => n.max(0) as u64,
+                        _ => 0,
+                    };
+                    published += 1;
+                    unconfirmed += u64::from(self.receivers.published(&msg.0, receivers, now));
+                }
+                Fate::Refused => {
+                    tracing::warn!(error = ?result.err(), "redis link: Redis refused a publish; dropped");
+                    self.state.dropped.fetch_add(1, Relaxed);
+                }
+                Fate::Wait => {
+                    settled.moved = true;
+                    settled.keep.push(msg);
+                }
+                Fate::Lost => {
+                    settled.lost = result.err();
+                    settled.keep.push(msg);
+                }
+            }
+        }
+        self.state.messages_out.fetch_add(published, Relaxed);
+        if unconfirmed > 0 {
+            self.state.unconfirmed.fetch_add(unconfirmed, Relaxed);
+        }
+        settled
     }
 
     /// Whether the outage buffer may go: the subscriber is back, and so is
     /// every node that was subscribed to its channels (or the wait is over).
-    fn ready_to_flush(&mut self, conn: &mut redis::Connection) -> redis::RedisResult<bool> {
+    fn ready_to_flush(&mut self, conn: &mut Target) -> RedisResult<bool> {
         if !self.state.subscriber_up.load(Relaxed) {
             self.ready_since = None;
             self.state.flush_waiting.store(false, Relaxed);
@@ -348,10 +427,7 @@ impl Publisher {
             self.next_numsub = now + NUMSUB_INTERVAL;
             let short: Vec<Vec<u8>> = self.receivers.short().map(<[u8]>::to_vec).collect();
             for chunk in short.chunks(NUMSUB_CHUNK) {
-                let mut cmd = redis::cmd("PUBSUB");
-                cmd.arg("NUMSUB").arg(chunk);
-                let counts: Vec<(Vec<u8>, u64)> = cmd.query(conn)?;
-                for (ch, n) in counts {
+                for (ch, n) in conn.numsub(chunk)? {
                     self.receivers.subscribed(&ch, n);
                 }
             }
@@ -367,7 +443,7 @@ impl Publisher {
     /// Numbers, keeps and publishes the publishes to rooms with history,
     /// a pipeline at a time, and answers each publisher. A failed pipeline
     /// answers the rest `unavailable`.
-    fn number(&mut self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+    fn number(&mut self, conn: &mut Target) -> RedisResult<()> {
         while !self.numbered.is_empty() {
             let n = self.numbered.len().min(PIPELINE);
             // One script call per room (in each room's order), at most
@@ -385,14 +461,14 @@ impl Publisher {
             }
             let now = unix_nanos();
             let fresh = crate::history::Epoch::fresh();
-            let mut pipe = redis::pipe();
+            let mut cmds: Vec<(u16, Cmd)> = Vec::with_capacity(calls.len());
             for call in &calls {
                 let m = &call[0];
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(&self.sha)
+                let meta = meta_key(&self.prefix, &m.room);
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(&self.sha)
                     .arg(2)
-                    .arg(meta_key(&self.prefix, &m.room))
+                    .arg(&meta)
                     .arg(stream_key(&self.prefix, &m.room))
                     .arg(fresh.as_str())
                     .arg(m.limits.size)
@@ -401,20 +477,17 @@ impl Publisher {
                 for m in call {
                     cmd.arg(history::encode_draft(&self.node_id, now, &m.draft));
                 }
+                cmds.push((slot::of(&meta), cmd));
             }
-            let replies: Vec<redis::RedisResult<redis::Value>> = match pipe.ignore_errors().query(conn) {
-                Ok(r) => r,
-                Err(e) => {
-                    for m in calls.into_iter().flatten() {
-                        self.refuse(m);
-                    }
-                    self.refuse_numbered();
-                    return Err(e);
-                }
-            };
+            let replies = self.run_on(conn, &cmds, OnMoved::Follow);
+            let mut lost = None;
             for (call, reply) in calls.into_iter().zip(replies) {
                 let Some((first, _)) = reply.as_ref().ok().and_then(history::published) else {
-                    tracing::warn!(?reply, room = %call[0].room, "redis link: a numbered publish failed");
+                    if fate(&reply) == Fate::Lost {
+                        lost = reply.err();
+                    } else {
+                        tracing::warn!(?reply, room = %call[0].room, "redis link: a numbered publish failed");
+                    }
                     for m in call {
                         self.refuse(m);
                     }
@@ -430,6 +503,10 @@ impl Publisher {
                         &mut self.post,
                     );
                 }
+            }
+            if let Some(e) = lost {
+                self.refuse_numbered();
+                return Err(e);
             }
         }
         Ok(())
@@ -454,26 +531,14 @@ impl Publisher {
         // Held without a count: nothing is dropped.
         self.post.flush(|_, _| {});
     }
-
-    /// Counts what was published, and what another node may have missed.
-    fn tally(&mut self, sent: &[Outgoing], replies: &[u64]) {
-        let now = Instant::now();
-        let mut unconfirmed = 0;
-        for ((ch, _), &n) in sent.iter().zip(replies) {
-            unconfirmed += u64::from(self.receivers.published(ch, n, now));
-        }
-        self.state.messages_out.fetch_add(sent.len() as u64, Relaxed);
-        if unconfirmed > 0 {
-            self.state.unconfirmed.fetch_add(unconfirmed, Relaxed);
-        }
-    }
 }
 
-/// One round trip: PUBLISH for every message; how many subscribers got each.
-fn pipeline(conn: &mut redis::Connection, msgs: &[Outgoing]) -> redis::RedisResult<Vec<u64>> {
-    let mut pipe = redis::pipe();
-    for (ch, env) in msgs {
-        pipe.cmd("PUBLISH").arg(ch).arg(env);
-    }
-    pipe.query(conn)
+/// What a round trip left to send again.
+struct Settled {
+    /// Messages to send again, in order.
+    keep: Vec<Outgoing>,
+    /// The connection failed.
+    lost: Option<redis::RedisError>,
+    /// A slot moved.
+    moved: bool,
 }

@@ -27,6 +27,12 @@
 //!
 //! If the connections fail, every join and query still waiting is answered
 //! `unavailable`: nothing waits for a Redis that is gone.
+//!
+//! On a Redis Cluster each master has its pair of connections (a *lane*):
+//! a read goes to the lane of its key's slot ([`Route`]), which is the lane
+//! of the room's subscription, and its fence to that lane's subscription
+//! connection. Each lane keeps its own reply order, and losing one lane
+//! answers only what waited on it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -42,6 +48,50 @@ use crate::protocol::{encode, ErrorCode, OpError};
 use super::history::{meta_key, stream_key, Mode, Read, READ_SCRIPT};
 use super::presence::{self, Shares};
 use super::wire;
+
+/// Where the subscriber sends a read: the command connection of the node
+/// that owns a key.
+pub(crate) trait Route {
+    /// The lane of `key`'s node and its command buffer; `None` while that
+    /// node cannot be reached.
+    fn lane(&mut self, key: &[u8]) -> Option<(usize, &mut Vec<u8>)>;
+}
+
+/// One Redis: every key on lane 0.
+impl Route for Vec<u8> {
+    fn lane(&mut self, _key: &[u8]) -> Option<(usize, &mut Vec<u8>)> {
+        Some((0, self))
+    }
+}
+
+/// Nowhere: for what may be skipped when no lane is at hand.
+struct NoRoute;
+
+impl Route for NoRoute {
+    fn lane(&mut self, _key: &[u8]) -> Option<(usize, &mut Vec<u8>)> {
+        None
+    }
+}
+
+/// The commands sent on one lane's command connection, oldest first.
+#[derive(Debug, Default)]
+struct Fifo {
+    inflight: VecDeque<Pending>,
+    /// Sequence number of `inflight`'s front.
+    front: u64,
+    /// Reads back this turn, for the lane's next fence.
+    back: Vec<Fenced>,
+    /// Fences sent on the lane's subscription connection, oldest first,
+    /// with the joins each admits.
+    fences: VecDeque<(u64, Vec<Fenced>)>,
+}
+
+impl Fifo {
+    fn push(&mut self, p: Pending) -> u64 {
+        self.inflight.push_back(p);
+        self.front + self.inflight.len() as u64 - 1
+    }
+}
 
 /// What a reply on the command connection answers.
 #[derive(Debug)]
@@ -119,16 +169,11 @@ pub(crate) struct Reads {
     prefix: String,
     sha: String,
     state: Arc<LinkState>,
-    /// One per command sent on the command connection, in order.
-    inflight: VecDeque<Pending>,
-    /// Sequence number of `inflight`'s front.
-    front: u64,
-    /// Join reads still out, by what they ask, with their sequence number.
-    open: HashMap<ReadKey, u64>,
-    /// Reads back this turn, for the next fence.
-    back: Vec<Fenced>,
-    /// Fences sent, oldest first, with the joins each admits.
-    fences: VecDeque<(u64, Vec<Fenced>)>,
+    /// Per lane: the commands sent on its command connection, in order.
+    lanes: Vec<Fifo>,
+    /// Join reads still out, by what they ask, with their lane and
+    /// sequence number.
+    open: HashMap<ReadKey, (usize, u64)>,
     next_fence: u64,
     /// Joins waiting for their room's SUBSCRIBE to be confirmed.
     parked: HashMap<Vec<u8>, Vec<Admit>>,
@@ -151,11 +196,8 @@ impl Reads {
             prefix: prefix.to_string(),
             sha: super::history::script_sha(READ_SCRIPT),
             state,
-            inflight: VecDeque::new(),
-            front: 0,
+            lanes: Vec::new(),
             open: HashMap::new(),
-            back: Vec::new(),
-            fences: VecDeque::new(),
             next_fence: 0,
             parked: HashMap::new(),
             node,
@@ -167,22 +209,29 @@ impl Reads {
         }
     }
 
-    /// The command connection is up: authenticate, load the script.
-    pub fn connected(&mut self, auth: Option<(Option<&str>, &str)>, out: &mut Vec<u8>) {
+    fn fifo(&mut self, lane: usize) -> &mut Fifo {
+        if self.lanes.len() <= lane {
+            self.lanes.resize_with(lane + 1, Fifo::default);
+        }
+        &mut self.lanes[lane]
+    }
+
+    /// A lane's command connection is up: authenticate, load the script.
+    pub fn connected(&mut self, lane: usize, auth: Option<(Option<&str>, &str)>, out: &mut Vec<u8>) {
         match auth {
             Some((Some(u), p)) => wire::command(out, &[b"AUTH", u.as_bytes(), p.as_bytes()]),
             Some((None, p)) => wire::command(out, &[b"AUTH", p.as_bytes()]),
             None => {}
         }
         if auth.is_some() {
-            self.inflight.push_back(Pending::Setup);
+            self.fifo(lane).push(Pending::Setup);
         }
         wire::command(out, &[b"SCRIPT", b"LOAD", READ_SCRIPT.as_bytes()]);
-        self.inflight.push_back(Pending::Setup);
+        self.fifo(lane).push(Pending::Setup);
     }
 
     /// A join, whose room's subscription is confirmed (`live`) or not yet.
-    pub fn admit(&mut self, admit: Admit, channel: Vec<u8>, live: bool, out: &mut Vec<u8>) {
+    pub fn admit(&mut self, admit: Admit, channel: Vec<u8>, live: bool, route: &mut impl Route, post: &mut Post) {
         if !live {
             self.parked.entry(channel).or_default().push(admit);
             return;
@@ -193,69 +242,103 @@ impl Reads {
             (Some(_), false) => Mode::Recover,
         };
         let key = (channel, mode, admit.since.map(|s| (s.offset, s.epoch)));
-        if let Some(&seq) = self.open.get(&key) {
-            if let Some(Pending::Admit(joins)) = self.inflight.get_mut((seq - self.front) as usize) {
+        if let Some(&(lane, seq)) = self.open.get(&key) {
+            let fifo = self.fifo(lane);
+            if let Some(Pending::Admit(joins)) = fifo.inflight.get_mut((seq - fifo.front) as usize) {
                 joins.admits.push(admit);
                 return;
             }
         }
+        let Some((lane, out)) = route.lane(&meta_key(&self.prefix, &admit.room)) else {
+            self.refuse_admit(admit, post);
+            return;
+        };
         self.read(&admit.room, admit.limits.ttl, mode, admit.since, 0, out);
         let channel = key.0.clone();
         self.watch.entry(channel.clone()).or_default().reads += 1;
-        self.open.insert(key, self.front + self.inflight.len() as u64);
         let since = admit.since;
-        self.inflight.push_back(Pending::Admit(Joins {
+        let seq = self.fifo(lane).push(Pending::Admit(Joins {
             channel,
             mode,
             since,
             admits: vec![admit],
         }));
+        self.open.insert(key, (lane, seq));
     }
 
     /// A room's SUBSCRIBE was confirmed: its parked joins read now.
-    pub fn subscribed(&mut self, channel: &[u8], out: &mut Vec<u8>) {
+    pub fn subscribed(&mut self, channel: &[u8], route: &mut impl Route, post: &mut Post) {
         // A read sent before this SUBSCRIBE may have run while the channel
         // was not subscribed: later joins do not share it.
         self.open.retain(|key, _| key.0 != channel);
         if let Some(admits) = self.parked.remove(channel) {
             for a in admits {
-                self.admit(a, channel.to_vec(), true, out);
+                self.admit(a, channel.to_vec(), true, route, post);
             }
         }
         if let Some(waiting) = self.parked_presence.remove(channel) {
             for (room, owner) in waiting {
-                self.read_presence(room, Target::Owner(owner), out);
+                self.read_presence(room, Target::Owner(owner), route, post);
             }
         }
     }
 
     /// A history query.
-    pub fn query(&mut self, q: Query, out: &mut Vec<u8>) {
+    pub fn query(&mut self, q: Query, route: &mut impl Route, post: &mut Post) {
+        let Some((lane, out)) = route.lane(&meta_key(&self.prefix, &q.room)) else {
+            self.state.history_errors.fetch_add(1, Relaxed);
+            refuse(q.reply, post);
+            return;
+        };
         let mode = if q.since.is_some() { Mode::After } else { Mode::Latest };
         self.read(&q.room, q.limits.ttl, mode, q.since, q.limit, out);
-        self.inflight.push_back(Pending::Query(q));
+        self.fifo(lane).push(Pending::Query(q));
     }
 
     /// Owner shard `owner` starts following `room`: read the other nodes'
     /// shares once the room's subscription is in place.
-    pub fn presence_snapshot(&mut self, room: Arc<str>, owner: usize, channel: Vec<u8>, live: bool, out: &mut Vec<u8>) {
+    pub fn presence_snapshot(
+        &mut self,
+        room: Arc<str>,
+        owner: usize,
+        channel: Vec<u8>,
+        live: bool,
+        route: &mut impl Route,
+        post: &mut Post,
+    ) {
         if live {
-            self.read_presence(room, Target::Owner(owner), out);
+            self.read_presence(room, Target::Owner(owner), route, post);
         } else {
             self.parked_presence.entry(channel).or_default().push((room, owner));
         }
     }
 
     /// A `presence` query for a room this node has no user in.
-    pub fn presence_query(&mut self, room: Arc<str>, list: bool, cap: usize, reply: ReplyTo, out: &mut Vec<u8>) {
-        self.read_presence(room, Target::Query { list, cap, reply }, out);
+    pub fn presence_query(
+        &mut self,
+        room: Arc<str>,
+        list: bool,
+        cap: usize,
+        reply: ReplyTo,
+        route: &mut impl Route,
+        post: &mut Post,
+    ) {
+        self.read_presence(room, Target::Query { list, cap, reply }, route, post);
     }
 
-    fn read_presence(&mut self, room: Arc<str>, target: Target, out: &mut Vec<u8>) {
-        wire::command(out, &[b"HGETALL", &presence::hash_key(&self.prefix, &room)]);
+    fn read_presence(&mut self, room: Arc<str>, target: Target, route: &mut impl Route, post: &mut Post) {
+        let key = presence::hash_key(&self.prefix, &room);
+        let Some((lane, out)) = route.lane(&key) else {
+            // An owner asks again after the link's resync; a query is answered.
+            if let Target::Query { reply, .. } = target {
+                refuse(reply, post);
+            }
+            return;
+        };
+        wire::command(out, &[b"HGETALL", &key]);
         self.next_presence += 1;
         let id = self.next_presence;
-        self.inflight.push_back(Pending::Presence(id));
+        self.fifo(lane).push(Pending::Presence(id));
         self.presence.insert(
             id,
             PresenceRead {
@@ -270,13 +353,13 @@ impl Reads {
 
     /// Asks whether each node known is still there (every half refresh
     /// interval); [`Reads::on_reply`] reports the ones gone.
-    pub fn check_nodes(&mut self, out: &mut Vec<u8>) {
-        for node in &self.known {
-            wire::command(out, &[b"EXISTS", &presence::node_key(&self.prefix, node)]);
-            self.inflight.push_back(Pending::Alive {
-                read: None,
-                node: node.clone(),
-            });
+    pub fn check_nodes(&mut self, route: &mut impl Route) {
+        let known: Vec<Arc<str>> = self.known.iter().cloned().collect();
+        for node in known {
+            let key = presence::node_key(&self.prefix, &node);
+            let Some((lane, out)) = route.lane(&key) else { continue };
+            wire::command(out, &[b"EXISTS", &key]);
+            self.fifo(lane).push(Pending::Alive { read: None, node });
         }
     }
 
@@ -297,16 +380,18 @@ impl Reads {
         }
     }
 
-    /// Takes the front of `inflight`, the command a reply answers.
-    fn pop(&mut self) -> Option<Pending> {
-        let pending = self.inflight.pop_front()?;
+    /// Takes the front of `lane`'s commands, the one a reply answers.
+    fn pop(&mut self, lane: usize) -> Option<Pending> {
+        let fifo = self.fifo(lane);
+        let pending = fifo.inflight.pop_front()?;
+        let front = fifo.front;
+        fifo.front += 1;
         if let Pending::Admit(j) = &pending {
             let key = (j.channel.clone(), j.mode, j.since.map(|s| (s.offset, s.epoch)));
-            if self.open.get(&key) == Some(&self.front) {
+            if self.open.get(&key) == Some(&(lane, front)) {
                 self.open.remove(&key);
             }
         }
-        self.front += 1;
         Some(pending)
     }
 
@@ -343,9 +428,10 @@ impl Reads {
         );
     }
 
-    /// A reply on the command connection; `out` takes what it leads to.
-    pub fn on_reply(&mut self, reply: redis::Value, post: &mut Post, out: &mut Vec<u8>) {
-        let Some(pending) = self.pop() else {
+    /// A reply on `lane`'s command connection; `route` takes what it
+    /// leads to.
+    pub fn on_reply(&mut self, lane: usize, reply: redis::Value, post: &mut Post, route: &mut impl Route) {
+        let Some(pending) = self.pop(lane) else {
             return;
         };
         let failed = matches!(reply, redis::Value::ServerError(_));
@@ -364,7 +450,7 @@ impl Reads {
                             .collect(),
                         _ => Vec::new(),
                     };
-                    self.back.push(Fenced { joins, read, replay });
+                    self.fifo(lane).back.push(Fenced { joins, read, replay });
                 }
                 None => {
                     self.unwatch(&joins.channel);
@@ -385,19 +471,25 @@ impl Reads {
                 let me = &self.node;
                 read.shares = presence::parse_snapshot(&reply);
                 read.shares.retain(|(node, _, _)| node != me);
-                for (node, _, _) in &read.shares {
-                    if !self.known.contains(node) {
+                let nodes: Vec<Arc<str>> = read.shares.iter().map(|(n, _, _)| n.clone()).collect();
+                let mut waiting = 0;
+                for node in nodes {
+                    if !self.known.contains(&node) {
                         self.known.insert(node.clone());
                     }
-                    wire::command(out, &[b"EXISTS", &presence::node_key(&self.prefix, node)]);
-                    self.inflight.push_back(Pending::Alive {
-                        read: Some(id),
-                        node: node.clone(),
-                    });
+                    let key = presence::node_key(&self.prefix, &node);
+                    // A node whose liveness cannot be asked now is taken
+                    // as alive: the periodic check catches it later.
+                    let Some((lane, out)) = route.lane(&key) else { continue };
+                    wire::command(out, &[b"EXISTS", &key]);
+                    self.fifo(lane).push(Pending::Alive { read: Some(id), node });
+                    waiting += 1;
                 }
-                read.waiting = read.shares.len();
-                if read.waiting == 0 {
-                    self.finish_presence(id, post, out);
+                if let Some(read) = self.presence.get_mut(&id) {
+                    read.waiting = waiting;
+                }
+                if waiting == 0 {
+                    self.finish_presence(id, post, route);
                 }
             }
             Pending::Alive { read: Some(id), node } => {
@@ -407,7 +499,7 @@ impl Reads {
                 }
                 read.waiting -= 1;
                 if read.waiting == 0 {
-                    self.finish_presence(id, post, out);
+                    self.finish_presence(id, post, route);
                 }
             }
             Pending::Alive { read: None, node } => {
@@ -421,7 +513,7 @@ impl Reads {
 
     /// A presence read is complete: dead nodes' shares are dropped (and
     /// deleted from the hash), the rest delivered.
-    fn finish_presence(&mut self, id: u64, post: &mut Post, out: &mut Vec<u8>) {
+    fn finish_presence(&mut self, id: u64, post: &mut Post, route: &mut impl Route) {
         let Some(mut read) = self.presence.remove(&id) else {
             return;
         };
@@ -434,8 +526,12 @@ impl Reads {
                 let fields = presence::node_fields(node, users.iter().map(|(u, _)| &**u));
                 let mut args: Vec<&[u8]> = vec![b"HDEL", &hash];
                 args.extend(fields.iter().map(Vec::as_slice));
+                let Some((lane, out)) = route.lane(&hash) else { continue };
                 wire::command(out, &args);
-                self.inflight.push_back(Pending::Setup);
+                if self.lanes.len() <= lane {
+                    self.lanes.resize_with(lane + 1, Fifo::default);
+                }
+                self.lanes[lane].push(Pending::Setup);
             }
             let dead = std::mem::take(&mut read.dead);
             read.shares.retain(|(n, _, _)| !dead.contains(n));
@@ -460,29 +556,34 @@ impl Reads {
         }
     }
 
-    /// End of a turn: a fence for the reads that came back, to send on the
-    /// subscription connection.
-    pub fn fence(&mut self, sub_out: &mut Vec<u8>) {
-        if self.back.is_empty() {
+    /// End of a turn: a fence for the reads that came back on `lane`, to
+    /// send on its subscription connection.
+    pub fn fence(&mut self, lane: usize, sub_out: &mut Vec<u8>) {
+        let Some(fifo) = self.lanes.get_mut(lane) else { return };
+        if fifo.back.is_empty() {
             return;
         }
         self.next_fence += 1;
         let id = self.next_fence.to_string();
         wire::command(sub_out, &[b"PING", id.as_bytes()]);
-        self.fences.push_back((self.next_fence, std::mem::take(&mut self.back)));
+        let back = std::mem::take(&mut fifo.back);
+        fifo.fences.push_back((self.next_fence, back));
     }
 
-    /// A pong on the subscription connection: the joins its fence holds
-    /// start here.
-    pub fn on_pong(&mut self, arg: &[u8], post: &mut Post) {
+    /// A pong on `lane`'s subscription connection: the joins its fence
+    /// holds start here.
+    pub fn on_pong(&mut self, lane: usize, arg: &[u8], post: &mut Post) {
         let Some(id) = std::str::from_utf8(arg).ok().and_then(|s| s.parse::<u64>().ok()) else {
             return;
         };
-        while self.fences.front().is_some_and(|(f, _)| *f <= id) {
-            let (_, reads) = self.fences.pop_front().expect("front");
-            for f in reads {
-                self.start(f, post);
-            }
+        let Some(fifo) = self.lanes.get_mut(lane) else { return };
+        let mut ready = Vec::new();
+        while fifo.fences.front().is_some_and(|(f, _)| *f <= id) {
+            let (_, reads) = fifo.fences.pop_front().expect("front");
+            ready.extend(reads);
+        }
+        for f in ready {
+            self.start(f, post);
         }
     }
 
@@ -497,25 +598,36 @@ impl Reads {
         }
     }
 
-    /// The connections failed: everything waiting is answered `unavailable`.
-    pub fn disconnected(&mut self, post: &mut Post) {
-        self.give_up(post);
-        self.inflight.clear();
-        self.front = 0;
+    /// `lane`'s connections failed: everything waiting on it (and the
+    /// joins parked for channels `on_lane` says are its) is answered
+    /// `unavailable`.
+    pub fn disconnected(&mut self, lane: usize, on_lane: impl Fn(&[u8]) -> bool, post: &mut Post) {
+        self.give_up(lane, &on_lane, post);
+        if let Some(fifo) = self.lanes.get_mut(lane) {
+            *fifo = Fifo::default();
+        }
     }
 
-    /// Redis stopped answering in time (the connections stay): everything
-    /// waiting is answered `unavailable` now, and the replies that may
+    /// `lane`'s Redis stopped answering in time (the connections stay):
+    /// everything waiting on it is answered `unavailable` now, and the replies that may
     /// still come for it are ignored.
-    pub fn stalled(&mut self, post: &mut Post) {
-        self.give_up(post);
+    pub fn stalled(&mut self, lane: usize, on_lane: impl Fn(&[u8]) -> bool, post: &mut Post) {
+        self.give_up(lane, &on_lane, post);
     }
 
-    fn give_up(&mut self, post: &mut Post) {
+    fn give_up(&mut self, lane: usize, on_lane: &dyn Fn(&[u8]) -> bool, post: &mut Post) {
         let mut admits: Vec<Admit> = Vec::new();
-        for p in self.inflight.iter_mut() {
+        let mut presence_ended: Vec<u64> = Vec::new();
+        let mut alive_ended: Vec<u64> = Vec::new();
+        if self.lanes.len() <= lane {
+            self.lanes.resize_with(lane + 1, Fifo::default);
+        }
+        let fifo = &mut self.lanes[lane];
+        for p in fifo.inflight.iter_mut() {
             match std::mem::replace(p, Pending::Setup) {
-                Pending::Setup | Pending::Presence(_) | Pending::Alive { .. } => {}
+                Pending::Setup | Pending::Alive { read: None, .. } => {}
+                Pending::Presence(id) => presence_ended.push(id),
+                Pending::Alive { read: Some(id), .. } => alive_ended.push(id),
                 Pending::Admit(j) => admits.extend(j.admits),
                 Pending::Query(q) => {
                     self.state.history_errors.fetch_add(1, Relaxed);
@@ -523,25 +635,44 @@ impl Reads {
                 }
             }
         }
-        self.open.clear();
-        for (_, read) in self.presence.drain() {
-            // An owner asks again after the link's resync; a query is answered.
-            if let Target::Query { reply, .. } = read.target {
-                refuse(reply, post);
-            }
-        }
-        self.parked_presence.clear();
-        admits.extend(self.back.drain(..).flat_map(|f| f.joins.admits));
-        for (_, reads) in self.fences.drain(..) {
+        admits.extend(fifo.back.drain(..).flat_map(|f| f.joins.admits));
+        for (_, reads) in fifo.fences.drain(..) {
             admits.extend(reads.into_iter().flat_map(|f| f.joins.admits));
         }
-        for (_, parked) in self.parked.drain() {
-            admits.extend(parked);
+        self.open.retain(|_, (l, _)| *l != lane);
+        for id in presence_ended {
+            // An owner asks again after the link's resync; a query is answered.
+            if let Some(read) = self.presence.remove(&id) {
+                if let Target::Query { reply, .. } = read.target {
+                    refuse(reply, post);
+                }
+            }
         }
-        self.watch.clear();
+        for id in alive_ended {
+            // Not known to be dead: kept (the periodic check asks again).
+            if let Some(read) = self.presence.get_mut(&id) {
+                read.waiting -= 1;
+                if read.waiting == 0 {
+                    self.finish_presence(id, post, &mut NoRoute);
+                }
+            }
+        }
+        self.parked_presence.retain(|channel, _| !on_lane(channel));
+        let parked: Vec<Vec<u8>> = self.parked.keys().filter(|c| on_lane(c)).cloned().collect();
+        for channel in parked {
+            admits.extend(self.parked.remove(&channel).unwrap_or_default());
+        }
+        for a in &admits {
+            let channel = super::channel(&self.prefix, &crate::rooms::Topic::Room(a.room.clone()));
+            self.unwatch_all(&channel);
+        }
         for a in admits {
             self.refuse_admit(a, post);
         }
+    }
+
+    fn unwatch_all(&mut self, channel: &[u8]) {
+        self.watch.remove(channel);
     }
 
     /// A join that cannot be served now (the link is down): refused.
@@ -740,20 +871,20 @@ mod tests {
         let (mut cmd, mut sub) = (Vec::new(), Vec::new());
         let ch = b"rc:room:{r}".to_vec();
         // Not subscribed yet: it waits, then reads once the SUBSCRIBE is confirmed.
-        reads.admit(admit(1, Some(2)), ch.clone(), false, &mut cmd);
+        reads.admit(admit(1, Some(2)), ch.clone(), false, &mut cmd, &mut post);
         assert!(cmd.is_empty());
-        reads.subscribed(&ch, &mut cmd);
+        reads.subscribed(&ch, &mut cmd, &mut post);
         assert!(cmd.windows(7).any(|w| w == b"EVALSHA"));
         // Offset 5 is forwarded while the read is out (published before it ran).
         reads.forwarded(&ch, 5, &frame(5));
-        reads.on_reply(read_reply(6, true, 3..=6), &mut post, &mut cmd);
-        reads.fence(&mut sub);
+        reads.on_reply(0, read_reply(6, true, 3..=6), &mut post, &mut cmd);
+        reads.fence(0, &mut sub);
         assert!(sub.windows(4).any(|w| w == b"PING"));
         // Published after the read ran, forwarded before the pong.
         reads.forwarded(&ch, 6 + 1, &frame(7));
         reads.forwarded(&ch, 8, &frame(8));
         assert!(items(&mut post, &rx).is_empty(), "nothing before the pong");
-        reads.on_pong(b"1", &mut post);
+        reads.on_pong(0, b"1", &mut post);
         let got = items(&mut post, &rx);
         let [Item::Admitted {
             ticket: 1,
@@ -778,12 +909,12 @@ mod tests {
         let (mut reads, mut post, rx, _poll) = books();
         let (mut cmd, mut sub) = (Vec::new(), Vec::new());
         let ch = b"rc:room:{r}".to_vec();
-        reads.admit(admit(1, None), ch.clone(), true, &mut cmd);
-        reads.admit(admit(2, Some(5)), ch.clone(), true, &mut cmd);
-        reads.on_reply(read_reply(0, false, []), &mut post, &mut cmd);
-        reads.fence(&mut sub);
-        reads.admit(admit(3, None), b"rc:room:{other}".to_vec(), false, &mut cmd);
-        reads.stalled(&mut post);
+        reads.admit(admit(1, None), ch.clone(), true, &mut cmd, &mut post);
+        reads.admit(admit(2, Some(5)), ch.clone(), true, &mut cmd, &mut post);
+        reads.on_reply(0, read_reply(0, false, []), &mut post, &mut cmd);
+        reads.fence(0, &mut sub);
+        reads.admit(admit(3, None), b"rc:room:{other}".to_vec(), false, &mut cmd, &mut post);
+        reads.stalled(0, |_| true, &mut post);
         let tickets: Vec<u64> = items(&mut post, &rx)
             .into_iter()
             .map(|i| match i {
@@ -796,10 +927,10 @@ mod tests {
             .collect();
         assert_eq!(tickets, [2, 1, 3]);
         // Redis wakes up: its answers to what was given up change nothing.
-        reads.on_reply(read_reply(0, false, []), &mut post, &mut cmd);
-        reads.fence(&mut sub);
-        reads.on_pong(b"1", &mut post);
-        reads.on_pong(b"2", &mut post);
+        reads.on_reply(0, read_reply(0, false, []), &mut post, &mut cmd);
+        reads.fence(0, &mut sub);
+        reads.on_pong(0, b"1", &mut post);
+        reads.on_pong(0, b"2", &mut post);
         assert!(items(&mut post, &rx).is_empty());
     }
 
@@ -809,15 +940,15 @@ mod tests {
         let (mut cmd, mut sub) = (Vec::new(), Vec::new());
         let ch = b"rc:room:{r}".to_vec();
         for ticket in 1..=3 {
-            reads.admit(admit(ticket, Some(2)), ch.clone(), true, &mut cmd);
+            reads.admit(admit(ticket, Some(2)), ch.clone(), true, &mut cmd, &mut post);
         }
-        reads.admit(admit(4, None), ch.clone(), true, &mut cmd);
+        reads.admit(admit(4, None), ch.clone(), true, &mut cmd, &mut post);
         let evals = cmd.windows(7).filter(|w| w == b"EVALSHA").count();
         assert_eq!(evals, 2, "one read per distinct question");
-        reads.on_reply(read_reply(4, true, 1..=4), &mut post, &mut cmd);
-        reads.on_reply(read_reply(4, false, []), &mut post, &mut cmd);
-        reads.fence(&mut sub);
-        reads.on_pong(b"1", &mut post);
+        reads.on_reply(0, read_reply(4, true, 1..=4), &mut post, &mut cmd);
+        reads.on_reply(0, read_reply(4, false, []), &mut post, &mut cmd);
+        reads.fence(0, &mut sub);
+        reads.on_pong(0, b"1", &mut post);
         let got = items(&mut post, &rx);
         assert_eq!(got.len(), 4);
         let mut replays = Vec::new();
@@ -843,7 +974,7 @@ mod tests {
         };
         assert_eq!(a[0].as_ptr(), b[0].as_ptr());
         // Once answered, a new join reads again.
-        reads.admit(admit(5, Some(2)), ch.clone(), true, &mut cmd);
+        reads.admit(admit(5, Some(2)), ch.clone(), true, &mut cmd, &mut post);
         assert_eq!(cmd.windows(7).filter(|w| w == b"EVALSHA").count(), 3);
     }
 }

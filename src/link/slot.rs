@@ -6,12 +6,12 @@
 //! (XMODEM: polynomial 0x1021, initial value 0) of the key modulo 16 384,
 //! where a key with a non-empty `{...}` hashes only what is between its
 //! first `{` and the first `}` after it. Every key and channel of a room is
-//! written `<prefix>:<kind>:{<room>}`, so they all share the room's slot
-//! (a room named `a{b}` has the tag `a{b`: still the same for all of them).
-//! The one exception is a room whose name starts with `}`: its tag is
-//! empty, so each key hashes whole and they land in different slots (a
-//! test below pins this; cluster mode must name such rooms' keys another
-//! way before it can keep them together).
+//! written `<prefix>:<kind>:{<room>}` ([`key`]), so they all share the
+//! room's slot (a room named `a{b}` has the tag `a{b`: still the same for
+//! all of them). A name starting with `}` would make the tag empty (each
+//! key would hash whole, into different slots), so such a name, and one
+//! starting with `%`, is written with a `%` in front ([`tag`]): the tag is
+//! never empty and two names never share a key.
 
 /// Slots in a Redis Cluster.
 pub const SLOTS: u16 = 16_384;
@@ -52,6 +52,22 @@ fn hashed(key: &[u8]) -> &[u8] {
         Some(len) if len > 0 => &key[open + 1..open + 1 + len],
         _ => key,
     }
+}
+
+/// How `name` is written between a key's braces: as it is, or with a `%`
+/// in front when it starts with `}` (its tag would be empty) or `%` (so the
+/// escape cannot collide with a name).
+pub(crate) fn tag(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.starts_with(['}', '%']) {
+        std::borrow::Cow::Owned(format!("%{name}"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+/// The key (or channel) `<prefix>:<kind>:{<name>}`, in `name`'s slot.
+pub(crate) fn key(prefix: &str, kind: &str, name: &str) -> Vec<u8> {
+    format!("{prefix}:{kind}:{{{}}}", tag(name)).into_bytes()
 }
 
 /// The slot of a key or sharded channel.
@@ -109,7 +125,22 @@ mod tests {
                 assert_eq!(slot(&format!("rc:{kind}:{{{room}}}")), room_slot, "{kind} of {room:?}");
             }
         }
-        // ...unless it starts with `}` (an empty tag).
+        // ...unless it starts with `}` (an empty tag)...
         assert_ne!(slot("rc:room:{}x}"), slot("rc:hist:{}x}"));
+    }
+
+    #[test]
+    fn every_name_keeps_its_keys_in_one_slot_and_apart_from_the_others() {
+        let names = ["lobby", "}x", "%}x", "%x", "}", "%", "a}b", "{}", "}{"];
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            let room = key("rc", "room", name);
+            for kind in ["history", "meta", "presence"] {
+                assert_eq!(of(&key("rc", kind, name)), of(&room), "{kind} of {name:?}");
+            }
+            assert!(seen.insert(room), "{name:?} shares its channel with another name");
+        }
+        assert_eq!(key("rc", "room", "lobby"), b"rc:room:{lobby}", "plain names unchanged");
+        assert_eq!(key("rc", "room", "}x"), b"rc:room:{%}x}");
     }
 }

@@ -1,18 +1,30 @@
-//! The subscriber thread: one Redis connection in pub/sub mode, driven by a
+//! The subscriber thread: the link's pub/sub connections, driven by a
 //! small mio loop so that subscription changes from shards (through a
 //! channel and a `Waker`) are sent while messages keep streaming in. (The
 //! `redis` crate's blocking pub/sub cannot be interrupted to subscribe.)
 //!
-//! Its books (which shards want which channel, which SUBSCRIBEs are
-//! confirmed, which joins wait) are `ledger::Ledger`; RESP is the `redis`
-//! crate's (`wire.rs`). While Redis is unreachable, joins are confirmed at
-//! once and every wanted channel is subscribed on reconnect.
+//! It speaks to one Redis, or to the masters of a Redis Cluster, through
+//! *lanes*: a lane is one Redis node's pair of connections (pub/sub, and an
+//! ordinary one for reads) with its own books (`ledger::Ledger`: which
+//! shards want which channel, which subscriptions are confirmed, which
+//! joins wait). One Redis is one lane. On a cluster, a channel lives on the
+//! lane of its slot's master (`SSUBSCRIBE`), a lane is opened only for a
+//! master that owns a channel or key this node needs, and when the cluster
+//! changes — a master drops a subscription on its own (`sunsubscribe`: its
+//! slot moved, or it was demoted), refuses one (`MOVED`), or its lane fails
+//! — the slot map is asked for again and the channels whose master changed
+//! move, with their waiting joins, to the new master's lane. A lane that
+//! fails costs only its own channels: the others keep streaming.
+//!
+//! RESP is the `redis` crate's (`wire.rs`). While a lane is unreachable,
+//! joins of its channels are confirmed at once and every wanted channel is
+//! subscribed when it is back.
 //!
 //! Rooms with history also need reads (a joining member's position, a
-//! recovery's replay, history queries): a second, ordinary connection in
-//! the same loop carries them, and `reads::Reads` places each admission at
-//! its exact point in the room's message stream. Their numbered messages
-//! come from Redis for every node, this one included.
+//! recovery's replay, history queries): each lane's second connection
+//! carries them, and `reads::Reads` places each admission at its exact
+//! point in the room's message stream. Their numbered messages come from
+//! Redis for every node, this one included.
 
 use std::io::{self, Write};
 use std::net::ToSocketAddrs;
@@ -26,27 +38,53 @@ use mio::{Events, Interest as Ready, Poll, Token, Waker};
 use crate::bus::post::shards_in;
 use crate::bus::{Encoded, LinkRequest, Post, ShardHandle, ShardMsg, TopicInterest};
 use crate::config::RedisConfig;
-use crate::metrics::link::unix_nanos;
+use crate::metrics::link::{unix_nanos, RedisShard};
 use crate::metrics::LinkState;
 use crate::rooms::Topic;
 use redis::Value;
 
 use super::backoff::Backoff;
 use super::ledger::{Command, Confirm, Ledger, Mode};
-use super::reads::{self, Reads};
+use super::reads::{Reads, Route};
+use super::slot_map::{NodeAddr, Redirect};
 use super::socket::{Dial, Socket};
+use super::target::Spec;
+use super::topology::Topology;
 use super::wire::{self, Wire};
-use super::{envelope, history, presence, probe_channel};
+use super::{envelope, history, presence, probe_channel, slot};
 
-const SOCKET: Token = Token(0);
-const WAKER: Token = Token(1);
-/// The connection for history reads.
-const READS: Token = Token(2);
+const WAKER: Token = Token(0);
 /// Messages from other nodes that may wait for room in shard inboxes;
 /// Redis cannot be paused, so past this they are dropped and counted.
 const HELD_FRAMES: usize = 64 * 1024;
-/// Channels per SUBSCRIBE command when restoring subscriptions.
+/// Channels per SUBSCRIBE command when restoring subscriptions (one Redis;
+/// a cluster takes one channel per SSUBSCRIBE: channels of different
+/// slots in one command are refused).
 const SUBSCRIBE_CHUNK: usize = 256;
+/// How often a cluster lane is pinged, and how long its answer may take
+/// before the lane counts as stalled.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const HEARTBEAT_STALLED: Duration = Duration::from_secs(3);
+/// The ping that ends a lane's restore: its pong comes after every
+/// confirmation of the subscriptions sent before it.
+const RESTORED: &[u8] = b"restored";
+/// A heartbeat ping's argument.
+const BEAT: &[u8] = b"hb";
+/// How often the per-node figures in `/metrics` are updated.
+const STATS_EVERY: Duration = Duration::from_millis(250);
+
+/// The lane of a token, and whether it is the lane's reads connection.
+fn lane_of_token(t: Token) -> (usize, bool) {
+    ((t.0 - 1) / 2, (t.0 - 1) % 2 == 1)
+}
+
+fn sub_token(lane: usize) -> Token {
+    Token(1 + 2 * lane)
+}
+
+fn reads_token(lane: usize) -> Token {
+    Token(2 + 2 * lane)
+}
 
 struct Link {
     stream: Socket,
@@ -57,21 +95,150 @@ struct Link {
     wbuf: Vec<u8>,
 }
 
+impl Link {
+    fn new(stream: Socket) -> Link {
+        Link {
+            stream,
+            connected: false,
+            answered: false,
+            wire: Wire::new(),
+            wbuf: Vec::new(),
+        }
+    }
+}
+
+/// One Redis node's connections and books.
+struct Lane {
+    addr: NodeAddr,
+    link: Option<Link>,
+    /// The connection for reads (up with `link`).
+    reads_link: Option<Link>,
+    ledger: Ledger,
+    backoff: Backoff,
+    next_try: Instant,
+    /// Every subscription of the last restore is confirmed.
+    ready: bool,
+    /// It was ready before (becoming ready again is a reconnection).
+    was_ready: bool,
+    /// Its mode was `Up` at the last turn.
+    was_up: bool,
+    /// The node's own channels (probe, goodbyes) that live here.
+    always: Vec<Vec<u8>>,
+    /// A heartbeat sent and not answered, since (a cluster's lanes).
+    beat_since: Option<Instant>,
+    next_beat: Instant,
+    messages_in: u64,
+}
+
+impl Lane {
+    fn new(addr: NodeAddr, seed: u64) -> Lane {
+        Lane {
+            addr,
+            link: None,
+            reads_link: None,
+            ledger: Ledger::default(),
+            backoff: Backoff::new(seed),
+            next_try: Instant::now(),
+            ready: false,
+            was_ready: false,
+            was_up: false,
+            always: Vec::new(),
+            beat_since: None,
+            next_beat: Instant::now(),
+            messages_in: 0,
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.connected)
+    }
+
+    /// How far this lane can be trusted; `probe_stalled`: one Redis whose
+    /// probes stopped coming back.
+    fn mode(&self, probe_stalled: bool) -> Mode {
+        let beat_late = self.beat_since.is_some_and(|t| t.elapsed() > HEARTBEAT_STALLED);
+        if !self.connected() {
+            Mode::Down
+        } else if !self.ready || probe_stalled || beat_late {
+            Mode::Degraded
+        } else {
+            Mode::Up
+        }
+    }
+}
+
+/// Reads go to the lane of their key's master, while it is up.
+struct Lanes<'a> {
+    lanes: &'a mut Vec<Option<Lane>>,
+    cluster: Option<&'a Topology>,
+    probe_stalled: bool,
+    seed: u64,
+}
+
+impl Lanes<'_> {
+    /// The lane of `key` (opening one for a master not used yet); `None`
+    /// when no master serves its slot.
+    fn index(&mut self, key: &[u8]) -> Option<usize> {
+        let Some(topology) = self.cluster else {
+            return Some(0);
+        };
+        let addr = &topology.map().master(slot::of(key))?.addr;
+        if let Some(i) = self
+            .lanes
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| &l.addr == addr))
+        {
+            return Some(i);
+        }
+        let lane = Lane::new(addr.clone(), self.seed ^ self.lanes.len() as u64);
+        match self.lanes.iter().position(Option::is_none) {
+            Some(i) => {
+                self.lanes[i] = Some(lane);
+                Some(i)
+            }
+            None => {
+                self.lanes.push(Some(lane));
+                Some(self.lanes.len() - 1)
+            }
+        }
+    }
+}
+
+impl Route for Lanes<'_> {
+    fn lane(&mut self, key: &[u8]) -> Option<(usize, &mut Vec<u8>)> {
+        let i = self.index(key)?;
+        let stalled = self.probe_stalled;
+        let lane = self.lanes[i].as_mut()?;
+        if lane.mode(stalled) != Mode::Up {
+            return None;
+        }
+        let link = lane.reads_link.as_mut().filter(|l| l.connected)?;
+        Some((i, &mut link.wbuf))
+    }
+}
+
 /// The subscriber's state.
 pub(crate) struct Subscriber {
-    dial: Dial,
+    /// With `rediss://`: the roots trusted.
+    tls: Option<Arc<rustls::ClientConfig>>,
     username: Option<String>,
     password: Option<String>,
+    /// A cluster's map; `None` for one Redis (lane 0).
+    cluster: Option<Topology>,
+    /// The map must be asked for again (not before `next_refresh`).
+    refresh_due: bool,
+    next_refresh: Instant,
+    refresh_backoff: Backoff,
     prefix: String,
     node_id: Arc<str>,
     probe: Vec<u8>,
     rx: Receiver<LinkRequest>,
     state: Arc<LinkState>,
     poll: Poll,
-    ledger: Ledger,
-    link: Option<Link>,
-    /// The connection for history reads (up with `link`).
-    reads_link: Option<Link>,
+    lanes: Vec<Option<Lane>>,
+    /// Channels wanted while no master is known for them (a cluster whose
+    /// map could not be read yet): subscribed once it can.
+    homeless: Ledger,
     reads: Reads,
     /// The channel of nodes' goodbyes (when rooms track presence).
     nodes: Option<Vec<u8>>,
@@ -86,52 +253,78 @@ pub(crate) struct Subscriber {
     check_from: Instant,
     /// The subscriber was connected before (a restore is a reconnection).
     was_connected: bool,
-    /// Confirmations the ledger owes, posted at the end of the turn.
+    /// Confirmations the ledgers owe, posted at the end of the turn.
     confirms: Vec<Confirm>,
-    /// The link was up at the last turn.
-    was_up: bool,
     /// Frames and confirmations for the shards, sent at the end of each turn.
     post: Post,
+    next_stats: Instant,
+    /// What the per-node figures last published looked like.
+    stats_shape: u64,
 }
 
 impl Subscriber {
     /// Prepares the subscriber (it connects when run).
     pub fn new(
-        info: &redis::ConnectionInfo,
+        spec: &Spec,
         cfg: &RedisConfig,
         node_id: Arc<str>,
         shards: Vec<ShardHandle>,
         rx: Receiver<LinkRequest>,
         state: Arc<LinkState>,
     ) -> io::Result<(Subscriber, Arc<Waker>)> {
-        let dial = match info.addr() {
-            redis::ConnectionAddr::Tcp(host, port) => Dial {
-                host: host.clone(),
-                port: *port,
-                tls: None,
-            },
-            redis::ConnectionAddr::TcpTls { host, port, .. } => Dial {
-                host: host.clone(),
-                port: *port,
-                tls: Some(
-                    crate::tls::client::client_config(cfg.tls_ca.as_deref())
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--redis-tls-ca: {e}")))?,
-                ),
-            },
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "--redis-url: only redis://host:port and rediss://host:port are supported",
-                ))
+        let (tls, username, password, cluster, lanes) = match spec {
+            Spec::One(client) => {
+                let info = client.get_connection_info();
+                let (host, port, tls) = match info.addr() {
+                    redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port, false),
+                    redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port, true),
+                    _ => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "--redis-url: only redis://host:port and rediss://host:port are supported",
+                        ))
+                    }
+                };
+                let settings = info.redis_settings();
+                let lane = Lane::new(NodeAddr { host, port }, unix_nanos());
+                (
+                    tls,
+                    settings.username().map(str::to_string),
+                    settings.password().map(str::to_string),
+                    None,
+                    vec![Some(lane)],
+                )
             }
+            Spec::Cluster(topology) => {
+                let (user, pass) = topology.credentials();
+                (
+                    topology.tls(),
+                    user.map(str::to_string),
+                    pass.map(str::to_string),
+                    Some(topology.clone()),
+                    Vec::new(),
+                )
+            }
+        };
+        let tls = if tls {
+            Some(
+                crate::tls::client::client_config(cfg.tls_ca.as_deref())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--redis-tls-ca: {e}")))?,
+            )
+        } else {
+            None
         };
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let probe_node = node_id.clone();
         let sub = Subscriber {
-            dial,
-            username: info.redis_settings().username().map(str::to_string),
-            password: info.redis_settings().password().map(str::to_string),
+            tls,
+            username,
+            password,
+            refresh_due: cluster.is_some(),
+            next_refresh: Instant::now(),
+            refresh_backoff: Backoff::new(unix_nanos() ^ 0xc1),
+            cluster,
             probe: probe_channel(&cfg.prefix, &node_id),
             prefix: cfg.prefix.clone(),
             node_id,
@@ -145,12 +338,12 @@ impl Subscriber {
             was_connected: false,
             state,
             poll,
-            ledger: Ledger::default(),
-            link: None,
-            reads_link: None,
+            lanes,
+            homeless: Ledger::default(),
             confirms: Vec::new(),
-            was_up: false,
             post: Post::new(shards, HELD_FRAMES),
+            next_stats: Instant::now(),
+            stats_shape: 0,
         };
         Ok((sub, waker))
     }
@@ -158,164 +351,266 @@ impl Subscriber {
     /// Runs until the shards are gone; an error if its poll fails.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
-        let mut backoff = Backoff::new(unix_nanos());
-        let mut next_try = Instant::now();
-        let mut connected_before = false;
         loop {
-            if self.link.is_none() && Instant::now() >= next_try {
-                if let Err(e) = self.connect() {
-                    tracing::debug!(error = %e, "redis link: subscriber cannot connect");
-                    next_try = Instant::now() + backoff.next_delay();
-                }
+            let now = Instant::now();
+            if self.refresh_due && now >= self.next_refresh {
+                self.refresh();
             }
-            let timeout = if self.post.has_backlog() {
-                Duration::from_millis(1)
-            } else if self.link.is_none() {
-                next_try.saturating_duration_since(Instant::now())
-            } else if self.presence_check.is_some() {
-                // Wake for the next liveness check.
-                self.next_check
-                    .saturating_duration_since(Instant::now())
-                    .clamp(Duration::from_millis(10), Duration::from_millis(500))
-            } else {
-                Duration::from_millis(500)
-            };
+            self.connect_lanes(now);
+            let timeout = self.timeout();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
             }
-            let mut lost = false;
-            let mut lost_error: Option<io::Error> = None;
+            let mut lost: Vec<(usize, io::Error)> = Vec::new();
             for event in events.iter() {
-                if event.token() == READS {
-                    if let Err(e) = self.on_reads_socket(event.is_writable()) {
-                        lost_error = Some(e);
-                        lost = true;
-                    }
+                if event.token() == WAKER {
+                    continue;
                 }
-                if event.token() == SOCKET {
-                    match self.on_socket(event.is_writable()) {
-                        Ok(became_ready) => {
-                            if became_ready {
-                                if connected_before {
-                                    self.state.reconnects.fetch_add(1, Relaxed);
-                                }
-                                connected_before = true;
-                                backoff.reset();
-                            }
-                        }
-                        Err(e) => {
-                            lost_error = Some(e);
-                            lost = true;
-                        }
-                    }
+                let (lane, is_reads) = lane_of_token(event.token());
+                let result = if is_reads {
+                    self.on_reads_socket(lane, event.is_writable())
+                } else {
+                    self.on_socket(lane, event.is_writable())
+                };
+                if let Err(e) = result {
+                    lost.push((lane, e));
                 }
             }
-            let mode = self.mode();
-            if mode != Mode::Up && self.was_up {
-                // Redis stopped answering: joins waiting for it go ahead.
-                tracing::warn!(?mode, "redis link: not answering; joins no longer wait for it");
-                self.ledger.release_waiters(&mut self.confirms);
-                self.reads.stalled(&mut self.post);
-            }
-            self.was_up = mode == Mode::Up;
+            self.check_modes();
             loop {
                 match self.rx.try_recv() {
                     Ok(LinkRequest::Interest(msg)) => self.on_interest(msg),
                     Ok(LinkRequest::Admit(a)) => self.on_admit(a),
-                    Ok(LinkRequest::PresenceSnapshot { room, owner }) => {
-                        let name = super::channel(&self.prefix, &Topic::Room(room.clone()));
-                        let up = mode == Mode::Up;
-                        match self.reads_link.as_mut().filter(|l| l.connected && up) {
-                            Some(l) => {
-                                let live = self.ledger.is_live(&name);
-                                self.reads.presence_snapshot(room, owner, name, live, &mut l.wbuf);
-                            }
-                            // Read once the room is subscribed again.
-                            None => self.reads.presence_snapshot(room, owner, name, false, &mut Vec::new()),
-                        }
-                    }
+                    Ok(LinkRequest::PresenceSnapshot { room, owner }) => self.on_presence_snapshot(room, owner),
                     Ok(LinkRequest::PresenceQuery { room, list, cap, reply }) => {
-                        match self.reads_link.as_mut().filter(|l| l.connected && mode == Mode::Up) {
-                            Some(l) => self.reads.presence_query(room, list, cap, reply, &mut l.wbuf),
-                            None => reads::refuse(reply, &mut self.post),
-                        }
+                        let (reads, post, mut route) = self.route();
+                        reads.presence_query(room, list, cap, reply, &mut route, post);
                     }
                     Ok(LinkRequest::Query(q)) => {
-                        match self.reads_link.as_mut().filter(|l| l.connected && mode == Mode::Up) {
-                            Some(l) => self.reads.query(q, &mut l.wbuf),
-                            None => {
-                                self.state.history_errors.fetch_add(1, Relaxed);
-                                reads::refuse(q.reply, &mut self.post);
-                            }
-                        }
+                        let (reads, post, mut route) = self.route();
+                        reads.query(q, &mut route, post);
                     }
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
                     Err(crossbeam_channel::TryRecvError::Disconnected) => return Ok(()),
                 }
             }
-            if let Some(link) = self.link.as_mut() {
-                self.reads.fence(&mut link.wbuf);
-            }
-            self.check_nodes(mode);
-            if !lost {
-                if let Err(e) = self.flush() {
-                    lost_error = Some(e);
-                    lost = true;
+            let now = Instant::now();
+            for (i, lane) in self.lanes.iter_mut().enumerate() {
+                let Some(lane) = lane else { continue };
+                let Some(link) = lane.link.as_mut().filter(|l| l.connected) else {
+                    continue;
+                };
+                self.reads.fence(i, &mut link.wbuf);
+                if self.cluster.is_some() && lane.ready && lane.beat_since.is_none() && now >= lane.next_beat {
+                    wire::command(&mut link.wbuf, &[b"PING", BEAT]);
+                    lane.beat_since = Some(now);
+                    lane.next_beat = now + HEARTBEAT;
                 }
             }
-            if lost {
-                let delay = backoff.next_delay();
-                let error = lost_error.take().map(|e| e.to_string()).unwrap_or_default();
-                if self.link.as_ref().is_some_and(|l| l.answered) {
-                    tracing::warn!(%error, "redis link: subscriber lost its connection");
-                } else {
-                    // It never had one: say what it tries to reach.
-                    tracing::warn!(
-                        %error,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "cannot connect to Redis at {}:{} (retrying in {:.1} s)",
-                        self.dial.host,
-                        self.dial.port,
-                        delay.as_secs_f64()
-                    );
+            self.check_nodes();
+            for (i, lane) in self.lanes.iter_mut().enumerate() {
+                let Some(lane) = lane else { continue };
+                if lost.iter().any(|(l, _)| *l == i) {
+                    continue;
                 }
-                self.disconnect();
-                next_try = Instant::now() + delay;
+                for link in [lane.link.as_mut(), lane.reads_link.as_mut()].into_iter().flatten() {
+                    if let Err(e) = flush_link(link) {
+                        lost.push((i, e));
+                        break;
+                    }
+                }
             }
+            for (lane, error) in lost {
+                self.lose(lane, error);
+            }
+            self.update_state();
             self.send_to_shards();
         }
     }
 
-    fn connect(&mut self) -> io::Result<()> {
-        let addr = (self.dial.host.as_str(), self.dial.port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "redis host has no address"))?;
-        let mut stream = Socket::connect(addr, &self.dial)?;
-        let mut reads = Socket::connect(addr, &self.dial)?;
-        self.poll
-            .registry()
-            .register(stream.tcp(), SOCKET, Ready::READABLE | Ready::WRITABLE)?;
-        self.poll
-            .registry()
-            .register(reads.tcp(), READS, Ready::READABLE | Ready::WRITABLE)?;
-        let link = |stream| Link {
-            stream,
-            connected: false,
-            answered: false,
-            wire: Wire::new(),
-            wbuf: Vec::new(),
-        };
-        self.link = Some(link(stream));
-        self.reads_link = Some(link(reads));
-        Ok(())
+    /// How long the next poll may wait.
+    fn timeout(&self) -> Duration {
+        if self.post.has_backlog() {
+            return Duration::from_millis(1);
+        }
+        let now = Instant::now();
+        let mut wake = now + Duration::from_millis(500);
+        if self.refresh_due {
+            wake = wake.min(self.next_refresh);
+        }
+        for lane in self.lanes.iter().flatten() {
+            if lane.link.is_none() {
+                wake = wake.min(lane.next_try);
+            } else if self.cluster.is_some() {
+                wake = wake.min(lane.next_beat);
+            }
+        }
+        if self.presence_check.is_some() {
+            // Wake for the next liveness check.
+            wake = wake.min(self.next_check);
+        }
+        wake.saturating_duration_since(now).max(Duration::from_millis(10))
     }
 
-    /// The history reads' connection is readable or writable.
-    fn on_reads_socket(&mut self, writable: bool) -> io::Result<()> {
-        let Some(link) = self.reads_link.as_mut() else {
+    fn probe_stalled(&self) -> bool {
+        self.cluster.is_none() && self.state.stalled_for().is_some()
+    }
+
+    /// The reads' books, the post, and the lanes to route reads by.
+    fn route(&mut self) -> (&mut Reads, &mut Post, Lanes<'_>) {
+        let probe_stalled = self.probe_stalled();
+        (
+            &mut self.reads,
+            &mut self.post,
+            Lanes {
+                lanes: &mut self.lanes,
+                cluster: self.cluster.as_ref(),
+                probe_stalled,
+                seed: unix_nanos(),
+            },
+        )
+    }
+
+    /// The lane of channel or key `name`; `None` while no master is known.
+    fn lane_index(&mut self, name: &[u8]) -> Option<usize> {
+        let (_, _, mut lanes) = self.route();
+        lanes.index(name)
+    }
+
+    /// Opens the lanes that are due.
+    fn connect_lanes(&mut self, now: Instant) {
+        for i in 0..self.lanes.len() {
+            let Some(lane) = self.lanes[i].as_mut() else { continue };
+            if lane.link.is_some() || now < lane.next_try {
+                continue;
+            }
+            let dial = Dial {
+                host: lane.addr.host.clone(),
+                port: lane.addr.port,
+                tls: self.tls.clone(),
+            };
+            let opened = (|| {
+                let addr = (dial.host.as_str(), dial.port)
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "redis host has no address"))?;
+                let mut stream = Socket::connect(addr, &dial)?;
+                let mut reads = Socket::connect(addr, &dial)?;
+                let registry = self.poll.registry();
+                registry.register(stream.tcp(), sub_token(i), Ready::READABLE | Ready::WRITABLE)?;
+                registry.register(reads.tcp(), reads_token(i), Ready::READABLE | Ready::WRITABLE)?;
+                Ok::<_, io::Error>((stream, reads))
+            })();
+            match opened {
+                Ok((stream, reads)) => {
+                    lane.link = Some(Link::new(stream));
+                    lane.reads_link = Some(Link::new(reads));
+                }
+                Err(e) => {
+                    let delay = lane.backoff.next_delay();
+                    lane.next_try = now + delay;
+                    tracing::debug!(error = %e, node = %lane.addr, "redis link: subscriber cannot connect");
+                    if self.cluster.is_some() {
+                        self.refresh_due = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks a cluster for its map again and moves the channels whose
+    /// master changed.
+    fn refresh(&mut self) {
+        let Some(topology) = self.cluster.as_mut() else {
+            self.refresh_due = false;
+            return;
+        };
+        match topology.refresh() {
+            Ok(_) => {
+                self.refresh_due = false;
+                self.refresh_backoff.reset();
+                self.rehome();
+            }
+            Err(why) => {
+                let delay = self.refresh_backoff.next_delay();
+                self.next_refresh = Instant::now() + delay;
+                tracing::warn!(%why, retry_in_ms = delay.as_millis() as u64, "redis cluster: no node gave the slot map");
+            }
+        }
+    }
+
+    /// After a new map: every channel to the lane of its slot's master,
+    /// subscribed there; lanes of nodes that are no masters any more closed.
+    fn rehome(&mut self) {
+        let Some(topology) = self.cluster.as_ref() else { return };
+        let map = topology.map().clone();
+        let owner = |name: &[u8]| map.master(slot::of(name)).map(|n| n.addr.clone());
+        let mut moving = self.homeless.take_where(|_, _| true);
+        for lane in self.lanes.iter_mut().flatten() {
+            let connected = lane.connected();
+            let addr = lane.addr.clone();
+            moving.extend(
+                lane.ledger
+                    .take_where(|name, subscribed| owner(name).as_ref() != Some(&addr) || (connected && !subscribed)),
+            );
+            lane.always.retain(|name| owner(name).as_ref() == Some(&addr));
+        }
+        // Lanes of nodes that serve no slot any more have no channel left.
+        let masters: Vec<NodeAddr> = map.masters().into_iter().map(|n| n.addr.clone()).collect();
+        for i in 0..self.lanes.len() {
+            if self.lanes[i].as_ref().is_some_and(|l| !masters.contains(&l.addr)) {
+                self.close(i);
+                self.lanes[i] = None;
+            }
+        }
+        let probe_stalled = self.probe_stalled();
+        for m in moving {
+            let Some(i) = self.lane_index(&m.name) else {
+                self.homeless.adopt(m, Mode::Down, &mut self.confirms);
+                continue;
+            };
+            let lane = self.lanes[i].as_mut().expect("lane_index gives a lane");
+            let name = m.name.clone();
+            let mode = lane.mode(probe_stalled);
+            if lane.ledger.adopt(m, mode, &mut self.confirms) == Some(Command::Subscribe) {
+                if let Some(link) = lane.link.as_mut() {
+                    wire::command(&mut link.wbuf, &[b"SSUBSCRIBE", &name]);
+                }
+            }
+        }
+        for name in self.always() {
+            let Some(i) = self.lane_index(&name) else { continue };
+            let lane = self.lanes[i].as_mut().expect("lane_index gives a lane");
+            if !lane.always.contains(&name) {
+                if let Some(link) = lane.link.as_mut().filter(|l| l.connected) {
+                    wire::command(&mut link.wbuf, &[b"SSUBSCRIBE", &name]);
+                }
+                lane.always.push(name);
+            }
+        }
+        self.publish_shards();
+    }
+
+    /// The node's own channels: its probe, and the goodbyes.
+    fn always(&self) -> Vec<Vec<u8>> {
+        let mut always = vec![self.probe.clone()];
+        if let Some(nodes) = &self.nodes {
+            always.push(nodes.clone());
+        }
+        always
+    }
+
+    /// A lane's reads connection is readable or writable.
+    fn on_reads_socket(&mut self, i: usize, writable: bool) -> io::Result<()> {
+        let auth = self.password.clone().map(|p| (self.username.clone(), p));
+        let Some(link) = self
+            .lanes
+            .get_mut(i)
+            .and_then(Option::as_mut)
+            .and_then(|l| l.reads_link.as_mut())
+        else {
             return Ok(());
         };
         if !link.connected {
@@ -327,8 +622,8 @@ impl Subscriber {
             }
             link.stream.tcp().peer_addr()?;
             link.connected = true;
-            let auth = self.password.as_deref().map(|p| (self.username.as_deref(), p));
-            self.reads.connected(auth, &mut link.wbuf);
+            let auth = auth.as_ref().map(|(u, p)| (u.as_deref(), p.as_str()));
+            self.reads.connected(i, auth, &mut link.wbuf);
         }
         let mut values = Vec::new();
         link.wire.read_all(&mut link.stream, |v| {
@@ -336,152 +631,254 @@ impl Subscriber {
             Ok(())
         })?;
         for v in values {
-            self.reads.on_reply(v, &mut self.post, &mut link.wbuf);
+            let (reads, post, mut route) = self.route();
+            reads.on_reply(i, v, post, &mut route);
         }
         Ok(())
     }
 
     /// A member joined a room with history: read where it starts once the
-    /// room's subscription is in place; refused while Redis is not up.
+    /// room's subscription is in place; refused while its Redis is not up.
     fn on_admit(&mut self, admit: crate::bus::Admit) {
-        let up = self.mode() == Mode::Up;
-        let Some(l) = self.reads_link.as_mut().filter(|l| l.connected && up) else {
-            self.reads.refuse_admit(admit, &mut self.post);
+        let name = super::channel(&self.prefix, &Topic::Room(admit.room.clone()));
+        let probe_stalled = self.probe_stalled();
+        let live = match self.lane_index(&name).and_then(|i| self.lanes[i].as_ref()) {
+            Some(lane) if lane.mode(probe_stalled) == Mode::Up => lane.ledger.is_live(&name),
+            _ => {
+                self.reads.refuse_admit(admit, &mut self.post);
+                return;
+            }
+        };
+        let (reads, post, mut route) = self.route();
+        reads.admit(admit, name, live, &mut route, post);
+    }
+
+    /// An owner shard starts following a room's presence.
+    fn on_presence_snapshot(&mut self, room: Arc<str>, owner: usize) {
+        let name = super::channel(&self.prefix, &Topic::Room(room.clone()));
+        let probe_stalled = self.probe_stalled();
+        let live = self
+            .lane_index(&name)
+            .and_then(|i| self.lanes[i].as_ref())
+            .is_some_and(|l| l.mode(probe_stalled) == Mode::Up && l.ledger.is_live(&name));
+        // Not live: read once the room is subscribed again.
+        let (reads, post, mut route) = self.route();
+        reads.presence_snapshot(room, owner, name, live, &mut route, post);
+    }
+
+    /// Closes lane `i`'s connections: its pending joins are confirmed now
+    /// (waiting would only delay local delivery), its reads answered
+    /// `unavailable`, and its subscriptions restored when it is back.
+    fn close(&mut self, i: usize) {
+        let Some(lane) = self.lanes.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        let name = super::channel(&self.prefix, &Topic::Room(admit.room.clone()));
-        let live = self.ledger.is_live(&name);
-        self.reads.admit(admit, name, live, &mut l.wbuf);
-    }
-
-    /// The connection failed: every shard's pending join is confirmed now
-    /// (the link is down, so waiting would only delay local delivery), and
-    /// all subscriptions are restored on reconnect.
-    fn disconnect(&mut self) {
-        if let Some(mut link) = self.link.take() {
+        for link in [lane.link.take(), lane.reads_link.take()].into_iter().flatten() {
+            let mut link = link;
             let _ = self.poll.registry().deregister(link.stream.tcp());
         }
-        if let Some(mut link) = self.reads_link.take() {
-            let _ = self.poll.registry().deregister(link.stream.tcp());
-        }
-        self.reads.disconnected(&mut self.post);
-        self.state.subscriber_up.store(false, Relaxed);
-        self.state.subscriptions.store(0, Relaxed);
-        self.ready_since = None;
-        self.ledger.disconnected(&mut self.confirms);
+        lane.ready = false;
+        lane.beat_since = None;
+        lane.ledger.disconnected(&mut self.confirms);
+        let ledger = &lane.ledger;
+        self.reads.disconnected(i, |ch| ledger.contains(ch), &mut self.post);
     }
 
-    /// Socket readiness; `Ok(true)` when the link just became fully ready.
-    fn on_socket(&mut self, writable: bool) -> io::Result<bool> {
-        let Some(link) = self.link.as_mut() else {
-            return Ok(false);
+    /// Lane `i`'s connection failed: closed, and tried again after a backoff.
+    fn lose(&mut self, i: usize, error: io::Error) {
+        let Some(lane) = self.lanes.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let delay = lane.backoff.next_delay();
+        if lane.link.as_ref().is_some_and(|l| l.answered) {
+            tracing::warn!(%error, node = %lane.addr, "redis link: subscriber lost its connection");
+        } else {
+            // It never had one: say what it tries to reach.
+            tracing::warn!(
+                %error,
+                retry_in_ms = delay.as_millis() as u64,
+                "cannot connect to Redis at {} (retrying in {:.1} s)",
+                lane.addr,
+                delay.as_secs_f64()
+            );
+        }
+        lane.next_try = Instant::now() + delay;
+        self.close(i);
+        if self.cluster.is_some() {
+            // Its replica may be taking over: where do its slots live now?
+            self.refresh_due = true;
+        }
+    }
+
+    /// Pub/sub connection readiness of lane `i`.
+    fn on_socket(&mut self, i: usize, writable: bool) -> io::Result<()> {
+        let Some(lane) = self.lanes.get_mut(i).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        let Some(link) = lane.link.as_mut() else {
+            return Ok(());
         };
         if !link.connected {
             if !writable {
-                return Ok(false);
+                return Ok(());
             }
             if let Some(e) = link.stream.tcp().take_error()? {
                 return Err(e);
             }
             link.stream.tcp().peer_addr()?;
             link.connected = true;
-            self.on_connected();
+            self.on_connected(i);
         }
-        let mut became_ready = false;
+        let link = self.lanes[i].as_mut().and_then(|l| l.link.as_mut()).expect("connected");
         let mut values = Vec::new();
-        let link = self.link.as_mut().expect("connected");
         link.wire.read_all(&mut link.stream, |v| {
             values.push(v);
             Ok(())
         })?;
         link.answered |= !values.is_empty();
         for value in values {
-            became_ready |= self.on_value(value)?;
+            self.on_value(i, value)?;
         }
-        Ok(became_ready)
+        Ok(())
     }
 
-    /// Just connected: authenticate, then subscribe to everything wanted.
-    fn on_connected(&mut self) {
+    /// Lane `i` just connected: authenticate, then subscribe to everything
+    /// it carries, then the ping whose pong says all is in place.
+    fn on_connected(&mut self, i: usize) {
+        let sharded = self.cluster.is_some();
+        let always = if sharded {
+            let topology = self.cluster.as_ref().expect("a cluster");
+            let addr = &self.lanes[i].as_ref().expect("lane").addr;
+            let mine: Vec<Vec<u8>> = self
+                .always()
+                .into_iter()
+                .filter(|n| topology.map().master(slot::of(n)).is_some_and(|m| &m.addr == addr))
+                .collect();
+            mine
+        } else {
+            self.always()
+        };
+        let lane = self.lanes[i].as_mut().expect("lane");
+        lane.always = always;
         let mut out = Vec::new();
         match (&self.username, &self.password) {
             (Some(u), Some(p)) => wire::command(&mut out, &[b"AUTH", u.as_bytes(), p.as_bytes()]),
             (None, Some(p)) => wire::command(&mut out, &[b"AUTH", p.as_bytes()]),
             _ => {}
         }
-        let mut always: Vec<&[u8]> = vec![&self.probe];
-        if let Some(nodes) = &self.nodes {
-            always.push(nodes);
+        let always: Vec<&[u8]> = lane.always.iter().map(Vec::as_slice).collect();
+        let names = lane.ledger.restore(&always);
+        if sharded {
+            for name in &names {
+                wire::command(&mut out, &[b"SSUBSCRIBE", name]);
+            }
+        } else {
+            for chunk in names.chunks(SUBSCRIBE_CHUNK) {
+                let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+                args.extend(chunk.iter().map(Vec::as_slice));
+                wire::command(&mut out, &args);
+            }
         }
-        let names = self.ledger.restore(&always);
-        for chunk in names.chunks(SUBSCRIBE_CHUNK) {
-            let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-            args.extend(chunk.iter().map(Vec::as_slice));
-            wire::command(&mut out, &args);
-        }
-        self.state
-            .subscriptions
-            .store(self.ledger.subscriptions() as u64, Relaxed);
-        let link = self.link.as_mut().expect("connected");
+        wire::command(&mut out, &[b"PING", RESTORED]);
+        let link = lane.link.as_mut().expect("connected");
         link.wbuf.extend_from_slice(&out);
     }
 
-    /// Handles one reply or message; `Ok(true)` when restoring just finished.
-    fn on_value(&mut self, value: Value) -> io::Result<bool> {
+    /// Handles one reply or message on lane `i`'s pub/sub connection.
+    fn on_value(&mut self, i: usize, value: Value) -> io::Result<()> {
         let items = match value {
             Value::Array(items) | Value::Push { data: items, .. } => items,
-            Value::ServerError(e) => return Err(io::Error::other(format!("redis refused: {e}"))),
-            _ => return Ok(false),
+            // A ping on a connection with no subscription is answered plainly.
+            Value::BulkString(arg) => {
+                self.on_pong(i, &arg);
+                return Ok(());
+            }
+            Value::ServerError(e) => return self.on_refused(i, e),
+            _ => return Ok(()),
         };
         let (Some(Value::BulkString(kind)), Some(Value::BulkString(name))) = (items.first(), items.get(1)) else {
-            return Ok(false);
+            return Ok(());
         };
         match kind.as_slice() {
-            b"message" => {
+            b"message" | b"smessage" => {
                 if let Some(Value::BulkString(payload)) = items.get(2) {
-                    self.on_message(name, payload);
+                    self.on_message(i, name, payload);
                 }
-                Ok(false)
             }
-            b"pong" => {
-                self.reads.on_pong(name, &mut self.post);
-                Ok(false)
+            b"pong" => self.on_pong(i, name),
+            b"subscribe" | b"ssubscribe" => {
+                let lane = self.lanes[i].as_mut().expect("lane");
+                lane.ledger.subscribed(name, &mut self.confirms);
+                if lane.ledger.is_live(name) {
+                    let (reads, post, mut route) = self.route();
+                    reads.subscribed(name, &mut route, post);
+                }
             }
-            b"subscribe" => {
-                let restored = self.ledger.subscribed(name, &mut self.confirms);
-                if self.ledger.is_live(name) {
-                    if let Some(l) = self.reads_link.as_mut() {
-                        self.reads.subscribed(name, &mut l.wbuf);
+            b"sunsubscribe" => {
+                // Unasked (the slot moved, or the master was demoted): the
+                // channel is subscribed again wherever its slot is now.
+                let lane = self.lanes[i].as_mut().expect("lane");
+                let always = lane.always.iter().position(|n| n == name);
+                let wanted = lane.ledger.route(name).is_some() && lane.ledger.is_live(name);
+                if wanted || always.is_some() {
+                    tracing::info!(channel = %String::from_utf8_lossy(name), node = %lane.addr, "redis cluster: a master dropped a subscription; asking where its slot is now");
+                    lane.ledger.dropped(name);
+                    if let Some(k) = always {
+                        lane.always.remove(k);
                     }
+                    self.refresh_due = true;
                 }
-                self.state
-                    .subscriptions
-                    .store(self.ledger.subscriptions() as u64, Relaxed);
-                if restored {
-                    let now = Instant::now();
-                    self.ready_since = Some(now);
-                    if self.was_connected {
-                        // A refresh interval is `presence_check` × 4.
-                        self.check_from = now + self.presence_check.unwrap_or_default() * 12;
-                    }
-                    self.was_connected = true;
-                    self.state.last_probe_nanos.store(unix_nanos(), Relaxed);
-                    self.state.subscriber_up.store(true, Relaxed);
-                    self.state.resubscribed.fetch_add(1, Relaxed);
-                    tracing::info!(channels = self.ledger.len(), "redis link: subscribed");
-                }
-                Ok(restored)
             }
-            _ => Ok(false),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_pong(&mut self, i: usize, arg: &[u8]) {
+        let lane = self.lanes[i].as_mut().expect("lane");
+        match arg {
+            RESTORED => {
+                lane.ready = true;
+                lane.backoff.reset();
+                if lane.was_ready {
+                    self.state.reconnects.fetch_add(1, Relaxed);
+                }
+                lane.was_ready = true;
+                tracing::info!(node = %lane.addr, channels = lane.ledger.len(), "redis link: subscribed");
+            }
+            BEAT => lane.beat_since = None,
+            _ => self.reads.on_pong(i, arg, &mut self.post),
         }
     }
 
-    fn on_message(&mut self, name: &[u8], payload: &[u8]) {
+    /// An error on a pub/sub connection. On a cluster, a `MOVED` answers a
+    /// SSUBSCRIBE sent to a master that no longer owns the slot: the
+    /// channels of that slot still unanswered are subscribed again where
+    /// it lives now. Anything else ends the connection.
+    fn on_refused(&mut self, i: usize, e: redis::ServerError) -> io::Result<()> {
+        let redirect = Redirect::parse(&e);
+        let (Some(Redirect::Moved { slot: moved, .. } | Redirect::Ask { slot: moved, .. }), Some(_)) =
+            (redirect, self.cluster.as_ref())
+        else {
+            return Err(io::Error::other(format!("redis refused: {e:?}")));
+        };
+        let lane = self.lanes[i].as_mut().expect("lane");
+        for name in lane.ledger.in_flight(|n| slot::of(n) == moved) {
+            lane.ledger.dropped(&name);
+        }
+        lane.always.retain(|n| slot::of(n) != moved);
+        self.refresh_due = true;
+        Ok(())
+    }
+
+    fn on_message(&mut self, i: usize, name: &[u8], payload: &[u8]) {
+        let lane = self.lanes[i].as_mut().expect("lane");
+        lane.messages_in += 1;
         if payload.first().is_some_and(u8::is_ascii_digit) {
-            return self.on_numbered(name, payload);
+            return self.on_numbered(i, name, payload);
         }
         if payload.first() == Some(&presence::CHANGE) {
-            return self.on_presence_change(name, payload);
+            return self.on_presence_change(i, name, payload);
         }
         if self.nodes.as_deref() == Some(name) {
             if let Some(node) = presence::parse_goodbye(payload) {
@@ -504,7 +901,7 @@ impl Subscriber {
         if env.node == self.node_id.as_bytes() {
             return; // Our own publish, already delivered locally.
         }
-        let Some((topic, mask)) = self.ledger.route(name) else {
+        let Some((topic, mask)) = self.lanes[i].as_ref().and_then(|l| l.ledger.route(name)) else {
             return;
         };
         self.state.messages_in.fetch_add(1, Relaxed);
@@ -518,11 +915,11 @@ impl Subscriber {
 
     /// A message of a room with history, numbered by Redis: every node
     /// (this one too) finishes its frame once and forwards it.
-    fn on_numbered(&mut self, name: &[u8], payload: &[u8]) {
+    fn on_numbered(&mut self, i: usize, name: &[u8], payload: &[u8]) {
         let Some(messages) = history::decode_published(payload) else {
             return;
         };
-        let Some((topic, mask)) = self.ledger.route(name) else {
+        let Some((topic, mask)) = self.lanes[i].as_ref().and_then(|l| l.ledger.route(name)) else {
             return;
         };
         for (node, message) in messages {
@@ -541,14 +938,14 @@ impl Subscriber {
     }
 
     /// Another node's presence change: to the room's owner shard.
-    fn on_presence_change(&mut self, name: &[u8], payload: &[u8]) {
+    fn on_presence_change(&mut self, i: usize, name: &[u8], payload: &[u8]) {
         let Some(change) = presence::decode_change(payload) else {
             return;
         };
         if change.node == self.node_id {
             return;
         }
-        let Some((Topic::Room(room), _)) = self.ledger.route(name) else {
+        let Some((Topic::Room(room), _)) = self.lanes[i].as_ref().and_then(|l| l.ledger.route(name)) else {
             return;
         };
         let room = room.clone();
@@ -560,57 +957,126 @@ impl Subscriber {
     /// Every quarter refresh interval asks whether the nodes known are
     /// still there; after a reconnection, only once the link has been up
     /// for three intervals (every live node has refreshed its key since).
-    fn check_nodes(&mut self, mode: Mode) {
+    fn check_nodes(&mut self) {
         let (Some(every), Some(_)) = (self.presence_check, self.ready_since) else {
             return;
         };
         let now = Instant::now();
-        if mode != Mode::Up || now < self.next_check || now < self.check_from {
+        if !self.state.subscriber_up.load(Relaxed) || now < self.next_check || now < self.check_from {
             return;
         }
         self.next_check = now + every;
-        if let Some(l) = self.reads_link.as_mut().filter(|l| l.connected) {
-            self.reads.check_nodes(&mut l.wbuf);
-        }
+        let (reads, _, mut route) = self.route();
+        reads.check_nodes(&mut route);
     }
 
-    /// How far the link can be trusted right now.
-    fn mode(&self) -> Mode {
-        if !self.link.as_ref().is_some_and(|l| l.connected) {
-            Mode::Down
-        } else if !self.state.subscriber_up.load(Relaxed) || self.state.stalled_for().is_some() {
-            Mode::Degraded
-        } else {
-            Mode::Up
+    /// A lane that stopped answering in time releases its waiting joins
+    /// and answers its reads `unavailable`.
+    fn check_modes(&mut self) {
+        let probe_stalled = self.probe_stalled();
+        for i in 0..self.lanes.len() {
+            let Some(lane) = self.lanes[i].as_mut() else { continue };
+            let mode = lane.mode(probe_stalled);
+            if mode != Mode::Up && lane.was_up {
+                // Redis stopped answering: joins waiting for it go ahead.
+                tracing::warn!(?mode, node = %lane.addr, "redis link: not answering; joins no longer wait for it");
+                lane.ledger.release_waiters(&mut self.confirms);
+                let ledger = &lane.ledger;
+                self.reads.stalled(i, |ch| ledger.contains(ch), &mut self.post);
+            }
+            lane.was_up = mode == Mode::Up;
         }
     }
 
     fn on_interest(&mut self, msg: TopicInterest) {
         let name = super::channel(&self.prefix, &msg.topic);
-        let mode = self.mode();
-        tracing::debug!(topic = ?msg.topic, on = msg.on, shard = msg.shard, ?mode, "redis link: interest");
-        let command = self.ledger.interest(&name, msg, mode, &mut self.confirms);
-        self.state
-            .subscriptions
-            .store(self.ledger.subscriptions() as u64, Relaxed);
-        let verb: &[u8] = match command {
-            None => return,
-            Some(Command::Subscribe) => b"SUBSCRIBE",
-            Some(Command::Unsubscribe) => b"UNSUBSCRIBE",
+        let probe_stalled = self.probe_stalled();
+        tracing::debug!(topic = ?msg.topic, on = msg.on, shard = msg.shard, "redis link: interest");
+        let Some(i) = self.lane_index(&name) else {
+            // No master known yet: subscribed once one is.
+            self.homeless.interest(&name, msg, Mode::Down, &mut self.confirms);
+            self.refresh_due = true;
+            return;
         };
-        if let Some(link) = self.link.as_mut() {
+        let sharded = self.cluster.is_some();
+        let lane = self.lanes[i].as_mut().expect("lane_index gives a lane");
+        let command = lane
+            .ledger
+            .interest(&name, msg, lane.mode(probe_stalled), &mut self.confirms);
+        let verb: &[u8] = match (command, sharded) {
+            (None, _) => return,
+            (Some(Command::Subscribe), false) => b"SUBSCRIBE",
+            (Some(Command::Unsubscribe), false) => b"UNSUBSCRIBE",
+            (Some(Command::Subscribe), true) => b"SSUBSCRIBE",
+            (Some(Command::Unsubscribe), true) => b"SUNSUBSCRIBE",
+        };
+        if let Some(link) = lane.link.as_mut() {
             wire::command(&mut link.wbuf, &[verb, &name]);
         }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        if let Some(link) = self.link.as_mut() {
-            flush_link(link)?;
+    /// The link's health for `/readyz` and `/metrics`: up while every lane
+    /// it needs has its subscriptions in place and answers.
+    fn update_state(&mut self) {
+        let probe_stalled = self.probe_stalled();
+        let lanes: Vec<&Lane> = self.lanes.iter().flatten().collect();
+        let all_up = !lanes.is_empty()
+            && self.homeless.len() == 0
+            && !self.refresh_due
+            && lanes
+                .iter()
+                .all(|l| l.connected() && l.ready && l.mode(probe_stalled) != Mode::Down)
+            && lanes
+                .iter()
+                .all(|l| l.beat_since.is_none_or(|t| t.elapsed() <= HEARTBEAT_STALLED));
+        let subscriptions: usize = lanes.iter().map(|l| l.ledger.subscriptions()).sum();
+        self.state.subscriptions.store(subscriptions as u64, Relaxed);
+        let was_up = self.state.subscriber_up.load(Relaxed);
+        if all_up && !was_up {
+            let now = Instant::now();
+            self.ready_since = Some(now);
+            if self.was_connected {
+                // A refresh interval is `presence_check` × 4.
+                self.check_from = now + self.presence_check.unwrap_or_default() * 12;
+            }
+            self.was_connected = true;
+            self.state.last_probe_nanos.store(unix_nanos(), Relaxed);
+            self.state.resubscribed.fetch_add(1, Relaxed);
+            tracing::info!(nodes = lanes.len(), "redis link: every subscription in place");
         }
-        if let Some(link) = self.reads_link.as_mut() {
-            flush_link(link)?;
+        if !all_up && was_up {
+            self.ready_since = None;
         }
-        Ok(())
+        self.state.subscriber_up.store(all_up, Relaxed);
+        // At once when a node's state changes; its message count, now and then.
+        let shape: u64 = self
+            .lanes
+            .iter()
+            .flatten()
+            .map(|l| (l.ledger.subscriptions() as u64) << 2 | u64::from(l.mode(probe_stalled) == Mode::Up) << 1 | 1)
+            .fold(self.lanes.len() as u64, |h, x| h.wrapping_mul(31).wrapping_add(x));
+        if shape != self.stats_shape || Instant::now() >= self.next_stats {
+            self.stats_shape = shape;
+            self.publish_shards();
+        }
+    }
+
+    /// The per-node figures for `/metrics`.
+    fn publish_shards(&mut self) {
+        self.next_stats = Instant::now() + STATS_EVERY;
+        let probe_stalled = self.probe_stalled();
+        let shards: Vec<RedisShard> = self
+            .lanes
+            .iter()
+            .flatten()
+            .map(|l| RedisShard {
+                node: l.addr.to_string(),
+                up: l.mode(probe_stalled) == Mode::Up,
+                subscriptions: l.ledger.subscriptions() as u64,
+                messages_in: l.messages_in,
+            })
+            .collect();
+        *self.state.shards.lock().unwrap_or_else(|e| e.into_inner()) = shards;
     }
 
     /// Sends this turn's frames and confirmations to the shards; frames

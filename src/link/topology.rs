@@ -20,10 +20,13 @@ use super::slot_map::{NodeAddr, SlotMap};
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The cluster's slot map and how to reach its nodes.
+#[derive(Clone)]
 pub struct Topology {
     seeds: Vec<NodeAddr>,
     /// Credentials (and TLS) every node shares; the address is replaced per node.
     info: redis::ConnectionInfo,
+    /// With `rediss://` and `--redis-tls-ca`: the CA's PEM.
+    root_cert: Option<Vec<u8>>,
     map: SlotMap,
 }
 
@@ -34,7 +37,45 @@ impl Topology {
         Topology {
             seeds,
             info,
+            root_cert: None,
             map: SlotMap::default(),
+        }
+    }
+
+    /// The same, trusting the CA in `pem` for `rediss://` nodes.
+    pub fn with_ca(mut self, pem: Option<Vec<u8>>) -> Topology {
+        self.root_cert = pem;
+        self
+    }
+
+    /// The seed nodes given.
+    pub fn seeds(&self) -> &[NodeAddr] {
+        &self.seeds
+    }
+
+    /// Whether the nodes speak TLS.
+    pub fn tls(&self) -> bool {
+        matches!(self.info.addr(), redis::ConnectionAddr::TcpTls { .. })
+    }
+
+    /// The username and password every node takes.
+    pub fn credentials(&self) -> (Option<&str>, Option<&str>) {
+        let s = self.info.redis_settings();
+        (s.username(), s.password())
+    }
+
+    /// A client for the node at `addr`.
+    pub fn client(&self, addr: &NodeAddr) -> redis::RedisResult<redis::Client> {
+        let info = self.node_info(addr);
+        match &self.root_cert {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
         }
     }
 
@@ -84,7 +125,7 @@ impl Topology {
     }
 
     fn ask(&self, addr: &NodeAddr) -> Result<SlotMap, String> {
-        let client = redis::Client::open(self.node_info(addr)).map_err(|e| e.to_string())?;
+        let client = self.client(addr).map_err(|e| e.to_string())?;
         let mut conn = client
             .get_connection_with_timeout(ASK_TIMEOUT)
             .map_err(|e| e.to_string())?;

@@ -58,6 +58,22 @@ pub struct LinkState {
     pub history_errors: AtomicU64,
     /// Bumped by the subscriber each time all subscriptions are in place.
     pub resubscribed: AtomicU64,
+    /// The Redis nodes the subscriber uses: the one Redis, or each master
+    /// of a cluster that carries a channel this node needs.
+    pub shards: std::sync::Mutex<Vec<RedisShard>>,
+}
+
+/// One Redis node as the subscriber sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisShard {
+    /// `host:port`.
+    pub node: String,
+    /// Its subscriptions are in place and it answers.
+    pub up: bool,
+    /// Channels subscribed there.
+    pub subscriptions: u64,
+    /// Messages received from it.
+    pub messages_in: u64,
 }
 
 /// What the link's health is.
@@ -82,6 +98,17 @@ impl LinkState {
     /// Up, down, or connected but not delivering probes.
     pub fn health(&self) -> Health {
         if !self.publisher_up.load(Relaxed) || !self.subscriber_up.load(Relaxed) {
+            let down: Vec<String> = self
+                .shards
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|s| !s.up)
+                .map(|s| s.node.clone())
+                .collect();
+            if !down.is_empty() {
+                return Health::Degraded(format!("redis link down: {} not ready", down.join(", ")));
+            }
             return Health::Degraded("redis link down".into());
         }
         match self.stalled_for() {

@@ -83,3 +83,10 @@ pub const REDIS_RECONNECTS_TOTAL: &str = "roomcast_redis_reconnects_total";
 pub const REDIS_PROBE_LAG_SECONDS: &str = "roomcast_redis_probe_lag_seconds";
 /// Gauge: Redis channels subscribed.
 pub const REDIS_SUBSCRIPTIONS: &str = "roomcast_redis_subscriptions";
+/// Per Redis node the subscriber uses (`node="host:port"`): 1 while its
+/// subscriptions are in place and it answers.
+pub const REDIS_SHARD_UP: &str = "roomcast_redis_shard_up";
+/// Per Redis node: channels subscribed there.
+pub const REDIS_SHARD_SUBSCRIPTIONS: &str = "roomcast_redis_shard_subscriptions";
+/// Per Redis node: messages received from it.
+pub const REDIS_SHARD_MESSAGES_IN_TOTAL: &str = "roomcast_redis_shard_messages_in_total";

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::link::RedisShard;
 use super::names::*;
 use super::{DropReason, LinkState, Registry, ShardMetrics, CLOSE_CODES, HTTP_STATUSES};
 
@@ -267,11 +268,41 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
             header(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {value}");
         }
+        let shards = l.shards.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let per_shard: [PerShard; 3] = [
+            (
+                REDIS_SHARD_UP,
+                "gauge",
+                "Per Redis node the link subscribes on (one Redis, or each master of a cluster it needs): 1 while its subscriptions are in place and it answers.",
+                |s| u64::from(s.up),
+            ),
+            (
+                REDIS_SHARD_SUBSCRIPTIONS,
+                "gauge",
+                "Per Redis node: channels subscribed there.",
+                |s| s.subscriptions,
+            ),
+            (
+                REDIS_SHARD_MESSAGES_IN_TOTAL,
+                "counter",
+                "Per Redis node: messages received from it.",
+                |s| s.messages_in,
+            ),
+        ];
+        for (name, kind, help, value) in per_shard {
+            header(&mut out, name, kind, help);
+            for s in &shards {
+                let _ = writeln!(out, "{name}{{node=\"{}\"}} {}", s.node, value(s));
+            }
+        }
     }
     header(&mut out, BUILD_INFO, "gauge", "Build information.");
     let _ = writeln!(out, "{BUILD_INFO}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
     out
 }
+
+/// A per-Redis-node series: name, type, help, and its value for a node.
+type PerShard = (&'static str, &'static str, &'static str, fn(&RedisShard) -> u64);
 
 /// Resident set size from `/proc/self/statm` (Linux), in bytes.
 pub fn resident_memory_bytes() -> Option<u64> {

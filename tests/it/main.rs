@@ -27,5 +27,6 @@ mod operations;
 mod presence;
 mod protection;
 mod redis_cluster;
+mod redis_cluster_link;
 mod redis_tls;
 mod tls;

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::free_port;
-use roomcast::internals::{cluster_slot, Masters, NodeAddr, Redirect, SlotMap, Topology};
+use roomcast::internals::{cluster_slot, Masters, NodeAddr, OnMoved, Redirect, SlotMap, Topology};
 
 struct Node {
     port: u16,
@@ -147,7 +147,7 @@ pub(crate) fn cli(port: u16, args: &[&str]) -> String {
 
 /// One command on a fresh connection, its reply as the link's parser
 /// reads it (an error reply is a value, not a failed call).
-fn raw(port: u16, args: &[&str]) -> redis::Value {
+pub(crate) fn raw(port: u16, args: &[&str]) -> redis::Value {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut cmd = redis::Cmd::new();
@@ -159,7 +159,7 @@ fn raw(port: u16, args: &[&str]) -> redis::Value {
 }
 
 /// Polls `cond` for up to 30 s (cluster creation and failover take seconds).
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -182,7 +182,7 @@ fn topology(seeds: Vec<NodeAddr>) -> Topology {
 }
 
 /// `CLUSTER SLOTS` from the node at `port`, as the link reads it.
-fn slot_map(port: u16) -> SlotMap {
+pub(crate) fn slot_map(port: u16) -> SlotMap {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
     let mut conn = client.get_connection().unwrap();
     let reply: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn).unwrap();
@@ -328,7 +328,7 @@ impl Listener {
 
 /// Marks `slot` as migrating from the master at `from` to the one at `to`
 /// (keys then move one by one with MIGRATE); returns `to`'s node id.
-fn begin_migration(slot: u16, from: u16, to: u16) -> String {
+pub(crate) fn begin_migration(slot: u16, from: u16, to: u16) -> String {
     let id = |p: u16| cli(p, &["CLUSTER", "MYID"]).trim().to_string();
     let (from_id, to_id, slot) = (id(from), id(to), slot.to_string());
     assert_eq!(
@@ -344,7 +344,7 @@ fn begin_migration(slot: u16, from: u16, to: u16) -> String {
 
 /// Moves one (empty) slot from the master at `from` to the one at `to`,
 /// the way `redis-cli --cluster reshard` does it for each slot.
-fn move_slot(ports: &[u16], slot: u16, from: u16, to: u16) {
+pub(crate) fn move_slot(ports: &[u16], slot: u16, from: u16, to: u16) {
     let to_id = begin_migration(slot, from, to);
     let slot = slot.to_string();
     assert_eq!(cli(from, &["CLUSTER", "COUNTKEYSINSLOT", &slot]).trim(), "0");
@@ -393,7 +393,7 @@ fn commands_go_to_each_rooms_master_in_order_and_follow_a_moved_slot() {
             }
         }
     };
-    check(masters.run(&batch(0)), &mut listeners, 0);
+    check(masters.run(&batch(0), OnMoved::Follow), &mut listeners, 0);
     assert_eq!(masters.refreshes(), 0);
 
     // The first room's slot moves to another master: its subscriber there
@@ -406,7 +406,7 @@ fn commands_go_to_each_rooms_master_in_order_and_follow_a_moved_slot() {
     assert_eq!(listeners[0].next(), ("sunsubscribe".to_string(), rooms[0].clone()));
     owners[0] = to;
     listeners[0] = Listener::new(to, &rooms[0]);
-    check(masters.run(&batch(1)), &mut listeners, 1);
+    check(masters.run(&batch(1), OnMoved::Follow), &mut listeners, 1);
     assert!(masters.refreshes() >= 1);
     assert_eq!(masters.topology().map().master(slot).unwrap().addr.port, to);
 }
@@ -430,7 +430,7 @@ fn a_slot_half_way_through_a_migration_is_followed_with_asking() {
         cmd.arg(k);
         (slot, cmd)
     };
-    let replies = masters.run(&[set(key, "1"), set(other, "2")]);
+    let replies = masters.run(&[set(key, "1"), set(other, "2")], OnMoved::Follow);
     assert!(replies.iter().all(|r| r.is_ok()), "{replies:?}");
     // Half-way: one of the slot's keys is on the importing node already.
     begin_migration(slot, from, to);
@@ -440,7 +440,7 @@ fn a_slot_half_way_through_a_migration_is_followed_with_asking() {
     // The source answers ASK for the moved key and serves the other; both
     // come back in order, and the map is not asked for again (the slot
     // still belongs to the source).
-    let replies = masters.run(&[get(key), get(other)]);
+    let replies = masters.run(&[get(key), get(other)], OnMoved::Follow);
     let values: Vec<_> = replies.into_iter().map(|r| r.unwrap()).collect();
     assert_eq!(
         values,
