@@ -7,9 +7,9 @@
 //! *lanes*: a lane is one Redis node's pair of connections (pub/sub, and an
 //! ordinary one for reads) with its own books (`ledger::Ledger`: which
 //! shards want which channel, which subscriptions are confirmed, which
-//! joins wait). One Redis is one lane. On a cluster, a channel lives on the
-//! lane of its slot's master (`SSUBSCRIBE`), a lane is opened only for a
-//! master that owns a channel or key this node needs, and when the cluster
+//! joins wait). One Redis is one lane. On a cluster, each master has a
+//! lane, and a channel lives on the lane of its slot's master
+//! (`SSUBSCRIBE`: a node subscribes only where its rooms are), and when the cluster
 //! changes — a master drops a subscription on its own (`sunsubscribe`: its
 //! slot moved, or it was demoted), refuses one (`MOVED`), or its lane fails
 //! — the slot map is asked for again and the channels whose master changed
@@ -563,6 +563,16 @@ impl Subscriber {
             if self.lanes[i].as_ref().is_some_and(|l| !masters.contains(&l.addr)) {
                 self.close(i);
                 self.lanes[i] = None;
+            }
+        }
+        // A lane for every master, so a join of any room finds its lane up.
+        for addr in &masters {
+            if !self.lanes.iter().flatten().any(|l| &l.addr == addr) {
+                let lane = Lane::new(addr.clone(), unix_nanos() ^ self.lanes.len() as u64);
+                match self.lanes.iter().position(Option::is_none) {
+                    Some(i) => self.lanes[i] = Some(lane),
+                    None => self.lanes.push(Some(lane)),
+                }
             }
         }
         let probe_stalled = self.probe_stalled();

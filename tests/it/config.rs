@@ -43,6 +43,7 @@ fn help_documents_every_option_with_its_default() {
         ("--shutdown-timeout-secs", "10"),
         ("--log-format", "text"),
         ("--redis-url", "none"),
+        ("--redis-cluster-nodes", "none"),
         ("--redis-prefix", "roomcast"),
         ("--redis-buffer-messages", "10000"),
         ("--log-level", "info"),

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::json;
 
+use crate::history::{join, join_replay};
 use crate::redis_cluster::{cli, raw, slot_map, wait_for, RedisCluster};
 use crate::util::*;
 use roomcast::internals::cluster_slot;
@@ -138,4 +139,217 @@ fn rooms_on_every_master_reach_three_nodes_once_and_in_order() {
             .count();
         assert_eq!(lanes, 3, "{body}");
     }
+}
+
+/// Every node's client port, comma-separated: seeds for `node`.
+fn seeds(cluster: &RedisCluster) -> String {
+    let ports: Vec<String> = cluster.ports().iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    ports.join(",")
+}
+
+/// A roomcast node given every cluster node as a seed.
+fn node_seeded(seeds: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--redis-cluster-nodes", seeds, "--shards", "2"];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    wait_for("the link to come up", || get(&server, "/readyz").0 == 200);
+    server
+}
+
+/// Reads `room`'s messages on `ws` until `last` has come; their data, in
+/// the order received (other rooms' messages are skipped).
+fn until(ws: &mut Client, room: &str, last: u64) -> Vec<u64> {
+    let mut got = Vec::new();
+    loop {
+        let m = recv_json(ws);
+        if m["op"] != "message" || m["room"] != room {
+            continue;
+        }
+        let n = m["data"].as_u64().unwrap();
+        got.push(n);
+        if n == last {
+            return got;
+        }
+    }
+}
+
+/// `got` is `from..=to` in order, each possibly repeated at once (a
+/// pipeline cut by a crash is sent again: at least once).
+fn in_order_at_least_once(got: &[u64], from: u64, to: u64) {
+    let mut deduped = got.to_vec();
+    deduped.dedup();
+    assert_eq!(deduped, (from..=to).collect::<Vec<_>>(), "{got:?}");
+}
+
+#[test]
+fn a_crashed_master_is_replaced_by_its_replica_and_delivery_resumes() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let seeds = seeds(&cluster);
+    let a = node_seeded(&seeds, &["--rate-limit", "100000"]);
+    let b = node_seeded(&seeds, &[]);
+    let rooms = rooms_per_master(cluster.ports()[0], 1);
+    let (&victim, on_victim) = rooms.iter().next().unwrap();
+    let room = on_victim[0].clone();
+    let (mut member, _) = join_broker(&b, "");
+    join_room(&mut member, &room, 1);
+    let (mut publisher, _) = join_broker(&a, "");
+    for n in 0..10u64 {
+        send_json(&mut publisher, json!({"op":"publish","room":room,"data":n}));
+    }
+    in_order_at_least_once(&until(&mut member, &room, 9), 0, 9);
+    cluster.kill(victim);
+    // Accepted while the master is gone: buffered by A, published once the
+    // replica has taken over and B has subscribed on it.
+    for n in 10..30u64 {
+        send_json(&mut publisher, json!({"op":"publish","room":room,"data":n}));
+    }
+    wait_for("B to notice its master is gone", || {
+        get(&b, "/readyz").0 != 200 || {
+            // The replica may already have taken over.
+            metric(&b, "roomcast_redis_reconnects_total") > 0.0
+        }
+    });
+    let got = until(&mut member, &room, 29);
+    in_order_at_least_once(&got, 10, 29);
+    for server in [&a, &b] {
+        wait_for("the link to be ready again", || get(server, "/readyz").0 == 200);
+    }
+    // And new publishes flow on the promoted replica, without a restart.
+    send_json(&mut publisher, json!({"op":"publish","room":room,"data":30}));
+    assert_eq!(until(&mut member, &room, 30), [30]);
+    assert_eq!(metric(&a, "roomcast_redis_unconfirmed_total"), 0.0);
+}
+
+#[test]
+fn a_slot_resharded_while_publishing_loses_nothing_uncounted() {
+    let cluster = RedisCluster::start(3, 0);
+    let seeds = seeds(&cluster);
+    let port = cluster.ports()[0];
+    let map = slot_map(port);
+    let (from, to) = (map.masters()[0].addr.port, map.masters()[1].addr.port);
+    // `redis-cli --cluster reshard` moves the source's lowest slots first:
+    // a room in the source's first slot moves with the first one.
+    let first = map.ranges().iter().find(|r| r.master.addr.port == from).unwrap().first;
+    let room = (0..)
+        .map(|i| format!("moving-{i}"))
+        .find(|r| cluster_slot(channel(r).as_bytes()) == first)
+        .unwrap();
+    let a = node_seeded(&seeds, &["--rate-limit", "100000"]);
+    let b = node_seeded(&seeds, &[]);
+    let (mut member, _) = join_broker(&b, "");
+    join_room(&mut member, &room, 1);
+    let (mut publisher, _) = join_broker(&a, "");
+    let id = |p: u16| cli(p, &["CLUSTER", "MYID"]).trim().to_string();
+    let (from_id, to_id) = (id(from), id(to));
+    let total = 600u64;
+    let mut reshard = None;
+    for n in 0..total {
+        send_json(&mut publisher, json!({"op":"publish","room":room,"data":n}));
+        if n == 100 {
+            let (from_id, to_id) = (from_id.clone(), to_id.clone());
+            reshard = Some(std::thread::spawn(move || {
+                std::process::Command::new("redis-cli")
+                    .args(["--cluster", "reshard", &format!("127.0.0.1:{port}")])
+                    .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
+                    .args(["--cluster-slots", "10", "--cluster-yes"])
+                    .output()
+                    .expect("redis-cli runs")
+            }));
+        }
+        // Paced, so the move happens while messages flow.
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    }
+    let out = reshard.unwrap().join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        slot_map(port).master(first).unwrap().addr.port,
+        to,
+        "the room's slot moved"
+    );
+    let mut got = until(&mut member, &room, total - 1);
+    got.dedup();
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+    let lost = total - got.len() as u64;
+    let counted =
+        metric(&a, "roomcast_redis_unconfirmed_total") + metric(&a, "roomcast_dropped_total{reason=\"link_buffer\"}");
+    assert!(lost as f64 <= counted, "{lost} lost, {counted} counted");
+    // B follows the slot: subscribed on its new master, and only there.
+    assert_eq!(shardnumsub(to, &channel(&room)), 1);
+    wait_for("the link to be ready", || get(&b, "/readyz").0 == 200);
+    send_json(&mut publisher, json!({"op":"publish","room":room,"data":total}));
+    assert_eq!(until(&mut member, &room, total), [total]);
+}
+
+#[test]
+fn rooms_with_history_are_numbered_and_recovered_on_their_own_masters() {
+    let cluster = RedisCluster::start(3, 0);
+    let seeds = seeds(&cluster);
+    let args = ["--history-size", "1000", "--rate-limit", "100000"];
+    let (a, b) = (node_seeded(&seeds, &args), node_seeded(&seeds, &args));
+    let rooms: Vec<String> = rooms_per_master(cluster.ports()[0], 1)
+        .into_values()
+        .flatten()
+        .collect();
+    let (mut member, _) = join_broker(&b, "");
+    let mut epochs = Vec::new();
+    for (i, room) in rooms.iter().enumerate() {
+        let ack = join(&mut member, room, i as u64 + 1, None);
+        assert_eq!(ack["offset"], 0, "{ack}");
+        epochs.push(ack["epoch"].clone());
+    }
+    let (mut publisher, _) = join_broker(&a, "");
+    let mut id = 0;
+    for n in 0..20u64 {
+        for room in &rooms {
+            id += 1;
+            send_json(&mut publisher, json!({"op":"publish","room":room,"data":n,"id":id}));
+        }
+    }
+    for _ in 0..id {
+        let ack = recv_json(&mut publisher);
+        assert!(ack["offset"].as_u64().is_some(), "numbered by the room's master: {ack}");
+    }
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    for _ in 0..id {
+        let m = recv_json(&mut member);
+        seen.entry(m["room"].as_str().unwrap().to_string())
+            .or_default()
+            .push(m["offset"].as_u64().unwrap());
+    }
+    for room in &rooms {
+        assert_eq!(seen[room.as_str()], (1..=20).collect::<Vec<_>>(), "{room}");
+    }
+    // A member that was away recovers what it missed, in each room, from
+    // the stream on that room's master.
+    let (mut back, _) = join_broker(&b, "");
+    for (i, room) in rooms.iter().enumerate() {
+        let since = json!({"offset": 15, "epoch": epochs[i]});
+        let (ack, replay) = join_replay(&mut back, room, 100 + i as u64, Some(since));
+        assert_eq!(ack["recovered"], true, "{ack}");
+        assert_eq!(replay, (16..=20).collect::<Vec<_>>(), "{room}");
+    }
+    // The keys live in each room's slot, on its master.
+    let map = slot_map(cluster.ports()[0]);
+    for room in &rooms {
+        let key = format!("roomcast:history:{{{room}}}");
+        let master = map.master(cluster_slot(key.as_bytes())).unwrap().addr.port;
+        assert_eq!(cli(master, &["XLEN", &key]).trim(), "20", "{room}");
+    }
+}
+
+#[test]
+fn cluster_options_are_checked_at_start_up() {
+    let both = refused(&[
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--redis-cluster-nodes",
+        "127.0.0.1:2",
+    ]);
+    assert!(both.contains("exclude each other"), "{both}");
+    let bad = refused(&["--redis-cluster-nodes", "http://127.0.0.1:2"]);
+    assert!(bad.contains("--redis-cluster-nodes"), "{bad}");
+    let mixed = refused(&["--redis-cluster-nodes", "redis://127.0.0.1:2,rediss://127.0.0.1:3"]);
+    assert!(mixed.contains("the same way"), "{mixed}");
+    let ca = refused(&["--redis-cluster-nodes", "127.0.0.1:2", "--redis-tls-ca", "/nonexistent"]);
+    assert!(ca.contains("--redis-tls-ca needs a rediss://"), "{ca}");
 }
