@@ -34,7 +34,7 @@ use super::envelope;
 /// Numbers, keeps and publishes messages of one room. `KEYS`: meta,
 /// stream. `ARGV`: a fresh epoch (used if the room has none), the stream's
 /// size, its TTL in ms, the room's channel, then the drafts' envelopes, in
-/// order. Returns `{first offset, epoch}`.
+/// order. Returns `{first offset, epoch, subscribers reached}`.
 pub(crate) const PUBLISH_SCRIPT: &str = r#"
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then
@@ -52,8 +52,8 @@ for i = 1, k do
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[4], first .. ':' .. table.concat(parts))
-return {first, e}
+local r = redis.call('PUBLISH', ARGV[4], first .. ':' .. table.concat(parts))
+return {first, e, r}
 "#;
 
 /// Most messages of one room in one [`PUBLISH_SCRIPT`] call (so one call
@@ -251,9 +251,10 @@ fn epoch(v: &Value) -> Option<Epoch> {
 }
 
 /// [`PUBLISH_SCRIPT`]'s answer: the offset and the epoch.
-pub(crate) fn published(v: &Value) -> Option<(u64, Epoch)> {
+pub(crate) fn published(v: &Value) -> Option<(u64, Epoch, u64)> {
     let Value::Array(items) = v else { return None };
-    Some((int(items.first()?)?, epoch(items.get(1)?)?))
+    let receivers = items.get(2).and_then(int).unwrap_or(0);
+    Some((int(items.first()?)?, epoch(items.get(1)?)?, receivers))
 }
 
 /// [`READ_SCRIPT`]'s answer.
@@ -371,10 +372,14 @@ mod tests {
         assert_eq!(Read::parse(empty).unwrap().entries().count(), 0);
         assert!(Read::parse(Value::Array(vec![Value::Int(1)])).is_none());
         assert!(Read::parse(Value::Nil).is_none());
-        let p = Value::Array(vec![Value::Int(3), Value::BulkString(b"0123456789ab".to_vec())]);
+        let p = Value::Array(vec![
+            Value::Int(3),
+            Value::BulkString(b"0123456789ab".to_vec()),
+            Value::Int(2),
+        ]);
         assert_eq!(
-            published(&p).map(|(n, e)| (n, e.as_str().to_string())),
-            Some((3, "0123456789ab".into()))
+            published(&p).map(|(n, e, r)| (n, e.as_str().to_string(), r)),
+            Some((3, "0123456789ab".into(), 2))
         );
     }
 }

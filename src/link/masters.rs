@@ -10,12 +10,15 @@
 //! reached costs its connection; the map is asked for again (its replica
 //! may have taken over) and the commands it had are answered with the
 //! error: the caller decides whether to send them again (at least once)
-//! or to refuse them.
+//! or to refuse them. Until `RETRY_DOWN` has passed (or the map has
+//! changed), a master that could not be reached is not tried again: its
+//! commands fail at once instead of each waiting for a connect timeout,
+//! so the other masters' traffic does not wait for a dead one.
 //!
 //! Runs on the link's publisher thread, never on a shard.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Cmd, RedisResult, Value};
 
@@ -27,11 +30,15 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Redirections followed for one command before giving up: a slot moving
 /// again and again, or nodes that disagree.
 const MAX_REDIRECTS: usize = 5;
+/// How long a master that could not be reached is not tried again.
+const RETRY_DOWN: Duration = Duration::from_millis(250);
 
 /// One connection per master, and the cluster's map.
 pub struct Masters {
     topology: Topology,
     conns: HashMap<NodeAddr, redis::Connection>,
+    /// Masters that could not be reached, not tried again before then.
+    down: HashMap<NodeAddr, Instant>,
     /// Times the map was asked for again.
     refreshes: u64,
 }
@@ -51,7 +58,10 @@ pub enum OnMoved {
     /// Send the command again to the slot's new master.
     Follow,
     /// Answer it with the `MOVED` error (the map is learnt again all the
-    /// same): the caller holds it until the slot's subscribers have moved.
+    /// same), and an `ASK` (a slot half-way through a migration) with its
+    /// error too: the caller holds it until the slot's subscribers have
+    /// moved (a script run on the importing node would publish to its
+    /// subscribers, who are still on the old one).
     Return,
 }
 
@@ -71,6 +81,7 @@ impl Masters {
         Ok(Masters {
             topology,
             conns: HashMap::new(),
+            down: HashMap::new(),
             refreshes: 0,
         })
     }
@@ -115,6 +126,12 @@ impl Masters {
             }
             let mut refresh = false;
             for (to, asking, members) in groups {
+                if self.down.get(&to).is_some_and(|until| Instant::now() < *until) {
+                    for &i in &members {
+                        steps[i] = Step::Done(Err(down(&to)));
+                    }
+                    continue;
+                }
                 let replies = self.send(&to, asking, members.iter().map(|&i| &cmds[i].1));
                 match replies {
                     Err(e) => {
@@ -122,6 +139,7 @@ impl Masters {
                         // fate is unknown. The map is asked for again for
                         // the next call (a replica may take over).
                         self.conns.remove(&to);
+                        self.down.insert(to.clone(), Instant::now() + RETRY_DOWN);
                         refresh = true;
                         for &i in &members {
                             steps[i] = Step::Done(Err(e.clone()));
@@ -141,6 +159,7 @@ impl Masters {
                                         refresh = true;
                                         Step::Route
                                     }
+                                    Some(Redirect::Ask { .. }) if on_moved == OnMoved::Return => Step::Done(Err(e)),
                                     Some(Redirect::Ask { to, .. }) => {
                                         redirects[i] += 1;
                                         Step::Ask(to)
@@ -155,7 +174,13 @@ impl Masters {
             }
             if refresh {
                 self.refreshes += 1;
-                if let Err(why) = self.topology.refresh() {
+                let before = self.topology.map().clone();
+                let refreshed = self.topology.refresh().map(|map| map != &before);
+                if let Ok(true) = refreshed {
+                    // A new map: every master may be tried again.
+                    self.down.clear();
+                }
+                if let Err(why) = refreshed {
                     tracing::warn!(%why, "redis cluster: no node gave the slot map");
                     for step in &mut steps {
                         if !matches!(step, Step::Done(_)) {
@@ -174,8 +199,8 @@ impl Masters {
             .collect()
     }
 
-    /// Runs `cmd` on every master (loading a script, say); the first
-    /// master that fails ends it with its error.
+    /// Runs `cmd` on every master (loading a script, say); `Err` is the
+    /// error of the last master that failed (the others have run it).
     pub fn everywhere(&mut self, cmd: &Cmd) -> RedisResult<()> {
         let masters: Vec<NodeAddr> = self
             .topology
@@ -184,21 +209,22 @@ impl Masters {
             .into_iter()
             .map(|n| n.addr.clone())
             .collect();
+        let mut result = Ok(());
         for to in masters {
-            let reply = self.send(&to, false, std::iter::once(cmd));
-            match reply {
+            match self.send(&to, false, std::iter::once(cmd)) {
                 Ok(mut replies) => {
                     if let Some(Err(e)) = replies.pop() {
-                        return Err(e);
+                        result = Err(e);
                     }
                 }
                 Err(e) => {
                     self.conns.remove(&to);
-                    return Err(e);
+                    self.down.insert(to, Instant::now() + RETRY_DOWN);
+                    result = Err(e);
                 }
             }
         }
-        Ok(())
+        result
     }
 
     /// Asks for the map again now; `Err` says why no node gave it.
@@ -236,6 +262,14 @@ impl Masters {
         debug_assert_eq!(replies.len(), n);
         Ok(replies)
     }
+}
+
+fn down(to: &NodeAddr) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "master unreachable; not tried again yet",
+        to.to_string(),
+    ))
 }
 
 fn no_master(slot: u16) -> redis::RedisError {

@@ -14,13 +14,17 @@
 //! least once, never silently lost.
 //!
 //! On a Redis Cluster (`target.rs`) each message goes to its channel's
-//! master (`SPUBLISH`), and a master's failure costs only its messages,
-//! which wait in the same buffer. A slot that moves (`MOVED`: resharding,
-//! or a failover) is treated like a short outage: its messages, and every
-//! later one, wait until the nodes that were subscribed to them have
-//! followed the slot to its new master (`PUBSUB SHARDNUMSUB` there), for at
-//! most `--redis-resubscribe-wait-secs`, then go, counted if a subscriber
-//! is still missing.
+//! master (`SPUBLISH`), and the buffer holds slots, not the whole link: a
+//! master that cannot be reached, or a slot that moves (`MOVED`:
+//! resharding), puts that message in the buffer, and every later message
+//! of a slot with messages in the buffer follows it there, while the other
+//! slots' messages keep going out. The buffer is published, in order, once
+//! the nodes that were subscribed to its channels are subscribed on their
+//! slots' masters again (`PUBSUB SHARDNUMSUB` there; after a failover, on
+//! the promoted replica), for at most `--redis-resubscribe-wait-secs`,
+//! counted if a subscriber is still missing. Rooms with history on a lost
+//! master answer `unavailable`; presence is sent again once that master
+//! answers.
 //!
 //! Publishes to rooms with history go through `history.rs`'s script
 //! instead (numbered, kept and published at once, pipelined too), and each
@@ -29,7 +33,7 @@
 //! publisher is answered `unavailable` (a publish that failed midway may
 //! still have landed: retrying it is at least once).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,6 +99,15 @@ pub(crate) struct Publisher {
     ready_since: Option<Instant>,
     /// When to ask `PUBSUB NUMSUB` again.
     next_numsub: Instant,
+    /// On a cluster: the slots with messages in the buffer or in
+    /// `held_numbered` (their later messages wait behind them).
+    held: HashSet<u16>,
+    /// On a cluster: publishes to rooms with history whose slot moved,
+    /// waiting (like the buffer) for the room's subscribers to follow it.
+    held_numbered: VecDeque<Numbered>,
+    /// On a cluster: a presence write was lost with a master; every shard
+    /// sends its presence again once a write goes through.
+    presence_lost: bool,
 }
 
 impl Publisher {
@@ -132,6 +145,9 @@ impl Publisher {
             receivers: Receivers::default(),
             ready_since: None,
             next_numsub: Instant::now(),
+            held: HashSet::new(),
+            held_numbered: VecDeque::new(),
+            presence_lost: false,
         })
     }
 
@@ -164,12 +180,8 @@ impl Publisher {
                         if connected_before {
                             self.state.reconnects.fetch_add(1, Relaxed);
                             tracing::info!("redis link: publisher reconnected");
-                            if self.announcer.is_some() {
-                                // Redis may have lost this node's presence.
-                                for shard in 0..self.post.len() {
-                                    self.post.item(shard, crate::bus::Item::PresenceResync);
-                                }
-                            }
+                            // Redis may have lost this node's presence.
+                            self.resync_presence();
                         }
                         if let Some(a) = &mut self.announcer {
                             a.connected();
@@ -234,16 +246,47 @@ impl Publisher {
             let result = self
                 .send(c, &mut pending, probe)
                 .and_then(|()| self.number(c))
-                .and_then(|()| {
-                    let scripts: Vec<&str> = self.scripts.iter().map(String::as_str).collect();
-                    self.announcer.as_mut().map_or(Ok(()), |a| a.write(c, &scripts))
-                });
+                .and_then(|()| self.announce(c));
             self.send_to_shards();
             if let Err(e) = result {
                 tracing::warn!(error = %e, buffered = self.buffer.len(), "redis link: publisher lost its connection");
                 conn = None;
                 self.state.publisher_up.store(false, Relaxed);
                 next_try = Instant::now() + backoff.next_delay();
+            }
+        }
+    }
+
+    /// Writes this node's presence changes; on a cluster, a lost master
+    /// costs a resync once it (or its replica) answers, not the link.
+    fn announce(&mut self, c: &mut Target) -> RedisResult<()> {
+        let scripts: Vec<&str> = self.scripts.iter().map(String::as_str).collect();
+        let Some(a) = self.announcer.as_mut() else {
+            return Ok(());
+        };
+        match a.write(c, &scripts) {
+            Err(e) if c.sharded() => {
+                tracing::debug!(error = %e, "redis link: a presence write was lost with a master");
+                self.presence_lost = true;
+                // Tried again at the next turn.
+                a.connected();
+                Ok(())
+            }
+            Err(e) => Err(e),
+            Ok(()) => {
+                if std::mem::take(&mut self.presence_lost) {
+                    self.resync_presence();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Every shard sends its rooms' presence again.
+    fn resync_presence(&mut self) {
+        if self.announcer.is_some() {
+            for shard in 0..self.post.len() {
+                self.post.item(shard, crate::bus::Item::PresenceResync);
             }
         }
     }
@@ -265,86 +308,154 @@ impl Publisher {
     /// Keeps `pending` for later, within the buffer's capacity.
     fn hold(&mut self, pending: &mut Vec<Outgoing>) {
         for msg in pending.drain(..) {
-            if self.buffer.len() < self.capacity {
-                self.buffer.push_back(msg);
-            } else {
-                self.state.dropped.fetch_add(1, Relaxed);
-            }
+            self.hold_one(msg);
         }
         self.state.buffer_depth.store(self.buffer.len() as u64, Relaxed);
     }
 
+    fn hold_one(&mut self, msg: Outgoing) {
+        if self.buffer.len() < self.capacity {
+            self.held.insert(slot::of(&msg.0));
+            self.buffer.push_back(msg);
+        } else {
+            self.state.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Whether `msg` must wait in the buffer: with one Redis, while the
+    /// buffer holds anything; on a cluster, while it holds its slot.
+    fn must_wait(&self, c: &Target, msg: &Outgoing) -> bool {
+        self.holding() && (!c.sharded() || self.held.contains(&slot::of(&msg.0)))
+    }
+
+    /// Messages wait for their channels' subscribers.
+    fn holding(&self) -> bool {
+        !self.buffer.is_empty() || !self.held_numbered.is_empty()
+    }
+
     /// Publishes the outage buffer (once the nodes are back), then
-    /// `pending`. What cannot go now waits in the buffer, in order: `Err`
-    /// if the connection (or a master's) failed, `Ok` if a slot moved.
+    /// `pending`. What cannot go now waits in the buffer, in order. `Err`
+    /// if the connection to one Redis failed; on a cluster a lost master
+    /// costs only its slots' messages, which wait.
     fn send(&mut self, c: &mut Target, pending: &mut Vec<Outgoing>, probe: Option<Outgoing>) -> RedisResult<()> {
         if let Some(p) = probe {
             // Not kept: the next one follows within a second.
             let results = self.publish(c, std::slice::from_ref(&p));
             if let Some(Err(e)) = results.into_iter().find(|r| fate(r) == Fate::Lost) {
-                self.hold(pending);
-                return Err(e);
-            }
-        }
-        if !self.buffer.is_empty() {
-            if !self.ready_to_flush(c)? {
-                self.hold(pending);
-                return Ok(());
-            }
-            while !self.buffer.is_empty() {
-                let n = self.buffer.len().min(PIPELINE);
-                let chunk: Vec<Outgoing> = self.buffer.drain(..n).collect();
-                let results = self.publish(c, &chunk);
-                let settled = self.settle(chunk, results);
-                for m in settled.keep.into_iter().rev() {
-                    self.buffer.push_front(m);
-                }
-                self.state.buffer_depth.store(self.buffer.len() as u64, Relaxed);
-                if let Some(e) = settled.lost {
+                if !c.sharded() {
                     self.hold(pending);
                     return Err(e);
                 }
-                if settled.moved {
-                    self.wait_again();
-                    self.hold(pending);
-                    return Ok(());
-                }
             }
-            self.receivers.flushed(Instant::now() + self.resubscribe_wait);
-            self.ready_since = None;
-            self.state.flush_waiting.store(false, Relaxed);
-            tracing::info!("redis link: outage buffer flushed");
+        }
+        if self.holding() && self.ready_to_flush(c)? {
+            self.flush(c, pending)?;
         }
         let mut queue = std::mem::take(pending);
         while !queue.is_empty() {
             let n = queue.len().min(PIPELINE);
-            let chunk: Vec<Outgoing> = queue.drain(..n).collect();
+            let mut chunk: Vec<Outgoing> = Vec::with_capacity(n);
+            for msg in queue.drain(..n) {
+                if self.must_wait(c, &msg) {
+                    self.hold_one(msg);
+                } else {
+                    chunk.push(msg);
+                }
+            }
+            if chunk.is_empty() {
+                continue;
+            }
             let results = self.publish(c, &chunk);
             let settled = self.settle(chunk, results);
-            if !settled.keep.is_empty() {
-                // Unsent (or possibly half-sent) messages go out again
-                // later, before any later one.
-                let mut rest = settled.keep;
-                rest.append(&mut queue);
-                self.hold(&mut rest);
-                if let Some(e) = settled.lost {
-                    return Err(e);
+            if settled.keep.is_empty() {
+                continue;
+            }
+            // Unsent (or possibly half-sent) messages go out again later,
+            // before any later one of their slot (of any, with one Redis).
+            if c.sharded() {
+                for msg in settled.keep {
+                    self.hold_one(msg);
                 }
                 self.wait_again();
-                return Ok(());
+                continue;
             }
+            let mut rest = settled.keep;
+            rest.append(&mut queue);
+            self.hold(&mut rest);
+            if let Some(e) = settled.lost {
+                return Err(e);
+            }
+            self.wait_again();
+            return Ok(());
         }
+        self.state.buffer_depth.store(self.buffer.len() as u64, Relaxed);
         Ok(())
     }
 
-    /// A slot moved: the buffer waits for its subscribers to follow it.
+    /// Publishes the buffer, in order; what cannot go yet stays in front.
+    fn flush(&mut self, c: &mut Target, pending: &mut Vec<Outgoing>) -> RedisResult<()> {
+        let mut kept: VecDeque<Outgoing> = VecDeque::new();
+        let mut kept_slots: HashSet<u16> = HashSet::new();
+        let mut waiting = false;
+        while !self.buffer.is_empty() {
+            let n = self.buffer.len().min(PIPELINE);
+            let mut chunk: Vec<Outgoing> = Vec::with_capacity(n);
+            for msg in self.buffer.drain(..n) {
+                // A slot already kept back keeps its order.
+                if kept_slots.contains(&slot::of(&msg.0)) {
+                    kept.push_back(msg);
+                } else {
+                    chunk.push(msg);
+                }
+            }
+            let results = self.publish(c, &chunk);
+            let settled = self.settle(chunk, results);
+            waiting |= !settled.keep.is_empty();
+            if let (Some(e), false) = (&settled.lost, c.sharded()) {
+                // One Redis: all of it waits for the next connection.
+                let e = e.clone();
+                for m in settled.keep.into_iter().rev() {
+                    self.buffer.push_front(m);
+                }
+                for m in kept.into_iter().rev() {
+                    self.buffer.push_front(m);
+                }
+                self.state.buffer_depth.store(self.buffer.len() as u64, Relaxed);
+                self.hold(pending);
+                return Err(e);
+            }
+            kept_slots.extend(settled.keep.iter().map(|m| slot::of(&m.0)));
+            kept.extend(settled.keep);
+        }
+        self.buffer = kept;
+        self.held = self.buffer.iter().map(|m| slot::of(&m.0)).collect();
+        self.state.buffer_depth.store(self.buffer.len() as u64, Relaxed);
+        if waiting {
+            self.held
+                .extend(self.held_numbered.iter().map(|m| numbered_slot(&self.prefix, m)));
+            self.wait_again();
+            return Ok(());
+        }
+        // Publishes to rooms with history go next, before any later one.
+        let mut numbered: Vec<Numbered> = self.held_numbered.drain(..).collect();
+        numbered.append(&mut self.numbered);
+        self.numbered = numbered;
+        self.receivers.flushed(Instant::now() + self.resubscribe_wait);
+        self.ready_since = None;
+        self.state.flush_waiting.store(false, Relaxed);
+        tracing::info!("redis link: outage buffer flushed");
+        Ok(())
+    }
+
+    /// A slot moved or its master was lost: the buffer waits for its
+    /// subscribers to be back.
     fn wait_again(&mut self) {
         if self.ready_since.take().is_some() {
             self.state.flush_waiting.store(false, Relaxed);
         }
-        tracing::info!(
+        tracing::debug!(
             buffered = self.buffer.len(),
-            "redis link: a slot moved; publishes wait for its subscribers to follow"
+            "redis link: messages wait for their slots' subscribers"
         );
     }
 
@@ -407,7 +518,17 @@ impl Publisher {
             Some(t) => t,
             None => {
                 self.ready_since = Some(now);
-                self.receivers.begin(self.buffer.iter().map(|(ch, _)| &ch[..]));
+                let numbered: Vec<Vec<u8>> = self
+                    .held_numbered
+                    .iter()
+                    .map(|m| channel(&self.prefix, &Topic::Room(m.room.clone())))
+                    .collect();
+                self.receivers.begin(
+                    self.buffer
+                        .iter()
+                        .map(|(ch, _)| &ch[..])
+                        .chain(numbered.iter().map(Vec::as_slice)),
+                );
                 self.state.flush_waiting.store(true, Relaxed);
                 self.next_numsub = now;
                 now
@@ -427,7 +548,13 @@ impl Publisher {
             self.next_numsub = now + NUMSUB_INTERVAL;
             let short: Vec<Vec<u8>> = self.receivers.short().map(<[u8]>::to_vec).collect();
             for chunk in short.chunks(NUMSUB_CHUNK) {
-                for (ch, n) in conn.numsub(chunk)? {
+                let counts = match conn.numsub(chunk) {
+                    Ok(counts) => counts,
+                    // A master still unreachable: not back yet.
+                    Err(_) if conn.sharded() => return Ok(false),
+                    Err(e) => return Err(e),
+                };
+                for (ch, n) in counts {
                     self.receivers.subscribed(&ch, n);
                 }
             }
@@ -444,13 +571,20 @@ impl Publisher {
     /// a pipeline at a time, and answers each publisher. A failed pipeline
     /// answers the rest `unavailable`.
     fn number(&mut self, conn: &mut Target) -> RedisResult<()> {
+        let sharded = conn.sharded();
         while !self.numbered.is_empty() {
             let n = self.numbered.len().min(PIPELINE);
             // One script call per room (in each room's order), at most
             // PUBLISH_MAX_MESSAGES messages each.
             let mut calls: Vec<Vec<Numbered>> = Vec::new();
             let mut open: HashMap<Arc<str>, usize> = HashMap::new();
-            for m in self.numbered.drain(..n) {
+            let batch: Vec<Numbered> = self.numbered.drain(..n).collect();
+            for m in batch {
+                if sharded && self.holding() && self.held.contains(&numbered_slot(&self.prefix, &m)) {
+                    // Its slot waits for its subscribers: after the others.
+                    self.held_numbered.push_back(m);
+                    continue;
+                }
                 match open.get(&m.room) {
                     Some(&i) if calls[i].len() < PUBLISH_MAX_MESSAGES => calls[i].push(m),
                     _ => {
@@ -479,11 +613,21 @@ impl Publisher {
                 }
                 cmds.push((slot::of(&meta), cmd));
             }
-            let replies = self.run_on(conn, &cmds, OnMoved::Follow);
+            let replies = self.run_on(conn, &cmds, OnMoved::Return);
             let mut lost = None;
+            let now = Instant::now();
             for (call, reply) in calls.into_iter().zip(replies) {
-                let Some((first, _)) = reply.as_ref().ok().and_then(history::published) else {
-                    if fate(&reply) == Fate::Lost {
+                let Some((first, _, receivers)) = reply.as_ref().ok().and_then(history::published) else {
+                    let fate = fate(&reply);
+                    if fate == Fate::Wait && sharded {
+                        // The room's slot moved: its messages wait for its
+                        // subscribers to follow (none was numbered).
+                        self.held.insert(numbered_slot(&self.prefix, &call[0]));
+                        self.held_numbered.extend(call);
+                        self.wait_again();
+                        continue;
+                    }
+                    if fate == Fate::Lost {
                         lost = reply.err();
                     } else {
                         tracing::warn!(?reply, room = %call[0].room, "redis link: a numbered publish failed");
@@ -494,6 +638,10 @@ impl Publisher {
                     continue;
                 };
                 self.state.messages_out.fetch_add(call.len() as u64, Relaxed);
+                let room = channel(&self.prefix, &Topic::Room(call[0].room.clone()));
+                if self.receivers.published(&room, receivers, now) {
+                    self.state.unconfirmed.fetch_add(call.len() as u64, Relaxed);
+                }
                 for (offset, m) in (first..).zip(call) {
                     let Some(req) = m.reply.req else { continue };
                     reads::answer(
@@ -505,6 +653,10 @@ impl Publisher {
                 }
             }
             if let Some(e) = lost {
+                if conn.sharded() {
+                    // Only that master's rooms were answered `unavailable`.
+                    continue;
+                }
                 self.refuse_numbered();
                 return Err(e);
             }
@@ -515,6 +667,9 @@ impl Publisher {
     /// Answers every numbered publish waiting `unavailable`.
     fn refuse_numbered(&mut self) {
         for m in std::mem::take(&mut self.numbered) {
+            self.refuse(m);
+        }
+        for m in std::mem::take(&mut self.held_numbered) {
             self.refuse(m);
         }
     }
@@ -531,6 +686,11 @@ impl Publisher {
         // Held without a count: nothing is dropped.
         self.post.flush(|_, _| {});
     }
+}
+
+/// The slot of a room with history (its keys' and channel's).
+fn numbered_slot(prefix: &str, m: &Numbered) -> u16 {
+    slot::of(&meta_key(prefix, &m.room))
 }
 
 /// What a round trip left to send again.

@@ -55,7 +55,7 @@ pub(crate) enum Fate {
     Done,
     /// Redis refused it for good (a wrong argument, a missing permission).
     Refused,
-    /// Its slot is moving (`MOVED` not followed, `TRYAGAIN`,
+    /// Its slot is moving (`MOVED` or `ASK` not followed, `TRYAGAIN`,
     /// `CLUSTERDOWN`): to send again later.
     Wait,
     /// The connection failed: whether it ran is unknown.
@@ -66,9 +66,9 @@ pub(crate) enum Fate {
 pub(crate) fn fate(result: &RedisResult<Value>) -> Fate {
     let Err(e) = result else { return Fate::Done };
     match e.kind() {
-        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown) => {
-            Fate::Wait
-        }
+        ErrorKind::Server(
+            ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown,
+        ) => Fate::Wait,
         ErrorKind::Server(_) | ErrorKind::Extension => Fate::Refused,
         _ => Fate::Lost,
     }
@@ -95,7 +95,13 @@ impl Target {
                 })?))
             }
         };
-        target.load(scripts)?;
+        match target.load(scripts) {
+            Ok(()) => {}
+            // A master down: the others have the scripts, and it gets them
+            // when it answers `NOSCRIPT`.
+            Err(e) if target.sharded() => tracing::warn!(error = %e, "redis link: a master did not load the scripts"),
+            Err(e) => return Err(e),
+        }
         Ok(target)
     }
 
@@ -124,8 +130,8 @@ impl Target {
         if results.iter().any(no_script) {
             tracing::info!("redis link: a master has lost the scripts (failed over?); loading them again");
             if let Err(e) = self.load(scripts) {
-                tracing::warn!(error = %e, "redis link: cannot load the scripts");
-                return results;
+                // Loaded where it could be; the commands are tried anyway.
+                tracing::warn!(error = %e, "redis link: cannot load the scripts everywhere");
             }
             let again: Vec<usize> = (0..results.len()).filter(|&i| no_script(&results[i])).collect();
             let cmds_again: Vec<(u16, Cmd)> = again.iter().map(|&i| cmds[i].clone()).collect();
@@ -209,6 +215,7 @@ mod tests {
         };
         assert_eq!(fate(&Ok(Value::Int(1))), Fate::Done);
         assert_eq!(fate(&server("MOVED")), Fate::Wait);
+        assert_eq!(fate(&server("ASK")), Fate::Wait);
         assert_eq!(fate(&server("TRYAGAIN")), Fate::Wait);
         assert_eq!(fate(&server("CLUSTERDOWN")), Fate::Wait);
         assert_eq!(fate(&server("NOPERM")), Fate::Refused);

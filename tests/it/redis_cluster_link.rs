@@ -222,6 +222,18 @@ fn a_crashed_master_is_replaced_by_its_replica_and_delivery_resumes() {
 
 #[test]
 fn a_slot_resharded_while_publishing_loses_nothing_uncounted() {
+    reshard_while_publishing(&[]);
+}
+
+#[test]
+fn a_room_with_history_resharded_while_publishing_keeps_every_offset() {
+    reshard_while_publishing(&["--history-size", "1000"]);
+}
+
+/// Publishes 600 messages to a room whose slot `redis-cli --cluster
+/// reshard` moves meanwhile; its member on another node must get all of
+/// them in order, or the publishing node must count what it may have missed.
+fn reshard_while_publishing(rooms: &[&str]) {
     let cluster = RedisCluster::start(3, 0);
     let seeds = seeds(&cluster);
     let port = cluster.ports()[0];
@@ -234,10 +246,13 @@ fn a_slot_resharded_while_publishing_loses_nothing_uncounted() {
         .map(|i| format!("moving-{i}"))
         .find(|r| cluster_slot(channel(r).as_bytes()) == first)
         .unwrap();
-    let a = node_seeded(&seeds, &["--rate-limit", "100000"]);
-    let b = node_seeded(&seeds, &[]);
+    let mut args = vec!["--rate-limit", "100000"];
+    args.extend_from_slice(rooms);
+    let a = node_seeded(&seeds, &args);
+    let b = node_seeded(&seeds, rooms);
     let (mut member, _) = join_broker(&b, "");
-    join_room(&mut member, &room, 1);
+    let ack = join(&mut member, &room, 1, None);
+    assert_eq!(ack["op"], "ack", "{ack}");
     let (mut publisher, _) = join_broker(&a, "");
     let id = |p: u16| cli(p, &["CLUSTER", "MYID"]).trim().to_string();
     let (from_id, to_id) = (id(from), id(to));
@@ -266,14 +281,26 @@ fn a_slot_resharded_while_publishing_loses_nothing_uncounted() {
         to,
         "the room's slot moved"
     );
-    let mut got = until(&mut member, &room, total - 1);
+    let mut offsets = Vec::new();
+    let mut got = Vec::new();
+    while got.last() != Some(&(total - 1)) {
+        let m = recv_json(&mut member);
+        if m["op"] != "message" {
+            continue;
+        }
+        got.push(m["data"].as_u64().unwrap());
+        offsets.extend(m["offset"].as_u64());
+    }
     got.dedup();
     assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
     let lost = total - got.len() as u64;
     let counted =
         metric(&a, "roomcast_redis_unconfirmed_total") + metric(&a, "roomcast_dropped_total{reason=\"link_buffer\"}");
     assert!(lost as f64 <= counted, "{lost} lost, {counted} counted");
-    // B follows the slot: subscribed on its new master, and only there.
+    if !rooms.is_empty() {
+        assert_eq!(offsets, (1..=total).collect::<Vec<_>>(), "every offset, once, in order");
+    }
+    // B follows the slot: subscribed on its new master.
     assert_eq!(shardnumsub(to, &channel(&room)), 1);
     wait_for("the link to be ready", || get(&b, "/readyz").0 == 200);
     send_json(&mut publisher, json!({"op":"publish","room":room,"data":total}));
@@ -352,4 +379,55 @@ fn cluster_options_are_checked_at_start_up() {
     assert!(mixed.contains("the same way"), "{mixed}");
     let ca = refused(&["--redis-cluster-nodes", "127.0.0.1:2", "--redis-tls-ca", "/nonexistent"]);
     assert!(ca.contains("--redis-tls-ca needs a rediss://"), "{ca}");
+}
+
+#[test]
+fn a_master_lost_for_good_costs_only_its_own_rooms() {
+    let mut cluster = RedisCluster::start(3, 0);
+    for p in cluster.ports() {
+        // The other masters keep serving their slots.
+        assert_eq!(
+            cli(p, &["CONFIG", "SET", "cluster-require-full-coverage", "no"]).trim(),
+            "OK"
+        );
+    }
+    let seeds = seeds(&cluster);
+    let a = node_seeded(&seeds, &["--rate-limit", "100000"]);
+    let b = node_seeded(&seeds, &[]);
+    let rooms = rooms_per_master(cluster.ports()[0], 1);
+    let mut masters = rooms.iter();
+    let (&victim, lost_rooms) = masters.next().unwrap();
+    let (_, kept_rooms) = masters.next().unwrap();
+    let (lost, kept) = (lost_rooms[0].clone(), kept_rooms[0].clone());
+    let (mut member, _) = join_broker(&b, "");
+    join_room(&mut member, &lost, 1);
+    join_room(&mut member, &kept, 2);
+    let (mut publisher, _) = join_broker(&a, "");
+    cluster.kill(victim);
+    for n in 0..10u64 {
+        send_json(&mut publisher, json!({"op":"publish","room":lost,"data":n}));
+        send_json(&mut publisher, json!({"op":"publish","room":kept,"data":n}));
+    }
+    // The other master's room is delivered while the victim stays dead...
+    assert_eq!(until(&mut member, &kept, 9), (0..10).collect::<Vec<_>>());
+    // ...the victim's messages wait in A's buffer, counted...
+    wait_for("A to hold the lost master's messages", || {
+        metric(&a, "roomcast_redis_buffer_depth") >= 10.0
+    });
+    // ...and B says which master it misses.
+    let victim_node = format!("127.0.0.1:{victim}");
+    wait_for("B to name the lost master", || {
+        let (status, body) = get(&b, "/readyz");
+        status == 503 && body.contains(&victim_node)
+    });
+    let up = format!("roomcast_redis_shard_up{{node=\"{victim_node}\"}}");
+    assert_eq!(metric(&b, &up), 0.0);
+    // Still: more of the other room, in order, nothing of the lost one.
+    send_json(&mut publisher, json!({"op":"publish","room":kept,"data":10}));
+    let m = recv_json(&mut member);
+    assert_eq!(
+        (m["room"].as_str(), m["data"].as_u64()),
+        (Some(kept.as_str()), Some(10)),
+        "{m}"
+    );
 }
