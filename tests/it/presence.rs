@@ -11,7 +11,7 @@ const SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
 
 /// A server with JWT auth (named users) and `extra` flags; rooms
 /// `lobby:*` track presence with events, `quiet:*` presence only.
-fn server(extra: &[&str]) -> Server {
+pub(crate) fn server(extra: &[&str]) -> Server {
     let file = temp_file(
         "rooms.toml",
         "[[rooms]]\nmatch = \"lobby:*\"\npresence = true\njoin_leave = true\n\
@@ -29,7 +29,7 @@ fn unique() -> u64 {
 }
 
 /// A connection of `user`, allowed `rooms` (every room when empty).
-fn user(server: &Server, user: &str, rooms: &[&str]) -> Client {
+pub(crate) fn user(server: &Server, user: &str, rooms: &[&str]) -> Client {
     let mut claims = json!({"sub": user, "exp": unix_now() + 600});
     if !rooms.is_empty() {
         claims["rooms"] = json!(rooms);
@@ -64,7 +64,7 @@ fn pairs(list: &[(&str, u64)]) -> Vec<(String, u64)> {
 }
 
 /// Waits until `room`'s presence, asked on `ws`, lists `want`.
-fn presence_becomes(ws: &mut Client, room: &str, want: &[(&str, u64)]) -> Value {
+pub(crate) fn presence_becomes(ws: &mut Client, room: &str, want: &[(&str, u64)]) -> Value {
     let mut last = Value::Null;
     let mut id = 1000;
     eventually(&format!("presence of {room} to be {want:?}"), || {

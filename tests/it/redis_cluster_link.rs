@@ -29,13 +29,18 @@ fn channel(room: &str) -> String {
 
 /// Room names whose channels live on each master: `per` per master, by port.
 fn rooms_per_master(seed: u16, per: usize) -> BTreeMap<u16, Vec<String>> {
+    named_per_master(seed, per, "room-")
+}
+
+/// The same, named `<prefix><i>`.
+fn named_per_master(seed: u16, per: usize, prefix: &str) -> BTreeMap<u16, Vec<String>> {
     let map = slot_map(seed);
     let mut out: BTreeMap<u16, Vec<String>> = BTreeMap::new();
     for m in map.masters() {
         out.insert(m.addr.port, Vec::new());
     }
     for i in 0.. {
-        let room = format!("room-{i}");
+        let room = format!("{prefix}{i}");
         let owner = map.master(cluster_slot(channel(&room).as_bytes())).unwrap().addr.port;
         let list = out.get_mut(&owner).unwrap();
         if list.len() < per {
@@ -430,4 +435,59 @@ fn a_master_lost_for_good_costs_only_its_own_rooms() {
         (Some(kept.as_str()), Some(10)),
         "{m}"
     );
+}
+
+#[test]
+fn presence_spans_nodes_with_each_room_on_its_own_master() {
+    use crate::presence::{presence_becomes, server, user};
+    let cluster = RedisCluster::start(3, 0);
+    let seeds = seeds(&cluster);
+    let start = || {
+        let s = server(&[
+            "--redis-cluster-nodes",
+            &seeds,
+            "--shards",
+            "2",
+            "--presence-refresh-secs",
+            "1",
+        ]);
+        wait_for("the link to come up", || get(&s, "/readyz").0 == 200);
+        s
+    };
+    let (a, b) = (start(), start());
+    let rooms: Vec<String> = named_per_master(cluster.ports()[0], 1, "quiet:c")
+        .into_values()
+        .flatten()
+        .collect();
+    let mut wes = user(&a, "wes", &[]);
+    let mut ann = user(&b, "ann", &[]);
+    for (i, room) in rooms.iter().enumerate() {
+        join(&mut wes, room, i as u64 + 1, None);
+        join(&mut ann, room, i as u64 + 1, None);
+    }
+    // Each room's presence hash is on its own master, and A sees B's user.
+    let map = slot_map(cluster.ports()[0]);
+    for room in &rooms {
+        presence_becomes(&mut wes, room, &[("ann", 1), ("wes", 1)]);
+        let key = format!("roomcast:presence:{{{room}}}");
+        let master = map.master(cluster_slot(key.as_bytes())).unwrap().addr.port;
+        assert_eq!(cli(master, &["EXISTS", &key]).trim(), "1", "{room}");
+    }
+    drop(ann);
+    for room in &rooms {
+        presence_becomes(&mut wes, room, &[("wes", 1)]);
+    }
+    // A node that dies without a goodbye: its liveness key (on whichever
+    // master its slot is) expires, and its users leave every room.
+    let mut bob = user(&b, "bob", &[]);
+    for (i, room) in rooms.iter().enumerate() {
+        join(&mut bob, room, 10 + i as u64, None);
+    }
+    for room in &rooms {
+        presence_becomes(&mut wes, room, &[("bob", 1), ("wes", 1)]);
+    }
+    drop(b);
+    for room in &rooms {
+        presence_becomes(&mut wes, room, &[("wes", 1)]);
+    }
 }
