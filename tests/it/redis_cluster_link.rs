@@ -12,14 +12,9 @@ use crate::redis_cluster::{cli, raw, slot_map, wait_for, RedisCluster};
 use crate::util::*;
 use roomcast::internals::cluster_slot;
 
-/// A roomcast node on the cluster whose seed is the node at `seed`.
+/// A roomcast node on the cluster whose one seed is the node at `seed`.
 fn node(seed: u16, extra: &[&str]) -> Server {
-    let seeds = format!("127.0.0.1:{seed}");
-    let mut args = vec!["--redis-cluster-nodes", seeds.as_str(), "--shards", "2"];
-    args.extend_from_slice(extra);
-    let server = Server::start(&args);
-    wait_for("the link to come up", || get(&server, "/readyz").0 == 200);
-    server
+    node_seeded(&format!("127.0.0.1:{seed}"), extra)
 }
 
 /// The channel of `room` (the default prefix).
