@@ -13,7 +13,9 @@
 //! or to refuse them. Until `RETRY_DOWN` has passed (or the map has
 //! changed), a master that could not be reached is not tried again: its
 //! commands fail at once instead of each waiting for a connect timeout,
-//! so the other masters' traffic does not wait for a dead one.
+//! so the other masters' traffic does not wait for a dead one; meanwhile
+//! the map is asked for every `REFRESH_WHILE_DOWN` (from the node that
+//! answered last), so a promoted replica is found at once.
 //!
 //! Runs on the link's publisher thread, never on a shard.
 
@@ -31,7 +33,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// again and again, or nodes that disagree.
 const MAX_REDIRECTS: usize = 5;
 /// How long a master that could not be reached is not tried again.
-const RETRY_DOWN: Duration = Duration::from_millis(250);
+const RETRY_DOWN: Duration = Duration::from_secs(2);
+/// While a master is down, how often the map is asked for.
+const REFRESH_WHILE_DOWN: Duration = Duration::from_millis(250);
 
 /// One connection per master, and the cluster's map.
 pub struct Masters {
@@ -39,6 +43,8 @@ pub struct Masters {
     conns: HashMap<NodeAddr, redis::Connection>,
     /// Masters that could not be reached, not tried again before then.
     down: HashMap<NodeAddr, Instant>,
+    /// While some master is down: when to ask for the map again.
+    next_poll: Instant,
     /// Times the map was asked for again.
     refreshes: u64,
 }
@@ -82,6 +88,7 @@ impl Masters {
             topology,
             conns: HashMap::new(),
             down: HashMap::new(),
+            next_poll: Instant::now(),
             refreshes: 0,
         })
     }
@@ -99,6 +106,15 @@ impl Masters {
     /// Runs `cmds` (each with its key's slot); one reply per command, in
     /// the same order. Commands of one slot reach Redis in the order given.
     pub fn run(&mut self, cmds: &[(u16, Cmd)], on_moved: OnMoved) -> Vec<RedisResult<Value>> {
+        if !self.down.is_empty() && Instant::now() >= self.next_poll {
+            // Has another node taken over the slots of a master that is down?
+            self.next_poll = Instant::now() + REFRESH_WHILE_DOWN;
+            let before = self.topology.map().clone();
+            self.refreshes += 1;
+            if self.topology.refresh().is_ok_and(|map| map != &before) {
+                self.down.clear();
+            }
+        }
         let mut steps: Vec<Step> = cmds.iter().map(|_| Step::Route).collect();
         let mut redirects = vec![0usize; cmds.len()];
         loop {

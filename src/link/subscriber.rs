@@ -70,6 +70,9 @@ const HEARTBEAT_STALLED: Duration = Duration::from_secs(3);
 const RESTORED: &[u8] = b"restored";
 /// A heartbeat ping's argument.
 const BEAT: &[u8] = b"hb";
+/// While a cluster lane is down, how often the map is asked for (its
+/// replica may have been promoted: the lane then moves there).
+const DOWN_REFRESH: Duration = Duration::from_millis(500);
 /// How often the per-node figures in `/metrics` are updated.
 const STATS_EVERY: Duration = Duration::from_millis(250);
 
@@ -229,6 +232,8 @@ pub(crate) struct Subscriber {
     refresh_due: bool,
     next_refresh: Instant,
     refresh_backoff: Backoff,
+    /// While a lane is down, when to ask for the map again.
+    next_poll: Instant,
     prefix: String,
     node_id: Arc<str>,
     probe: Vec<u8>,
@@ -323,6 +328,7 @@ impl Subscriber {
             password,
             refresh_due: cluster.is_some(),
             next_refresh: Instant::now(),
+            next_poll: Instant::now(),
             refresh_backoff: Backoff::new(unix_nanos() ^ 0xc1),
             cluster,
             probe: probe_channel(&cfg.prefix, &node_id),
@@ -353,6 +359,12 @@ impl Subscriber {
         let mut events = Events::with_capacity(64);
         loop {
             let now = Instant::now();
+            if self.cluster.is_some() && now >= self.next_poll && self.lanes.iter().flatten().any(|l| l.link.is_none())
+            {
+                // A lane down: is another node serving its slots by now?
+                self.refresh_due = true;
+                self.next_poll = now + DOWN_REFRESH;
+            }
             if self.refresh_due && now >= self.next_refresh {
                 self.refresh();
             }
@@ -439,6 +451,9 @@ impl Subscriber {
         let mut wake = now + Duration::from_millis(500);
         if self.refresh_due {
             wake = wake.min(self.next_refresh);
+        }
+        if self.cluster.is_some() && self.lanes.iter().flatten().any(|l| l.link.is_none()) {
+            wake = wake.min(self.next_poll);
         }
         for lane in self.lanes.iter().flatten() {
             if lane.link.is_none() {

@@ -28,6 +28,11 @@ pub struct Topology {
     /// With `rediss://` and `--redis-tls-ca`: the CA's PEM.
     root_cert: Option<Vec<u8>>,
     map: SlotMap,
+    /// The node that gave the last map: asked first next time.
+    answered: Option<NodeAddr>,
+    /// Nodes that could not answer at the last refresh: asked last (a
+    /// dead master costs a connect timeout on a real network).
+    failed: Vec<NodeAddr>,
 }
 
 impl Topology {
@@ -39,6 +44,8 @@ impl Topology {
             info,
             root_cert: None,
             map: SlotMap::default(),
+            answered: None,
+            failed: Vec::new(),
         }
     }
 
@@ -100,27 +107,46 @@ impl Topology {
         self.info.clone().set_addr(node)
     }
 
-    /// Asks for the map again: the nodes of the last map first (they are
-    /// the current cluster), then the seeds. `Err` says why no node gave
-    /// one (each node's reason), and the last map stays.
+    /// Asks for the map again: the node that gave the last one first,
+    /// then the other nodes of the last map (they are the current
+    /// cluster), then the seeds; nodes that failed last time go last. `Err`
+    /// says why no node gave one (each node's reason), and the last map
+    /// stays.
     pub fn refresh(&mut self) -> Result<&SlotMap, String> {
-        let mut tried: Vec<NodeAddr> = Vec::new();
-        let mut why = Vec::new();
-        let known: Vec<NodeAddr> = self.map.nodes().into_iter().cloned().collect();
-        for addr in known.iter().chain(&self.seeds) {
-            if tried.contains(addr) {
-                continue;
+        let mut order: Vec<NodeAddr> = Vec::new();
+        let known = self.map.nodes().into_iter().cloned();
+        for addr in self
+            .answered
+            .iter()
+            .cloned()
+            .chain(known)
+            .chain(self.seeds.iter().cloned())
+        {
+            if !order.contains(&addr) {
+                order.push(addr);
             }
-            tried.push(addr.clone());
-            match self.ask(addr) {
+        }
+        let (mut order, failed): (Vec<NodeAddr>, Vec<NodeAddr>) =
+            order.into_iter().partition(|a| !self.failed.contains(a));
+        order.extend(failed);
+        let mut why = Vec::new();
+        let mut failed = Vec::new();
+        for addr in order {
+            match self.ask(&addr) {
                 Ok(map) if map.covered() > 0 => {
                     self.map = map;
+                    self.answered = Some(addr);
+                    self.failed = failed;
                     return Ok(&self.map);
                 }
                 Ok(_) => why.push(format!("{addr}: serves no slots yet")),
-                Err(e) => why.push(format!("{addr}: {e}")),
+                Err(e) => {
+                    why.push(format!("{addr}: {e}"));
+                    failed.push(addr);
+                }
             }
         }
+        self.failed = failed;
         Err(why.join("; "))
     }
 

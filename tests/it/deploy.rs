@@ -96,7 +96,7 @@ fn through(proxy: &Nginx, xff: Option<&str>) -> Client {
     }
     let stream = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    tungstenite::client::client(req, stream)
+    tungstenite::client::client(req, Stream(stream))
         .expect("upgrade through nginx")
         .0
 }

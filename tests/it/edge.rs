@@ -99,7 +99,7 @@ fn via_proxy(server: &Server, xff: Option<&str>) -> Client {
     }
     let stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    tungstenite::client::client(req, stream).expect("handshake").0
+    tungstenite::client::client(req, Stream(stream)).expect("handshake").0
 }
 
 #[test]

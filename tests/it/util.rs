@@ -102,13 +102,53 @@ impl Drop for Server {
 }
 
 /// A blocking tungstenite client.
-pub type Client = tungstenite::WebSocket<TcpStream>;
+pub type Client = tungstenite::WebSocket<Stream>;
+
+/// A client's TCP stream, whose interrupted reads are read again
+/// ([`interrupted`]); everything else is the `TcpStream`'s.
+#[derive(Debug)]
+pub struct Stream(pub TcpStream);
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if interrupted(&e) => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl std::ops::Deref for Stream {
+    type Target = TcpStream;
+
+    fn deref(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Stream {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        &mut self.0
+    }
+}
 
 /// Connects a real WebSocket client to `path`.
 pub fn connect(server: &Server, path: &str) -> Client {
     let stream = TcpStream::connect(server.addr).expect("tcp connect");
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let (ws, resp) = tungstenite::client::client(server.url(path), stream).expect("websocket handshake");
+    let (ws, resp) = tungstenite::client::client(server.url(path), Stream(stream)).expect("websocket handshake");
     assert_eq!(resp.status(), 101);
     ws
 }
@@ -122,12 +162,22 @@ pub fn http(server: &Server, raw: &str) -> (u16, String, String) {
     read_response(&mut s)
 }
 
+/// A read interrupted without an answer: a socket read with a timeout is
+/// not restarted after the process was stopped and continued, or took a
+/// signal (seen on the CI machine as EINTR in random tests); it is read again.
+pub fn interrupted(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Interrupted
+}
+
 /// Reads one HTTP response from `s`.
 pub fn read_response(s: &mut TcpStream) -> (u16, String, String) {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut byte).expect("read response head");
+        let n = match s.read(&mut byte) {
+            Err(e) if interrupted(&e) => continue,
+            n => n.expect("read response head"),
+        };
         assert!(
             n > 0,
             "connection closed inside a response head: {:?}",
@@ -241,11 +291,14 @@ pub struct Frame {
 /// Reads one server frame; `None` on a clean EOF.
 pub fn read_frame(s: &mut TcpStream) -> Option<Frame> {
     let mut h = [0u8; 2];
-    match s.read(&mut h[..1]) {
-        Ok(0) => return None,
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-        Err(e) => panic!("read frame: {e}"),
+    loop {
+        match s.read(&mut h[..1]) {
+            Ok(0) => return None,
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) if interrupted(&e) => continue,
+            Err(e) => panic!("read frame: {e}"),
+        }
     }
     s.read_exact(&mut h[1..]).unwrap();
     assert_eq!(h[1] & 0x80, 0, "server frames are never masked");
@@ -294,8 +347,7 @@ pub fn expect_eof(s: &mut TcpStream) {
             Ok(0) => return,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-            // A signal to the test process (a child exiting) is no answer.
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if interrupted(&e) => {}
             Err(e) => panic!("expected the server to close the connection: {e}"),
         }
     }
@@ -317,7 +369,11 @@ pub fn recv_json<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> serde_j
 /// Reads the next text message verbatim (pings and pongs are skipped).
 pub fn recv_text<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> String {
     loop {
-        match ws.read().expect("read a message") {
+        let read = match ws.read() {
+            Err(tungstenite::Error::Io(e)) if interrupted(&e) => continue,
+            read => read,
+        };
+        match read.expect("read a message") {
             tungstenite::Message::Text(t) => return t.to_string(),
             tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
             other => panic!("expected text, got {other:?}"),
@@ -350,6 +406,7 @@ pub fn recv_close<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> (u16, 
                 return frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
             }
             Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if interrupted(&e) => continue,
             Err(e) => panic!("expected a close frame, got error {e}"),
         }
     }
