@@ -547,4 +547,56 @@ mod tests {
         // milliseconds, even unoptimised.
         assert!(took < Duration::from_secs(1), "restore took {took:?}");
     }
+
+    #[test]
+    fn a_channel_moved_to_another_master_keeps_its_shards_and_waiting_joins() {
+        let (mut old, mut new) = (Ledger::default(), Ledger::default());
+        let mut c = Vec::new();
+        old.interest(b"a", on(0, "a", 1), Mode::Up, &mut c);
+        old.subscribed(b"a", &mut c);
+        c.clear();
+        // A second shard joins; its SUBSCRIBE is out when the slot moves.
+        old.interest(b"b", on(1, "b", 5), Mode::Up, &mut c);
+        old.interest(b"a", on(2, "a", 3), Mode::Up, &mut c);
+        assert_eq!(c.len(), 1, "a is confirmed already, b waits");
+        c.clear();
+        // The old master refuses b's SUBSCRIBE (MOVED): still wanted.
+        assert!(old.dropped(b"b"));
+        assert_eq!(old.in_flight(|_| true), Vec::<Vec<u8>>::new());
+        let moving = old.take_where(|_, _| true);
+        assert_eq!((old.len(), old.subscriptions()), (0, 0));
+        assert_eq!(moving.len(), 2);
+        for m in moving {
+            assert_eq!(new.adopt(m, Mode::Up, &mut c), Some(Command::Subscribe));
+        }
+        assert!(c.is_empty(), "the join of b waits for the new master");
+        assert_eq!(new.route(b"a"), Some((&room("a"), 0b101)), "both shards of a");
+        assert!(!new.is_live(b"b"));
+        new.subscribed(b"b", &mut c);
+        assert_eq!((c.len(), c[0].shard, c[0].seq), (1, 1, 5));
+        assert!(new.is_live(b"b"));
+        assert_eq!(new.subscriptions(), 2);
+    }
+
+    #[test]
+    fn a_channel_moved_to_a_master_that_is_down_is_confirmed_at_once() {
+        let (mut old, mut new) = (Ledger::default(), Ledger::default());
+        let mut c = Vec::new();
+        old.interest(b"a", on(0, "a", 1), Mode::Up, &mut c);
+        let moving = old.take_where(|name, _| name == b"a");
+        assert_eq!(new.adopt(moving.into_iter().next().unwrap(), Mode::Down, &mut c), None);
+        assert_eq!(c.len(), 1, "nothing to wait for: the restore subscribes it");
+        assert_eq!(new.restore(&[]), [b"a".to_vec()]);
+    }
+
+    #[test]
+    fn a_channel_nobody_wants_is_forgotten_not_moved() {
+        let mut l = Ledger::default();
+        let mut c = Vec::new();
+        l.interest(b"a", on(0, "a", 1), Mode::Up, &mut c);
+        l.interest(b"a", off(0, "a"), Mode::Up, &mut c);
+        assert_eq!(l.len(), 1, "its SUBSCRIBE is unanswered");
+        assert!(l.take_where(|_, _| true).is_empty());
+        assert_eq!(l.len(), 0);
+    }
 }

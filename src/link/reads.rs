@@ -977,4 +977,49 @@ mod tests {
         reads.admit(admit(5, Some(2)), ch.clone(), true, &mut cmd, &mut post);
         assert_eq!(cmd.windows(7).filter(|w| w == b"EVALSHA").count(), 3);
     }
+
+    /// Two lanes: room `r`'s keys on lane 0, every other key on lane 1.
+    struct Two(Vec<u8>, Vec<u8>);
+
+    impl Route for Two {
+        fn lane(&mut self, key: &[u8]) -> Option<(usize, &mut Vec<u8>)> {
+            if key.ends_with(b"{r}") {
+                Some((0, &mut self.0))
+            } else {
+                Some((1, &mut self.1))
+            }
+        }
+    }
+
+    #[test]
+    fn each_read_goes_to_its_rooms_lane_and_losing_one_lane_answers_only_its_joins() {
+        let (mut reads, mut post, rx, _poll) = books();
+        let mut two = Two(Vec::new(), Vec::new());
+        let other_channel = b"rc:room:{o}".to_vec();
+        let mut other = admit(2, None);
+        other.room = Arc::from("o");
+        reads.admit(admit(1, None), b"rc:room:{r}".to_vec(), true, &mut two, &mut post);
+        reads.admit(other, other_channel.clone(), true, &mut two, &mut post);
+        for (lane, out) in [(0, &two.0), (1, &two.1)] {
+            assert_eq!(out.windows(7).filter(|w| w == b"EVALSHA").count(), 1, "lane {lane}");
+        }
+        // Lane 1's master is gone: only its join is refused.
+        reads.disconnected(1, |ch| ch == other_channel.as_slice(), &mut post);
+        let got = items(&mut post, &rx);
+        assert!(matches!(&got[..], [Item::Refused { ticket: 2, .. }]), "{got:?}");
+        // Lane 0 goes on: its reply, its fence on lane 0's subscription.
+        reads.on_reply(0, read_reply(3, false, []), &mut post, &mut two);
+        let mut sub = Vec::new();
+        reads.fence(1, &mut sub);
+        assert!(sub.is_empty(), "nothing came back on lane 1");
+        reads.fence(0, &mut sub);
+        reads.on_pong(1, b"1", &mut post);
+        assert!(
+            items(&mut post, &rx).is_empty(),
+            "a pong of another lane admits nothing"
+        );
+        reads.on_pong(0, b"1", &mut post);
+        let got = items(&mut post, &rx);
+        assert!(matches!(&got[..], [Item::Admitted { ticket: 1, .. }]), "{got:?}");
+    }
 }

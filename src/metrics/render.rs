@@ -236,7 +236,7 @@ pub fn render(reg: &Registry, link: Option<&LinkState>) -> String {
             (
                 REDIS_UNCONFIRMED_TOTAL,
                 "counter",
-                "Messages published after a Redis outage that fewer nodes received than were subscribed before it: other nodes may have missed them.",
+                "Messages published after a Redis outage (on a cluster: a lost master or a moved slot) that fewer nodes received than were subscribed before it: other nodes may have missed them.",
                 l.unconfirmed.load(Relaxed).to_string(),
             ),
             (
