@@ -467,8 +467,10 @@ impl Shard {
             }
         }
         // Batches go out before this turn's acks are written: once a client
-        // has an ack, the publish is already in every other shard's inbox.
+        // has an ack, the publish is already in every other shard's inbox,
+        // and the room count its join or leave changed is in `/metrics`.
         self.relay.flush(&self.env.metrics);
+        self.shared_gauges();
         for (slot, id) in std::mem::take(&mut self.pending.dirty) {
             let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id() == id) else {
                 continue;
