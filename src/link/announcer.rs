@@ -85,7 +85,7 @@ impl Announcer {
 
     /// Writes the changes, and the refresh if due; `Err` if the
     /// connection (or a master's) failed.
-    pub fn write(&mut self, target: &mut Target, scripts: &[&str]) -> redis::RedisResult<()> {
+    pub fn write(&mut self, target: &mut Target, scripts: &[String]) -> redis::RedisResult<()> {
         let ttl = (self.refresh * 3).as_millis() as u64;
         while !self.changes.is_empty() {
             let n = self.changes.len().min(PIPELINE);
@@ -128,7 +128,7 @@ impl Announcer {
 
     /// Shutdown: the node's key goes, and the other nodes hear it is gone
     /// (its rooms' fields went with its connections' last changes).
-    pub fn goodbye(&mut self, target: &mut Target, scripts: &[&str]) -> redis::RedisResult<()> {
+    pub fn goodbye(&mut self, target: &mut Target, scripts: &[String]) -> redis::RedisResult<()> {
         self.write(target, scripts)?;
         let key = node_key(&self.prefix, &self.node);
         let mut del = redis::cmd("DEL");

@@ -109,11 +109,7 @@ impl Masters {
         if !self.down.is_empty() && Instant::now() >= self.next_poll {
             // Has another node taken over the slots of a master that is down?
             self.next_poll = Instant::now() + REFRESH_WHILE_DOWN;
-            let before = self.topology.map().clone();
-            self.refreshes += 1;
-            if self.topology.refresh().is_ok_and(|map| map != &before) {
-                self.down.clear();
-            }
+            let _ = self.refresh();
         }
         let mut steps: Vec<Step> = cmds.iter().map(|_| Step::Route).collect();
         let mut redirects = vec![0usize; cmds.len()];
@@ -189,14 +185,7 @@ impl Masters {
                 }
             }
             if refresh {
-                self.refreshes += 1;
-                let before = self.topology.map().clone();
-                let refreshed = self.topology.refresh().map(|map| map != &before);
-                if let Ok(true) = refreshed {
-                    // A new map: every master may be tried again.
-                    self.down.clear();
-                }
-                if let Err(why) = refreshed {
+                if let Err(why) = self.refresh() {
                     tracing::warn!(%why, "redis cluster: no node gave the slot map");
                     for step in &mut steps {
                         if !matches!(step, Step::Done(_)) {
@@ -243,10 +232,15 @@ impl Masters {
         result
     }
 
-    /// Asks for the map again now; `Err` says why no node gave it.
-    pub fn refresh(&mut self) -> Result<(), String> {
+    /// Asks for the map again; `Err` says why no node gave it. A new map
+    /// lets every master be tried again.
+    fn refresh(&mut self) -> Result<(), String> {
         self.refreshes += 1;
-        self.topology.refresh().map(|_| ())
+        let before = self.topology.map().clone();
+        if self.topology.refresh()? != &before {
+            self.down.clear();
+        }
+        Ok(())
     }
 
     /// One pipeline to `to`; per-command results, or `Err` if the

@@ -152,16 +152,12 @@ impl Publisher {
     }
 
     fn connect(&self) -> RedisResult<Target> {
-        Target::connect(&self.spec, &self.script_texts())
-    }
-
-    fn script_texts(&self) -> Vec<&str> {
-        self.scripts.iter().map(String::as_str).collect()
+        Target::connect(&self.spec, &self.scripts)
     }
 
     /// Runs `cmds` on `target` (loading the scripts again where lost).
     fn run_on(&self, target: &mut Target, cmds: &[(u16, Cmd)], on_moved: OnMoved) -> Vec<RedisResult<Value>> {
-        target.run(cmds, on_moved, &self.script_texts())
+        target.run(cmds, on_moved, &self.scripts)
     }
 
     /// Runs until every shard is gone (the channel disconnects).
@@ -217,10 +213,8 @@ impl Publisher {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     // Shutdown: the other nodes hear this one is gone.
-                    let scripts: Vec<String> = self.scripts.clone();
-                    let scripts: Vec<&str> = scripts.iter().map(String::as_str).collect();
                     if let (Some(a), Some(c)) = (&mut self.announcer, conn.as_mut()) {
-                        if let Err(e) = a.goodbye(c, &scripts) {
+                        if let Err(e) = a.goodbye(c, &self.scripts) {
                             tracing::warn!(error = %e, "redis link: could not say goodbye");
                         }
                     }
@@ -260,11 +254,10 @@ impl Publisher {
     /// Writes this node's presence changes; on a cluster, a lost master
     /// costs a resync once it (or its replica) answers, not the link.
     fn announce(&mut self, c: &mut Target) -> RedisResult<()> {
-        let scripts: Vec<&str> = self.scripts.iter().map(String::as_str).collect();
         let Some(a) = self.announcer.as_mut() else {
             return Ok(());
         };
-        match a.write(c, &scripts) {
+        match a.write(c, &self.scripts) {
             Err(e) if c.sharded() => {
                 tracing::debug!(error = %e, "redis link: a presence write was lost with a master");
                 self.presence_lost = true;

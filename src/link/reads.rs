@@ -528,10 +528,7 @@ impl Reads {
                 args.extend(fields.iter().map(Vec::as_slice));
                 let Some((lane, out)) = route.lane(&hash) else { continue };
                 wire::command(out, &args);
-                if self.lanes.len() <= lane {
-                    self.lanes.resize_with(lane + 1, Fifo::default);
-                }
-                self.lanes[lane].push(Pending::Setup);
+                self.fifo(lane).push(Pending::Setup);
             }
             let dead = std::mem::take(&mut read.dead);
             read.shares.retain(|(n, _, _)| !dead.contains(n));
@@ -619,25 +616,29 @@ impl Reads {
         let mut admits: Vec<Admit> = Vec::new();
         let mut presence_ended: Vec<u64> = Vec::new();
         let mut alive_ended: Vec<u64> = Vec::new();
-        if self.lanes.len() <= lane {
-            self.lanes.resize_with(lane + 1, Fifo::default);
-        }
-        let fifo = &mut self.lanes[lane];
-        for p in fifo.inflight.iter_mut() {
-            match std::mem::replace(p, Pending::Setup) {
-                Pending::Setup | Pending::Alive { read: None, .. } => {}
-                Pending::Presence(id) => presence_ended.push(id),
-                Pending::Alive { read: Some(id), .. } => alive_ended.push(id),
-                Pending::Admit(j) => admits.extend(j.admits),
-                Pending::Query(q) => {
-                    self.state.history_errors.fetch_add(1, Relaxed);
-                    refuse(q.reply, post);
+        // Joins whose read was out: the frames kept for them go too.
+        let mut read_out: Vec<Joins> = Vec::new();
+        if let Some(fifo) = self.lanes.get_mut(lane) {
+            for p in fifo.inflight.iter_mut() {
+                match std::mem::replace(p, Pending::Setup) {
+                    Pending::Setup | Pending::Alive { read: None, .. } => {}
+                    Pending::Presence(id) => presence_ended.push(id),
+                    Pending::Alive { read: Some(id), .. } => alive_ended.push(id),
+                    Pending::Admit(j) => read_out.push(j),
+                    Pending::Query(q) => {
+                        self.state.history_errors.fetch_add(1, Relaxed);
+                        refuse(q.reply, post);
+                    }
                 }
             }
+            read_out.extend(fifo.back.drain(..).map(|f| f.joins));
+            for (_, reads) in fifo.fences.drain(..) {
+                read_out.extend(reads.into_iter().map(|f| f.joins));
+            }
         }
-        admits.extend(fifo.back.drain(..).flat_map(|f| f.joins.admits));
-        for (_, reads) in fifo.fences.drain(..) {
-            admits.extend(reads.into_iter().flat_map(|f| f.joins.admits));
+        for joins in read_out {
+            self.watch.remove(&joins.channel);
+            admits.extend(joins.admits);
         }
         self.open.retain(|_, (l, _)| *l != lane);
         for id in presence_ended {
@@ -662,17 +663,9 @@ impl Reads {
         for channel in parked {
             admits.extend(self.parked.remove(&channel).unwrap_or_default());
         }
-        for a in &admits {
-            let channel = super::channel(&self.prefix, &crate::rooms::Topic::Room(a.room.clone()));
-            self.unwatch_all(&channel);
-        }
         for a in admits {
             self.refuse_admit(a, post);
         }
-    }
-
-    fn unwatch_all(&mut self, channel: &[u8]) {
-        self.watch.remove(channel);
     }
 
     /// A join that cannot be served now (the link is down): refused.

@@ -175,7 +175,24 @@ struct Lanes<'a> {
     lanes: &'a mut Vec<Option<Lane>>,
     cluster: Option<&'a Topology>,
     probe_stalled: bool,
-    seed: u64,
+}
+
+/// The lane of the node at `addr`, opened (not yet connected) if it has none.
+fn lane_for(lanes: &mut Vec<Option<Lane>>, addr: &NodeAddr) -> usize {
+    if let Some(i) = lanes.iter().position(|l| l.as_ref().is_some_and(|l| &l.addr == addr)) {
+        return i;
+    }
+    let lane = Lane::new(addr.clone(), unix_nanos() ^ lanes.len() as u64);
+    match lanes.iter().position(Option::is_none) {
+        Some(i) => {
+            lanes[i] = Some(lane);
+            i
+        }
+        None => {
+            lanes.push(Some(lane));
+            lanes.len() - 1
+        }
+    }
 }
 
 impl Lanes<'_> {
@@ -186,24 +203,7 @@ impl Lanes<'_> {
             return Some(0);
         };
         let addr = &topology.map().master(slot::of(key))?.addr;
-        if let Some(i) = self
-            .lanes
-            .iter()
-            .position(|l| l.as_ref().is_some_and(|l| &l.addr == addr))
-        {
-            return Some(i);
-        }
-        let lane = Lane::new(addr.clone(), self.seed ^ self.lanes.len() as u64);
-        match self.lanes.iter().position(Option::is_none) {
-            Some(i) => {
-                self.lanes[i] = Some(lane);
-                Some(i)
-            }
-            None => {
-                self.lanes.push(Some(lane));
-                Some(self.lanes.len() - 1)
-            }
-        }
+        Some(lane_for(self.lanes, addr))
     }
 }
 
@@ -483,7 +483,6 @@ impl Subscriber {
                 lanes: &mut self.lanes,
                 cluster: self.cluster.as_ref(),
                 probe_stalled,
-                seed: unix_nanos(),
             },
         )
     }
@@ -582,13 +581,7 @@ impl Subscriber {
         }
         // A lane for every master, so a join of any room finds its lane up.
         for addr in &masters {
-            if !self.lanes.iter().flatten().any(|l| &l.addr == addr) {
-                let lane = Lane::new(addr.clone(), unix_nanos() ^ self.lanes.len() as u64);
-                match self.lanes.iter().position(Option::is_none) {
-                    Some(i) => self.lanes[i] = Some(lane),
-                    None => self.lanes.push(Some(lane)),
-                }
-            }
+            lane_for(&mut self.lanes, addr);
         }
         let probe_stalled = self.probe_stalled();
         for m in moving {
@@ -1048,12 +1041,9 @@ impl Subscriber {
         let all_up = !lanes.is_empty()
             && self.homeless.len() == 0
             && !self.refresh_due
-            && lanes
-                .iter()
-                .all(|l| l.connected() && l.ready && l.mode(probe_stalled) != Mode::Down)
-            && lanes
-                .iter()
-                .all(|l| l.beat_since.is_none_or(|t| t.elapsed() <= HEARTBEAT_STALLED));
+            // Connected, restored, answering its heartbeat (a stalled probe
+            // is `LinkState::health`'s to judge).
+            && lanes.iter().all(|l| l.mode(false) == Mode::Up);
         let subscriptions: usize = lanes.iter().map(|l| l.ledger.subscriptions()).sum();
         self.state.subscriptions.store(subscriptions as u64, Relaxed);
         let was_up = self.state.subscriber_up.load(Relaxed);

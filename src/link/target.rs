@@ -81,7 +81,7 @@ fn no_script(result: &RedisResult<Value>) -> bool {
 impl Target {
     /// Connects (for a cluster: learns the map; masters are connected on
     /// first use) and loads `scripts` everywhere.
-    pub fn connect(spec: &Spec, scripts: &[&str]) -> RedisResult<Target> {
+    pub fn connect(spec: &Spec, scripts: &[String]) -> RedisResult<Target> {
         let mut target = match spec {
             Spec::One(client) => {
                 let conn = client.get_connection_with_timeout(IO_TIMEOUT)?;
@@ -105,10 +105,10 @@ impl Target {
         Ok(target)
     }
 
-    fn load(&mut self, scripts: &[&str]) -> RedisResult<()> {
+    fn load(&mut self, scripts: &[String]) -> RedisResult<()> {
         for script in scripts {
             let mut cmd = redis::cmd("SCRIPT");
-            cmd.arg("LOAD").arg(*script);
+            cmd.arg("LOAD").arg(script);
             match self {
                 Target::One(conn) => cmd.exec(conn)?,
                 Target::Cluster(masters) => masters.everywhere(&cmd)?,
@@ -125,7 +125,7 @@ impl Target {
     /// Runs `cmds` (each with the slot of its key), pipelined; one result
     /// per command, in order. `scripts` are loaded again if a master lost
     /// them.
-    pub fn run(&mut self, cmds: &[(u16, Cmd)], on_moved: OnMoved, scripts: &[&str]) -> Vec<RedisResult<Value>> {
+    pub fn run(&mut self, cmds: &[(u16, Cmd)], on_moved: OnMoved, scripts: &[String]) -> Vec<RedisResult<Value>> {
         let mut results = self.run_once(cmds, on_moved);
         if results.iter().any(no_script) {
             tracing::info!("redis link: a master has lost the scripts (failed over?); loading them again");

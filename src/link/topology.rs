@@ -55,11 +55,6 @@ impl Topology {
         self
     }
 
-    /// The seed nodes given.
-    pub fn seeds(&self) -> &[NodeAddr] {
-        &self.seeds
-    }
-
     /// Whether the nodes speak TLS.
     pub fn tls(&self) -> bool {
         matches!(self.info.addr(), redis::ConnectionAddr::TcpTls { .. })
